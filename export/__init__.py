@@ -1,0 +1,6 @@
+"""LMPC's offline toolchain (installed as `lmpc_export`; needs the `export` extra: torch, transformers,
+optimum). Character sheet + checkpoint → ONNX → int8 → parity-checked NPC bundle."""
+
+from .build import build, prepare_model, write_bundle
+
+__all__ = ["build", "prepare_model", "write_bundle"]

@@ -1,0 +1,192 @@
+"""`lmpc build`: character sheet + model → NPC bundle.
+
+The model stages (checkpoint, ONNX export, int8, parity) depend only on the model, not on the
+character, so their results are cached under the source's fingerprint and shared by every character
+built on the same weights; a second build of any character on the base model takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from lmpc_runtime import __version__
+from lmpc_runtime.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_NAME, ModelSpec, pack_manifest, sha256_file
+from lmpc_runtime.chat import ChatFormat, SpecialTokens
+from lmpc_runtime.errors import ExportError
+from lmpc_runtime.persona import example_shots, system_prompt
+from lmpc_runtime.sampling import SamplingConfig
+from lmpc_runtime.sheet import CharacterSheet, load_sheet
+
+from . import checkpoint as ckpt
+from . import onnx_export, parity
+
+DEFAULT_CONTEXT = 2048
+# Part of the model cache key: bump it whenever a change here alters the exported model.
+EXPORT_VERSION = 1
+MODEL_LAYOUT = "optimum-kv-concat"
+Log = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("LMPC_CACHE"):
+        return Path(os.environ["LMPC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lmpc"
+
+
+def special_tokens(tokenizer_json: Path) -> SpecialTokens:
+    """ChatML control ids, and every other special token, which the sampler must never emit."""
+    state = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    specials = {t["content"]: t["id"] for t in state["added_tokens"] if t.get("special")}
+    try:
+        im_start, im_end = specials[ckpt.IM_START], specials[ckpt.IM_END]
+    except KeyError as exc:
+        raise ExportError(f"{tokenizer_json}: no {exc} token; the model does not speak ChatML") from exc
+    return SpecialTokens(im_start=im_start, im_end=im_end, banned=tuple(sorted(set(specials.values()) - {im_end})))
+
+
+def model_spec(config: dict, file: str, sha256: str, context_length: int) -> ModelSpec:
+    heads = config["num_attention_heads"]
+    return ModelSpec(
+        file=file,
+        sha256=sha256,
+        layout=MODEL_LAYOUT,
+        num_layers=config["num_hidden_layers"],
+        num_kv_heads=config.get("num_key_value_heads", heads),
+        head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+        vocab_size=config["vocab_size"],
+        context_length=min(context_length, config.get("max_position_embeddings", context_length)),
+    )
+
+
+def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT) -> Path:
+    """Checkpoint → fp32 ONNX → int8 ONNX → parity report, cached. Returns the cache entry directory."""
+    entry = cache_dir / f"{source.stem}-{ckpt.source_fingerprint(source)}-v{EXPORT_VERSION}"
+    done = entry / "export.json"
+    if done.is_file():
+        log(f"model: cached ({entry})")
+        return entry
+    seconds: dict[str, float] = {}
+    work = entry.with_name(entry.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    t = time.perf_counter()
+    log(f"model: loading {source.name} into a float32 checkpoint")
+    checkpoint = work / "checkpoint"
+    model = ckpt.materialise(source, checkpoint)
+    seconds["checkpoint"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log("model: exporting to ONNX with KV cache (optimum, text-generation-with-past)")
+    fp32 = onnx_export.export_fp32(checkpoint, work / "onnx-fp32")
+    seconds["onnx_export"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log("model: quantising weights to int8")
+    int8 = onnx_export.quantize_int8(fp32, work / "model.int8.onnx")
+    seconds["quantize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    log("model: checking parity of the ONNX models with the checkpoint")
+    config = json.loads((checkpoint / "config.json").read_text())
+    special = special_tokens(checkpoint / "tokenizer.json")
+    chat = ChatFormat.from_file(str(checkpoint / "tokenizer.json"), special)
+    references = parity.reference_continuations(model, chat, new_tokens=24, im_end=special.im_end)
+    del model
+    results = []
+    for variant, path in (("fp32", fp32), ("int8", int8)):
+        spec = model_spec(config, path.name, "", context_length)
+        result = parity.check_parity(variant, path, spec, chat, references)
+        log(f"  {variant}: max |Δlogit| {result.max_logit_diff:.4f}, top-1 agreement {result.top1_agreement:.3f}, "
+            f"greedy match {result.greedy_match:.3f}")
+        parity.enforce_bounds(result)
+        results.append(result.to_dict())
+    seconds["parity"] = time.perf_counter() - t
+
+    shutil.rmtree(fp32.parent)  # 540 MB that nothing reads again
+    (work / "export.json").write_text(json.dumps({
+        "source": str(source),
+        "fingerprint": entry.name,
+        "config": config,
+        "seconds": seconds,
+        "model_bytes": int8.stat().st_size,
+        "parity": results,
+    }, indent=2))
+    shutil.rmtree(entry, ignore_errors=True)
+    work.rename(entry)
+    return entry
+
+
+def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: int = DEFAULT_CONTEXT,
+                 sampling: SamplingConfig = SamplingConfig()) -> Path:
+    """Assemble the bundle in a temporary directory beside `out`, then move it into place."""
+    export = json.loads((entry / "export.json").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        _link_or_copy(entry / "model.int8.onnx", tmp / "model.onnx")
+        shutil.copyfile(entry / "checkpoint" / "tokenizer.json", tmp / "tokenizer.json")
+        special = special_tokens(tmp / "tokenizer.json")
+        spec = model_spec(export["config"], "model.onnx", sha256_file(tmp / "model.onnx"), context_length)
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "name": _slug(sheet.name),
+            "created_by": f"lmpc {__version__}",
+            "model": {k: getattr(spec, k) for k in ModelSpec.__dataclass_fields__},
+            "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(tmp / "tokenizer.json")},
+            "special_tokens": {"im_start": special.im_start, "im_end": special.im_end, "banned": list(special.banned)},
+            "chat_format": "chatml",
+            "sampling": sampling.to_dict(),
+            "character": sheet.to_dict(),
+            "persona": {"system": system_prompt(sheet), "shots": [list(s) for s in example_shots(sheet)]},
+            "report": {"export": {k: export[k] for k in ("source", "fingerprint", "seconds", "model_bytes")},
+                       "parity": export["parity"]},
+        }
+        (tmp / MANIFEST_NAME).write_bytes(pack_manifest(manifest))
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Path | None = None,
+          context_length: int = DEFAULT_CONTEXT, log: Log = lambda _: None) -> Path:
+    sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
+    entry = prepare_model(source or ckpt.base_gguf(), cache_dir or default_cache_dir(), log, context_length)
+    log(f"bundle: writing {out}")
+    return write_bundle(sheet, entry, out, context_length)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "npc"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put `new` at `target`; an existing bundle there is moved aside first and removed after."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)

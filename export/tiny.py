@@ -1,0 +1,54 @@
+"""A tiny random-weight LLaMA with SmolLM2's tokenizer, for fast tests of every stage.
+
+Same architecture family as SmolLM2 (grouped-query attention, RMSNorm, SwiGLU, tied embeddings, rotary
+positions), so the export, quantisation, engine and training code paths are the real ones; small
+enough (about 3 MB of weights, almost all of it the 49152 × 16 embedding) to commit and run in
+milliseconds. Weights are drawn with a large spread so the logits are peaked and greedy decoding is
+stable under int8 rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import IM_END, IM_START, PAD
+
+TINY_CONFIG = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=8,
+    max_position_embeddings=2048,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
+
+
+def make_tiny_checkpoint(out_dir: Path, tokenizer_json: Path, seed: int = 0, init_std: float = 0.5) -> Path:
+    """Write a random tiny LLaMA checkpoint (float32 safetensors + tokenizer files) to `out_dir`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), eos_token=IM_END, pad_token=PAD,
+                                        bos_token=IM_START, add_bos_token=False)
+    tokenizer.chat_template = (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+        "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.convert_tokens_to_ids(IM_START),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=init_std,
+        **TINY_CONFIG,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).float().eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

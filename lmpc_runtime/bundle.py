@@ -1,0 +1,234 @@
+"""NPC bundles: a `<name>.lmpc/` directory with a versioned `manifest.msgpack` and the files it names.
+
+Reading a bundle trusts nothing: the manifest's size is capped before it is read, msgpack is unpacked
+with explicit limits, every field is type-checked, and every file is checked against its sha256.
+Each failure raises its own `BundleError` subclass with a message a game developer can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .chat import SpecialTokens
+from .errors import BundleFormatError, BundleIntegrityError, BundleMissingError, BundleVersionError, LmpcError
+from .sampling import SamplingConfig
+from .sheet import CharacterSheet, sheet_from_dict
+
+BUNDLE_FORMAT = "lmpc-bundle"
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.msgpack"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+# Graph layouts the engine knows how to drive (see engine.py).
+KNOWN_LAYOUTS = ("optimum-kv-concat",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the runtime needs to know about the ONNX graph to feed it."""
+
+    file: str
+    sha256: str
+    layout: str
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int
+
+
+@dataclass(frozen=True)
+class Persona:
+    """The fixed start of every conversation: the system prompt and a few example exchanges."""
+
+    system: str
+    shots: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    name: str
+    model: ModelSpec
+    tokenizer_file: str
+    tokenizer_sha256: str
+    special: SpecialTokens
+    chat_format: str
+    sampling: SamplingConfig
+    character: CharacterSheet
+    persona: Persona
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.model.file
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / self.tokenizer_file
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pack_manifest(manifest: dict[str, Any]) -> bytes:
+    return msgpack.packb(manifest, use_bin_type=True)
+
+
+def unpack_limited(data: bytes, what: str, max_bytes: int) -> Any:
+    """Unpack msgpack with every size limit set, so hostile input cannot allocate without bound."""
+    if len(data) > max_bytes:
+        raise BundleFormatError(f"{what} is {len(data)} bytes; at most {max_bytes} are accepted")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=1_000_000,
+            max_map_len=100_000,
+            max_ext_len=0,
+        )
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        raise BundleFormatError(f"{what} is not valid msgpack: {exc}") from exc
+
+
+class _Fields:
+    """Typed access to a decoded msgpack map; a wrong or missing field raises BundleFormatError."""
+
+    def __init__(self, data: Any, where: str):
+        if not isinstance(data, dict):
+            raise BundleFormatError(f"manifest: {where or 'top level'} must be a map")
+        self.data, self.where = data, where
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        path = f"{self.where}.{key}" if self.where else key
+        if key not in self.data:
+            if default is ...:
+                raise BundleFormatError(f"manifest: missing field '{path}'")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BundleFormatError(f"manifest: field '{path}' has the wrong type ({type(value).__name__})")
+        return value
+
+    def sub(self, key: str) -> "_Fields":
+        return _Fields(self.get(key, dict), f"{self.where}.{key}" if self.where else key)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and unpack `manifest.msgpack` of a bundle directory (format checks only, no file hashes)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleMissingError(f"{path}: no such bundle directory")
+    manifest_path = path / MANIFEST_NAME
+    try:
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleFormatError(f"{manifest_path}: {size} bytes; a manifest may be at most {MAX_MANIFEST_BYTES}")
+        data = manifest_path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BundleMissingError(f"{path}: the bundle has no {MANIFEST_NAME}") from exc
+    except OSError as exc:
+        raise BundleMissingError(f"{manifest_path}: cannot read: {exc.strerror or exc}") from exc
+    manifest = unpack_limited(data, str(manifest_path), MAX_MANIFEST_BYTES)
+    top = _Fields(manifest, "")
+    if top.get("format", str) != BUNDLE_FORMAT:
+        raise BundleFormatError(f"{manifest_path}: not an LMPC bundle manifest")
+    version = top.get("format_version", int)
+    if version > BUNDLE_FORMAT_VERSION:
+        raise BundleVersionError(
+            f"{path}: bundle format {version} is newer than this runtime reads ({BUNDLE_FORMAT_VERSION}); "
+            "update LMPC or rebuild the bundle"
+        )
+    if version < 1:
+        raise BundleFormatError(f"{path}: invalid bundle format version {version}")
+    return manifest
+
+
+def _checked_file(bundle_dir: Path, name: str, expected_sha256: str, verify: bool) -> None:
+    if os.sep in name or "/" in name or name in ("", ".", ".."):
+        raise BundleFormatError(f"manifest: file name {name!r} must be a plain name inside the bundle")
+    path = bundle_dir / name
+    if not path.is_file():
+        raise BundleMissingError(f"{bundle_dir}: the manifest names {name}, which is missing")
+    if verify and sha256_file(path) != expected_sha256:
+        raise BundleIntegrityError(
+            f"{path}: sha256 does not match the manifest (the file was changed, swapped or damaged)"
+        )
+
+
+def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and validate a bundle. `verify=False` skips the file hashes (never do so for untrusted files)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    top = _Fields(manifest, "")
+    m = top.sub("model")
+    layout = m.get("layout", str)
+    if layout not in KNOWN_LAYOUTS:
+        raise BundleFormatError(f"{path}: model layout '{layout}' is not one this runtime can run")
+    model = ModelSpec(
+        file=m.get("file", str),
+        sha256=m.get("sha256", str),
+        layout=layout,
+        num_layers=m.get("num_layers", int),
+        num_kv_heads=m.get("num_kv_heads", int),
+        head_dim=m.get("head_dim", int),
+        vocab_size=m.get("vocab_size", int),
+        context_length=m.get("context_length", int),
+    )
+    for name, value in (("num_layers", model.num_layers), ("num_kv_heads", model.num_kv_heads),
+                        ("head_dim", model.head_dim), ("vocab_size", model.vocab_size),
+                        ("context_length", model.context_length)):
+        if not 0 < value <= 1 << 20:
+            raise BundleFormatError(f"manifest: model.{name} = {value} is out of range")
+    t = top.sub("tokenizer")
+    s = top.sub("special_tokens")
+    special = SpecialTokens(
+        im_start=s.get("im_start", int),
+        im_end=s.get("im_end", int),
+        banned=tuple(s.get("banned", list, [])),
+    )
+    if not all(isinstance(i, int) and 0 <= i < model.vocab_size for i in (special.im_start, special.im_end,
+                                                                          *special.banned)):
+        raise BundleFormatError("manifest: special token ids must be integers inside the vocabulary")
+    p = top.sub("persona")
+    shots = p.get("shots", list)
+    if not all(isinstance(x, list) and len(x) == 2 and all(isinstance(s, str) for s in x) for x in shots):
+        raise BundleFormatError("manifest: persona.shots must be [player, npc] string pairs")
+    try:
+        sampling = SamplingConfig.from_dict(top.get("sampling", dict))
+        character = sheet_from_dict(top.get("character", dict))
+    except (LmpcError, TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise BundleFormatError(f"manifest: bad sampling or character section: {exc}") from exc
+    bundle = Bundle(
+        path=path,
+        name=top.get("name", str),
+        model=model,
+        tokenizer_file=t.get("file", str),
+        tokenizer_sha256=t.get("sha256", str),
+        special=special,
+        chat_format=top.get("chat_format", str),
+        sampling=sampling,
+        character=character,
+        persona=Persona(system=p.get("system", str), shots=tuple((a, b) for a, b in shots)),
+        report=top.get("report", dict, {}),
+        manifest=manifest,
+    )
+    if bundle.chat_format != "chatml":
+        raise BundleFormatError(f"{path}: chat format '{bundle.chat_format}' is not supported (only chatml)")
+    _checked_file(path, model.file, model.sha256, verify)
+    _checked_file(path, bundle.tokenizer_file, bundle.tokenizer_sha256, verify)
+    return bundle

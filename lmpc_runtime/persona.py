@@ -1,0 +1,45 @@
+"""From a character sheet to the fixed start of every conversation: a system prompt and example turns.
+
+A 135M model follows a short, concrete prompt far better than a long one (with the whole sheet, 800
+tokens, it wandered off into other worlds), so the system prompt keeps to who the character is, what
+they want and how they speak; the full list of facts is left to retrieval.
+The same text is used when training on the character, so the fine-tuned model sees at run time exactly
+the prompt it learnt with.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .sheet import CharacterSheet
+
+DEFAULT_SHOTS = 3
+
+
+def first_sentence(text: str) -> str:
+    match = re.search(r"[.!?](\s|$)", text)
+    return text[: match.start() + 1] if match else text
+
+
+def system_prompt(sheet: CharacterSheet, facts: int = 4, objectives: int = 3) -> str:
+    """About 200 tokens: identity, setting, aims, voice, a few core facts, and the rule to stay in role."""
+    world = sheet.world
+    place = world.name[0].lower() + world.name[1:] if world.name.startswith("The ") else world.name
+    lines = [
+        f"You are {sheet.name}, {sheet.title}. {sheet.summary}",
+        f"You live in {place}. {first_sentence(world.description)}",
+        "You want " + "; ".join(o.rstrip(". ")[0].lower() + o.rstrip(". ")[1:] for o in sheet.objectives[:objectives]) + ".",
+        f"How you speak: {first_sentence(sheet.speech_style)}",
+    ]
+    if facts:
+        lines.append(" ".join(sheet.facts[:facts]))
+    lines.append(
+        f"Answer as {sheet.name}, in the first person, in two or three sentences. "
+        "You are a person of this world, never an assistant or an AI."
+    )
+    return "\n".join(lines)
+
+
+def example_shots(sheet: CharacterSheet, count: int = DEFAULT_SHOTS) -> tuple[tuple[str, str], ...]:
+    """The first `count` example exchanges of the sheet, shown to the model as earlier turns."""
+    return tuple((ex.player, ex.npc) for ex in sheet.examples[:count])

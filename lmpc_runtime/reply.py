@@ -1,0 +1,256 @@
+"""One NPC reply as a state machine: prompt tokens to prefill, then one sampled token per decode step.
+
+Whoever drives a `Reply` (the synchronous `drive` below, or the per-frame scheduler) only moves tokens
+in and logits out; the reply decides what each token means: streamed text, sentence boundaries, the end
+of the turn, a stop string, a repetition loop, or the token limit. Every decision is reported as an
+`Event` the game can drain.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .chat import TextStream
+from .engine import Engine, KvSequence
+from .sampling import Sampler
+
+# Event kinds, in the order a reply emits them.
+STARTED, TEXT, SENTENCE, DONE, ERROR, SUMMARY = "started", "text", "sentence", "done", "error", "summary"
+# Why a reply finished.
+FINISH_END, FINISH_LENGTH, FINISH_STOP, FINISH_REPEAT, FINISH_CANCELLED, FINISH_FALLBACK = (
+    "end_of_turn", "length", "stop_string", "repetition", "cancelled", "fallback")
+
+# In the last tokens before the limit, text past the last full sentence is held back, since the limit
+# may cut it off and a game cannot unsay what it showed.
+HOLD_NEAR_LIMIT = 16
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
+_WORDS = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    npc: str
+    reply: int
+    text: str = ""
+    finish: str = ""
+    tokens: int = 0
+
+
+@dataclass
+class ReplyTimes:
+    created: float
+    first_token: float | None = None
+    finished: float | None = None
+
+
+def last_sentence_end(text: str) -> int:
+    """Index just past the last complete sentence in `text`, or 0 if there is none."""
+    end = 0
+    for match in _SENTENCE_END.finditer(text + " "):
+        end = match.end()
+    return end
+
+
+LOOP_REPEATS = 3
+
+
+def loop_period(tokens: list[int], repeats: int = LOOP_REPEATS, max_period: int = 12) -> int:
+    """The length of a short pattern the last tokens repeat `repeats` times in a row, or 0."""
+    for period in range(1, max_period + 1):
+        span = period * repeats
+        if len(tokens) < span:
+            break
+        tail = tokens[-span:]
+        if all(tail[i] == tail[i % period] for i in range(span)):
+            return period
+    return 0
+
+
+def _cut_for_length(text: str) -> int:
+    """Where a reply stopped by the token limit ends: its last full sentence, unless that drops most of it."""
+    cut = last_sentence_end(text)
+    return cut if cut >= len(text) // 3 else len(text)
+
+
+def _first_sentence_end(text: str) -> int:
+    match = _SENTENCE_END.search(text + " ")
+    return match.end() if match else 0
+
+
+def _sentence_key(sentence: str) -> str:
+    return " ".join(_WORDS.findall(sentence.lower()))
+
+
+class Reply:
+    """A reply in progress. `todo` is the prompt still to prefill; `next_token` the one to feed next."""
+
+    def __init__(self, reply_id: int, npc_id: str, seq: KvSequence, todo: list[int], sampler: Sampler,
+                 stream: TextStream, end_token: int, max_tokens: int, stop: tuple[str, ...] = (),
+                 fallback: str = "", recent: list[int] | None = None, player_text: str = ""):
+        self.id = reply_id
+        self.player_text = player_text
+        self.npc_id = npc_id
+        self.seq = seq
+        self.todo = list(todo)
+        self.sampler = sampler
+        self.stream = stream
+        self.end_token = end_token
+        self.max_tokens = max_tokens
+        self.stop = stop
+        self.fallback = fallback
+        self.generated: list[int] = []
+        self.next_token: int | None = None
+        self.finish = ""
+        self.final_text = ""
+        self.times = ReplyTimes(created=time.perf_counter())
+        # Tokens the repetition penalty looks at: the conversation so far, then this reply.
+        self._recent = list(recent if recent is not None else seq.tokens)
+        self._shown = 0  # characters of stream.text already sent as TEXT events
+        self._sentence_start = 0
+        self._sentences: set[str] = set()
+        self._checked = 0  # characters of stream.text already checked for repeated sentences
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finish)
+
+    @property
+    def phase(self) -> str:
+        if self.finish:
+            return "done"
+        return "prefill" if self.todo else "decode"
+
+    def take_prefill(self, limit: int) -> list[int]:
+        chunk, self.todo = self.todo[:limit], self.todo[limit:]
+        return chunk
+
+    def accept(self, logits: np.ndarray) -> list[Event]:
+        """Sample the next token from `logits` [vocab] and report what it changes."""
+        token = self.sampler.pick(logits, self._recent)
+        now = time.perf_counter()
+        events: list[Event] = []
+        if self.times.first_token is None:
+            self.times.first_token = now
+            events.append(self._event(STARTED))
+        if token == self.end_token:
+            return events + self._finish(FINISH_END, self.stream.text)
+        self.generated.append(token)
+        self._recent.append(token)
+        self.stream.push(token)
+        text = self.stream.text
+        for stop in self.stop:
+            at = text.find(stop)
+            if at >= 0:
+                return events + self._emit_text(text[:at]) + self._finish(FINISH_STOP, text[:at])
+        repeated = self._repeated_sentence()
+        if repeated is not None:
+            return events + self._finish(FINISH_REPEAT, text[:repeated])
+        events += self._emit_text(text[: self._visible_end(text)])
+        period = loop_period(self.generated)
+        if period:
+            # Keep one saying of the pattern, or only the sentences before it if there are any.
+            once = self.stream.decode(self.generated[: len(self.generated) - (LOOP_REPEATS - 1) * period])
+            return events + self._finish(FINISH_REPEAT, once[: last_sentence_end(once)] or once)
+        if len(self.generated) >= self.max_tokens:
+            return events + self._finish(FINISH_LENGTH, text[: _cut_for_length(text)])
+        self.next_token = token
+        return events
+
+    def cancel(self) -> list[Event]:
+        if self.finish:
+            return []
+        return self._finish(FINISH_CANCELLED, self.stream.text)
+
+    def _visible_end(self, text: str) -> int:
+        """How much of `text` may be shown now: never the start of a possible stop string, and close
+        to the token limit never a sentence that the limit may cut off."""
+        end = len(text)
+        for stop in self.stop:
+            for n in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:n]):
+                    end = min(end, len(text) - n)
+                    break
+        if len(self.generated) >= self.max_tokens - HOLD_NEAR_LIMIT:
+            end = min(end, _cut_for_length(text))
+        return end
+
+    def _emit_text(self, visible: str) -> list[Event]:
+        events = []
+        if len(visible) > self._shown:
+            events.append(self._event(TEXT, visible[self._shown:]))
+            self._shown = len(visible)
+        end = last_sentence_end(visible)
+        if end > self._sentence_start:
+            sentence = visible[self._sentence_start:end].strip()
+            self._sentence_start = end
+            if sentence:
+                events.append(self._event(SENTENCE, sentence))
+        return events
+
+    def _repeated_sentence(self) -> int | None:
+        """If a sentence completed since the last check was already said in this reply, where it starts."""
+        text = self.stream.text
+        end = last_sentence_end(text)
+        start = self._checked
+        self._checked = max(end, self._checked)
+        while start < end:
+            stop = start + (_first_sentence_end(text[start:end]) or end - start)
+            key = _sentence_key(text[start:stop])
+            if key and key in self._sentences:
+                return start
+            self._sentences.add(key)
+            start = stop
+        return None
+
+    def _finish(self, why: str, text: str) -> list[Event]:
+        """End the reply with `text`, a prefix of what was streamed (or empty, to use the fallback line)."""
+        events = []
+        if not text.strip() and why != FINISH_CANCELLED and self.fallback:
+            text, why = self.fallback, FINISH_FALLBACK
+            self._shown = self._sentence_start = 0
+        if why != FINISH_CANCELLED:
+            if len(text) > self._shown:
+                events.append(self._event(TEXT, text[self._shown:]))
+            tail = text[self._sentence_start:].strip()
+            if tail:
+                events.append(self._event(SENTENCE, tail))
+        self.finish = why
+        self.final_text = text.strip()
+        self.next_token = None
+        self.times.finished = time.perf_counter()
+        events.append(self._event(DONE, self.final_text, finish=why))
+        return events
+
+    def _event(self, kind: str, text: str = "", finish: str = "") -> Event:
+        return Event(kind, self.npc_id, self.id, text, finish, len(self.generated))
+
+    def metrics(self) -> dict[str, float]:
+        """Time to first token and decode speed, from the reply's own clock readings."""
+        t = self.times
+        ttft = (t.first_token - t.created) if t.first_token else float("nan")
+        decode_time = (t.finished - t.first_token) if t.finished and t.first_token else 0.0
+        steps = max(len(self.generated) - 1, 0)
+        return {
+            "ttft_ms": ttft * 1000,
+            "decode_tok_s": steps / decode_time if decode_time > 0 and steps else float("nan"),
+            "tokens": len(self.generated),
+        }
+
+
+def drive(engine: Engine, reply: Reply, prefill_chunk: int = 512) -> Iterator[Event]:
+    """Run a reply to its end on the calling thread, yielding its events as they happen."""
+    while not reply.done:
+        if reply.todo:
+            chunk = reply.take_prefill(prefill_chunk)
+            logits = engine.extend(reply.seq, chunk)
+            if reply.todo:
+                continue
+        else:
+            logits = engine.extend(reply.seq, [reply.next_token])
+        yield from reply.accept(logits)

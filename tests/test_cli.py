@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+LMPC = str(Path(sys.executable).with_name("lmpc"))
+
+
+def run(*args, stdin=None):
+    return subprocess.run([LMPC, *map(str, args)], capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def test_ask_json(tiny_bundle):
+    out = run("ask", tiny_bundle, "Who are you?", "--seed", "3", "--max-tokens", "10", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"text", "tokens", "ttft_ms", "decode_tok_s", "finish"} <= set(result)
+    assert result["text"] and 0 < result["tokens"] <= 10
+    again = json.loads(run("ask", tiny_bundle, "Who are you?", "--seed", "3", "--max-tokens", "10", "--json").stdout)
+    assert again["text"] == result["text"]
+
+
+def test_ask_streams_plain_text(tiny_bundle):
+    out = run("ask", tiny_bundle, "Hello", "--seed", "1", "--max-tokens", "6")
+    assert out.returncode == 0 and out.stdout.strip()
+
+
+def test_info_prints_the_manifest(tiny_bundle):
+    out = run("info", tiny_bundle)
+    manifest = json.loads(out.stdout)
+    assert manifest["format"] == "lmpc-bundle" and manifest["model"]["layout"]
+
+
+def test_chat_reads_lines_when_not_a_terminal(tiny_bundle):
+    out = run("chat", tiny_bundle, "--seed", "2", "--max-tokens", "6", stdin="Hello\n\nWho are you?\n")
+    assert out.returncode == 0
+    assert out.stdout.count("you> ") == 3 and out.stdout.count("Orlando Marlo> ") == 2
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('format = 1\nname = "X"\n')
+    out = run("check", bad)
+    assert out.returncode == 2 and "title: missing" in out.stderr and "Traceback" not in out.stderr
+    out = run("ask", tmp_path / "nope.lmpc", "hi")
+    assert out.returncode == 2 and "no such bundle directory" in out.stderr

@@ -1,0 +1,73 @@
+"""The offline toolchain end to end on a fresh tiny random checkpoint: export, int8, parity, bundle."""
+
+import json
+import shutil
+
+import pytest
+
+from lmpc_runtime import Runtime, read_bundle
+from lmpc_runtime.reply import DONE
+
+from conftest import ORLANDO_SHEET, TINY_BUNDLE
+
+pytest.importorskip("torch")
+pytest.importorskip("optimum")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from lmpc_export.build import prepare_model
+    from lmpc_export.tiny import make_tiny_checkpoint
+
+    tmp = tmp_path_factory.mktemp("export")
+    shutil.copyfile(TINY_BUNDLE / "tokenizer.json", tmp / "tokenizer.json")
+    checkpoint = make_tiny_checkpoint(tmp / "tiny-llama", tmp / "tokenizer.json", seed=7)
+    log = []
+    entry = prepare_model(checkpoint, tmp / "cache", log.append, context_length=1024)
+    return checkpoint, entry, tmp, log
+
+
+def test_export_writes_a_parity_checked_int8_model(exported):
+    _, entry, _, log = exported
+    report = json.loads((entry / "export.json").read_text())
+    variants = {p["variant"]: p for p in report["parity"]}
+    assert variants["fp32"]["max_logit_diff"] < 1e-3 and variants["fp32"]["top1_agreement"] == 1.0
+    assert variants["int8"]["top1_agreement"] >= 0.85
+    assert (entry / "model.int8.onnx").is_file() and not (entry / "onnx-fp32").exists()
+    assert any("quantising" in line for line in log)
+
+
+def test_a_second_export_of_the_same_weights_is_cached(exported):
+    from lmpc_export.build import prepare_model
+
+    checkpoint, entry, tmp, _ = exported
+    log = []
+    assert prepare_model(checkpoint, tmp / "cache", log.append) == entry
+    assert log == [f"model: cached ({entry})"]
+
+
+def test_the_normalised_tokenizer_ends_turns_with_im_end_and_pads_apart(exported):
+    from transformers import AutoTokenizer
+
+    _, entry, _, _ = exported
+    tok = AutoTokenizer.from_pretrained(entry / "checkpoint")
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok("Hello").input_ids == tok("Hello", add_special_tokens=False).input_ids
+
+
+def test_bundle_from_the_export_loads_and_talks(exported):
+    from lmpc_export.build import write_bundle
+    from lmpc_runtime.sheet import load_sheet
+
+    _, entry, tmp, _ = exported
+    out = write_bundle(load_sheet(ORLANDO_SHEET), entry, tmp / "orlando.lmpc", context_length=1024)
+    bundle = read_bundle(out)
+    assert bundle.model.context_length == 1024 and bundle.persona.shots
+    with Runtime() as rt:
+        npc = rt.load_npc(out, seed=0)
+        assert [e for e in npc.ask("Hello") if e.kind == DONE][0].text
+    # Writing again replaces the bundle in place.
+    write_bundle(load_sheet(ORLANDO_SHEET), entry, out, context_length=1024)
+    assert read_bundle(out).model.sha256 == bundle.model.sha256
+    assert not list(tmp.glob(".orlando.lmpc*"))

@@ -1,0 +1,111 @@
+import dataclasses
+
+import pytest
+
+from lmpc_runtime import ContextOverflowError, InvalidArgumentError, Runtime, SamplingConfig
+from lmpc_runtime.npc import MAX_PLAYER_CHARS, clean_player_text
+from lmpc_runtime.reply import DONE, TEXT, drive
+
+SHORT = SamplingConfig(max_tokens=12)
+
+
+def reply_text(npc, line):
+    return [e for e in npc.ask(line) if e.kind == DONE][0].text
+
+
+def test_same_seed_same_reply_different_seed_differs(tiny_bundle):
+    with Runtime() as rt:
+        a = rt.load_npc(tiny_bundle, seed=42, sampling=SHORT)
+        b = rt.load_npc(tiny_bundle, seed=42, sampling=SHORT)
+        c = rt.load_npc(tiny_bundle, seed=43, sampling=SHORT)
+        first = [reply_text(a, "Hello there"), reply_text(a, "And then?")]
+        assert first == [reply_text(b, "Hello there"), reply_text(b, "And then?")]
+        assert first != [reply_text(c, "Hello there"), reply_text(c, "And then?")]
+
+
+def test_npcs_share_one_model(tiny_bundle):
+    with Runtime() as rt:
+        a, b = rt.load_npc(tiny_bundle), rt.load_npc(tiny_bundle)
+        assert a.engine is b.engine and a.id != b.id
+        rt.unload_npc(a.id)
+        assert rt.npcs == [b]
+        with pytest.raises(InvalidArgumentError):
+            rt.npc(a.id)
+        with pytest.raises(InvalidArgumentError, match="already loaded"):
+            rt.load_npc(tiny_bundle, npc_id=b.id)
+
+
+def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1)
+        first = npc.start_reply("Good day.")
+        assert len(npc.seq) == 0  # nothing cached yet
+        list(drive(npc.engine, first))
+        npc.end_reply(first)
+        second = npc.start_reply("Tell me more.")
+        assert len(npc.seq) >= len(npc.persona_tokens)
+        assert len(second.todo) < 40  # the new turn, not the persona again
+
+
+def test_cancelled_reply_leaves_no_trace(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
+        events = npc.ask("Hello")
+        next(e for e in events if e.kind == TEXT)
+        events.close()  # the caller walks away mid-reply
+        assert npc.history == [] and npc.current is None
+
+
+def test_long_conversation_stays_inside_the_context_with_the_persona_first(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SamplingConfig(max_tokens=8), seed=3)
+        limit = npc.engine.spec.context_length - 8
+        for turn in range(200):
+            reply = npc.start_reply(f"This is question number {turn}, about the weather and the harvest.")
+            prompt = npc.seq.tokens + reply.todo
+            assert len(prompt) <= limit
+            assert prompt[: len(npc.persona_tokens)] == npc.persona_tokens
+            list(drive(npc.engine, reply))
+            npc.end_reply(reply)
+        assert len(npc.history) == 200
+
+
+def test_a_persona_larger_than_the_context_is_a_clear_error(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
+        npc.engine.spec = dataclasses.replace(npc.engine.spec, context_length=len(npc.persona_tokens) + 20)
+        with pytest.raises(ContextOverflowError, match="no room"):
+            npc.start_reply("Hello")
+
+
+def test_huge_player_line_is_cut_not_fatal(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
+        text = reply_text(npc, "word " * 200_000)
+        assert text and npc.history[0][0] == clean_player_text("word " * 200_000)
+        assert len(npc.history[0][0]) <= MAX_PLAYER_CHARS
+
+
+def test_player_line_cleaning():
+    assert clean_player_text("  hi\x00 there\x1b[31m \u0007 ") == "hi  there [31m"
+    assert clean_player_text("cafe\u0301") == "café"
+    for bad in ("", "   \n\t ", "\x00\x01"):
+        with pytest.raises(InvalidArgumentError, match="empty"):
+            clean_player_text(bad)
+    with pytest.raises(InvalidArgumentError, match="string"):
+        clean_player_text(b"bytes")
+
+
+def test_one_reply_at_a_time(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
+        npc.start_reply("Hello")
+        with pytest.raises(InvalidArgumentError, match="still answering"):
+            npc.start_reply("Hello again")
+
+
+def test_runtime_argument_checks():
+    with pytest.raises(InvalidArgumentError):
+        Runtime(threads=0)
+    with Runtime() as rt, pytest.raises(InvalidArgumentError):
+        rt.npc("nobody")

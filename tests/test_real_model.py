@@ -1,0 +1,56 @@
+"""Integration tests on the real exported SmolLM2 demo bundle (built once by `make bundle`, cached)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmpc_runtime import Runtime, SamplingConfig, read_bundle
+from lmpc_runtime.reply import DONE, STARTED, TEXT
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    with Runtime(threads=2) as rt:
+        yield rt
+
+
+def test_a_reply_streams_and_ends_at_end_of_turn(runtime, real_bundle):
+    npc = runtime.load_npc(real_bundle, seed=11, sampling=SamplingConfig(max_tokens=200))
+    events = list(npc.ask("Good morning!"))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == STARTED and kinds[-1] == DONE
+    assert kinds.count(TEXT) > 5, "the reply should arrive as many fragments, not in one piece"
+    assert events[-1].finish == "end_of_turn" and events[-1].text
+    assert "".join(e.text for e in events if e.kind == TEXT).strip() == events[-1].text
+
+
+def test_same_seed_same_reply(runtime, real_bundle):
+    replies = []
+    for _ in range(2):
+        npc = runtime.load_npc(real_bundle, seed=5)
+        replies.append([[e for e in npc.ask(line) if e.kind == DONE][0].text
+                        for line in ("Who are you?", "And your father?")])
+        runtime.unload_npc(npc.id)
+    assert replies[0] == replies[1] and all(replies[0])
+
+
+def test_parity_report_is_within_bounds(real_bundle):
+    report = read_bundle(real_bundle).report
+    parity = {p["variant"]: p for p in report["parity"]}
+    assert parity["fp32"]["max_logit_diff"] < 0.05 and parity["fp32"]["top1_agreement"] >= 0.99
+    assert parity["int8"]["top1_agreement"] >= 0.85 and parity["int8"]["max_logit_diff"] < 8
+    assert parity["int8"]["positions"] >= 100
+
+
+def test_cli_ask_streams_a_reply(real_bundle):
+    lmpc = str(Path(sys.executable).with_name("lmpc"))
+    out = subprocess.run([lmpc, "ask", str(real_bundle), "Who are you?", "--seed", "1", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["text"] and result["tokens"] > 0 and result["decode_tok_s"] > 0
