@@ -57,18 +57,23 @@ def load_checkpoint(source: Path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise ExportError("the export extra is not installed: pip install 'lmpc[export]'") from exc
+    from .onnx_export import quiet
+
     try:
-        if source.is_file() and source.suffix == ".gguf":
-            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-            model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
+        with quiet():
+            model, tokenizer = _load(AutoModelForCausalLM, AutoTokenizer, source)
     except (OSError, ValueError, KeyError) as exc:
         raise ExportError(f"{source}: cannot load the checkpoint: {exc}") from exc
     if model.config.model_type != "llama":
         raise ExportError(f"{source}: a LLaMA-style model is needed, this is '{model.config.model_type}'")
     return model.float().eval(), tokenizer
+
+
+def _load(model_class, tokenizer_class, source: Path):
+    if source.is_file() and source.suffix == ".gguf":
+        return (model_class.from_pretrained(source.parent, gguf_file=source.name),
+                tokenizer_class.from_pretrained(source.parent, gguf_file=source.name))
+    return model_class.from_pretrained(source, dtype="float32"), tokenizer_class.from_pretrained(source)
 
 
 def normalise_tokenizer(tokenizer) -> None:

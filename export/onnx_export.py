@@ -13,10 +13,11 @@ from lmpc_runtime.errors import ExportError
 
 @contextlib.contextmanager
 def quiet():
-    """Silence the exporters' progress chatter; errors still surface as exceptions."""
+    """Silence the exporters' progress bars and chatter; errors still surface as exceptions."""
     logging.disable(logging.WARNING)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -43,3 +43,12 @@ def system_prompt(sheet: CharacterSheet, facts: int = 4, objectives: int = 3) ->
 def example_shots(sheet: CharacterSheet, count: int = DEFAULT_SHOTS) -> tuple[tuple[str, str], ...]:
     """The first `count` example exchanges of the sheet, shown to the model as earlier turns."""
     return tuple((ex.player, ex.npc) for ex in sheet.examples[:count])
+
+
+def memory_note(name: str, memories: list[str]) -> str:
+    """The system turn placed just before the player's line with what the character recalls for it.
+
+    It goes after the history, never inside the persona, so the persona's cache stays valid; training
+    data uses the same wording so a fine-tuned model learns to draw on it.
+    """
+    return f"What {name} recalls that may matter now:\n" + "\n".join(f"- {m}" for m in memories)

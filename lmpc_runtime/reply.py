@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -92,9 +92,14 @@ class Reply:
 
     def __init__(self, reply_id: int, npc_id: str, seq: KvSequence, todo: list[int], sampler: Sampler,
                  stream: TextStream, end_token: int, max_tokens: int, stop: tuple[str, ...] = (),
-                 fallback: str = "", recent: list[int] | None = None, player_text: str = ""):
+                 fallback: str = "", recent: list[int] | None = None, player_text: str = "",
+                 kind: str = "reply", on_done: Callable[["Reply"], list[Event]] | None = None):
         self.id = reply_id
         self.player_text = player_text
+        # "reply" answers a player; other kinds (e.g. "summary") are background jobs of the NPC's model.
+        self.kind = kind
+        # Called once when the reply finishes; the events it returns follow the DONE event.
+        self.on_done = on_done
         self.npc_id = npc_id
         self.seq = seq
         self.todo = list(todo)
@@ -225,6 +230,8 @@ class Reply:
         self.next_token = None
         self.times.finished = time.perf_counter()
         events.append(self._event(DONE, self.final_text, finish=why))
+        if self.on_done is not None:
+            events += self.on_done(self)
         return events
 
     def _event(self, kind: str, text: str = "", finish: str = "") -> Event:
