@@ -92,8 +92,12 @@ class Npc:
             used += len(exchange)
         return self.persona_tokens + [t for exchange in reversed(turns) for t in exchange] + player
 
-    def start_reply(self, player_text: str, sampling: SamplingConfig | None = None) -> Reply:
-        """Queue the prompt for `player_text`; the reply is produced by whoever drives it."""
+    def next_reply_id(self) -> int:
+        return next(self._reply_ids)
+
+    def start_reply(self, player_text: str, sampling: SamplingConfig | None = None,
+                    reply_id: int | None = None) -> Reply:
+        """Build the prompt for `player_text`; the reply is produced by whoever drives it."""
         if self.current is not None and not self.current.done:
             raise InvalidArgumentError(f"{self.name} is still answering; cancel that reply first")
         text = clean_player_text(player_text)
@@ -102,7 +106,7 @@ class Npc:
         self.seq.rewind(common_prefix(self.seq.tokens, prompt))
         fallbacks = self.bundle.character.fallback_lines
         reply = Reply(
-            reply_id=next(self._reply_ids),
+            reply_id=reply_id if reply_id is not None else self.next_reply_id(),
             npc_id=self.id,
             seq=self.seq,
             todo=prompt[len(self.seq):],
@@ -134,6 +138,12 @@ class Npc:
             if not reply.done:
                 reply.cancel()
             self.end_reply(reply)
+
+    def warm_up(self) -> None:
+        """Compute the persona's KV cache now (at load time), so the first reply starts from it."""
+        if common_prefix(self.seq.tokens, self.persona_tokens) < len(self.persona_tokens):
+            self.seq.rewind(0)
+            self.engine.extend(self.seq, self.persona_tokens)
 
     def reset(self) -> None:
         """Forget the conversation (the persona's cache is kept)."""
