@@ -72,8 +72,9 @@ def test_budget_is_respected_once_the_costs_are_learnt(world):
     log = run_frames(rt, clock, 120)
     largest_step = PREFILL_FIXED + PREFILL_TOKEN * 256
     assert all(s.seconds <= 0.005 + largest_step for s, _ in log)
-    settled = [s for s, _ in log[20:] if s.steps]
-    assert settled and all(s.seconds <= 0.005 + 1e-4 for s in settled)
+    # Three prefills and one decode per sequence are enough to fit the cost model; the replies run ~10 frames.
+    settled = [s for s, _ in log[3:] if s.steps]
+    assert len(settled) >= 5 and all(s.seconds <= 0.005 + 1e-4 for s in settled)
     assert any(len(s.step_kinds) > 1 for s in settled), "a 5 ms budget fits several steps of this size"
 
 
