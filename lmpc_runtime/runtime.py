@@ -1,4 +1,5 @@
-"""The runtime a game opens once: it loads NPC bundles and shares one model among the NPCs that use it."""
+"""The runtime a game opens once: it loads NPC bundles and shares one model, and one sentence embedder,
+among the NPCs that use it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .bundle import read_bundle
 from .chat import ChatFormat
 from .engine import Engine, EngineOptions
 from .errors import InvalidArgumentError
+from .memory.embedder import Embedder
 from .npc import Npc
 from .sampling import SamplingConfig
 
@@ -24,6 +26,7 @@ class Runtime:
         self.options = EngineOptions(threads=threads, spinning=spinning)
         self._seeds = np.random.SeedSequence(seed)
         self._engines: dict[tuple[str, str], Engine] = {}
+        self._embedders: dict[str, Embedder] = {}  # by the embedder file's sha256
         self._npcs: dict[str, Npc] = {}
         self._ids = itertools.count(1)
 
@@ -42,8 +45,12 @@ class Runtime:
             engine = self._engines[key] = Engine(str(bundle.model_path), bundle.model, self.options)
         if seed is None:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
+        embedder = self._embedders.get(bundle.embedder.sha256)
+        if embedder is None:
+            embedder = self._embedders[bundle.embedder.sha256] = Embedder(
+                str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder, self.options)
         chat = ChatFormat.from_file(str(bundle.tokenizer_path), bundle.special)
-        npc = self._npcs[npc_id] = Npc(npc_id, bundle, engine, chat, seed=seed, sampling=sampling)
+        npc = self._npcs[npc_id] = Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling)
         return npc
 
     def npc(self, npc_id: str) -> Npc:
@@ -65,6 +72,9 @@ class Runtime:
         in_use = {(n.bundle.model.sha256, n.bundle.model.layout) for n in self._npcs.values()}
         for key in [k for k in self._engines if k not in in_use]:
             del self._engines[key]
+        embedders_in_use = {n.bundle.embedder.sha256 for n in self._npcs.values()}
+        for key in [k for k in self._embedders if k not in embedders_in_use]:
+            del self._embedders[key]
 
     def close(self) -> None:
         for npc_id in list(self._npcs):
