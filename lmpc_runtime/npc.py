@@ -19,7 +19,7 @@ import re
 import unicodedata
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -104,7 +104,7 @@ class Npc:
     def name(self) -> str:
         return self.bundle.character.name
 
-    def prompt_tokens(self, player_text: str, max_tokens: int, note: list[str] = ()) -> list[int]:
+    def prompt_tokens(self, player_text: str, max_tokens: int, note: Sequence[str] = ()) -> list[int]:
         """Persona + as many recent exchanges as fit + the memory note + the new line, leaving room for
         the reply. A line too long to leave room for the note goes without it."""
         budget = self.engine.spec.context_length - max_tokens
@@ -143,9 +143,10 @@ class Npc:
         prompt = self.prompt_tokens(text, config.max_tokens, note)
         self.seq.rewind(common_prefix(self.seq.tokens, prompt))
         fallbacks = self.bundle.character.fallback_lines
-        hooked = {} if self.hooks.after_model is None else {"after_model": self.hooks.after_model}
-        reply = (HookedReply if hooked else Reply)(
-            **hooked,
+        reply_type, hook = (Reply, {}) if self.hooks.after_model is None else (
+            HookedReply, {"after_model": self.hooks.after_model})
+        reply = reply_type(
+            **hook,
             reply_id=next(self._reply_ids),
             npc_id=self.id,
             seq=self.seq,
