@@ -129,8 +129,12 @@ class Npc:
             used += len(exchange)
         return self.persona_tokens + [t for exchange in reversed(turns) for t in exchange] + player
 
-    def start_reply(self, player_text: str, sampling: SamplingConfig | None = None) -> Reply:
-        """Queue the prompt for `player_text`; the reply is produced by whoever drives it."""
+    def next_reply_id(self) -> int:
+        return next(self._reply_ids)
+
+    def start_reply(self, player_text: str, sampling: SamplingConfig | None = None,
+                    reply_id: int | None = None) -> Reply:
+        """Build the prompt for `player_text`; the reply is produced by whoever drives it."""
         if self.current is not None and not self.current.done:
             raise InvalidArgumentError(f"{self.name} is still answering; cancel that reply first")
         text = clean_player_text(player_text)
@@ -147,7 +151,7 @@ class Npc:
             HookedReply, {"after_model": self.hooks.after_model})
         reply = reply_type(
             **hook,
-            reply_id=next(self._reply_ids),
+            reply_id=reply_id if reply_id is not None else self.next_reply_id(),
             npc_id=self.id,
             seq=self.seq,
             todo=prompt[len(self.seq):],
@@ -185,6 +189,12 @@ class Npc:
         for job in self.background_jobs():
             yield from drive(self.engine, job)
 
+    def warm_up(self) -> None:
+        """Compute the persona's KV cache now (at load time), so the first reply starts from it."""
+        if common_prefix(self.seq.tokens, self.persona_tokens) < len(self.persona_tokens):
+            self.seq.rewind(0)
+            self.engine.extend(self.seq, self.persona_tokens)
+
     def reset(self) -> None:
         """Forget the conversation (the persona's cache is kept; memories, facts and summaries stay)."""
         self.history.clear()
@@ -192,6 +202,11 @@ class Npc:
         self.seq.rewind(common_prefix(self.seq.tokens, self.persona_tokens))
 
     # --- Memory and knowledge ------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence embedder (shared with the Runtime's other NPCs of the same embedder)."""
+        return self._recall.embedder
 
     @property
     def memories(self) -> MemoryStore:
@@ -239,12 +254,14 @@ class Npc:
         return [self._summary_job] if self._summary_job is not None else []
 
     def _history_room(self) -> int:
-        """Tokens the context leaves the history, with the note and a player line at their largest."""
+        """Tokens the context leaves the history next to a player line and a note at their largest; the
+        note is planned at no more than half of what the persona and the reply leave."""
+        available = (self.engine.spec.context_length - self.sampling.max_tokens - len(self.persona_tokens)
+                     - PLAYER_LINE_RESERVE)
         note = self._recall.config.note_tokens
         if self.bundle.character.lorebook.entries:
             note += self.bundle.character.lorebook.token_budget
-        return (self.engine.spec.context_length - self.sampling.max_tokens - len(self.persona_tokens)
-                - note - PLAYER_LINE_RESERVE)
+        return available - min(note, available // 2)
 
     def _player_name(self) -> str:
         name = self.facts.get(PLAYER_NAME_FACT)
@@ -260,7 +277,7 @@ class Npc:
         exchanges = self.history[:count]
         player = self._player_name()
         return Reply(
-            reply_id=next(self._reply_ids),
+            reply_id=self.next_reply_id(),
             npc_id=self.id,
             seq=self.engine.new_sequence(),
             todo=summary_prompt(self.chat, self.name, player, exchanges, limit),

@@ -30,7 +30,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -47,10 +47,8 @@ from .errors import (
 from .memory.gating import GameState
 from .memory.lorebook import LoreScanner
 from .memory.store import OWN_FIRST_ID, bundle_store
+from .npc import Npc, common_prefix
 from .sampling import rng_from_state, rng_state
-
-if TYPE_CHECKING:
-    from .npc import Npc
 
 SAVE_MAGIC = b"LMPCSAVE"
 SAVE_FORMAT = "lmpc-save"
@@ -266,10 +264,13 @@ def _unpack_rng(packed: Any) -> np.random.Generator:
 
 
 def _restore_kv(npc: Npc, kv: Any):
-    """The KV sequence a save holds, checked against the model; a fresh one when it holds none."""
-    seq = npc.engine.new_sequence()
+    """The KV sequence a save holds, checked against the model. When it holds none, the NPC's cache of
+    its persona is kept (it is the same in every state) and the rest is prefilled by the next reply."""
     if kv is None:
+        seq = npc.seq.fork()
+        seq.rewind(common_prefix(seq.tokens, npc.persona_tokens))
         return seq
+    seq = npc.engine.new_sequence()
     kv = _mapping(kv, "kv")
     tokens, data = kv.get("tokens"), kv.get("data")
     spec = npc.engine.spec

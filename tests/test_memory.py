@@ -123,7 +123,7 @@ def test_gated_memories_wait_for_the_facts(tiny_bundle):
 def test_npcs_of_a_runtime_share_one_embedder_session(tiny_bundle):
     with Runtime() as rt:
         a, b = rt.load_npc(tiny_bundle), rt.load_npc(tiny_bundle)
-        assert a._recall.embedder is b._recall.embedder
+        assert a.embedder is b.embedder
         rt.unload_npc(a.id)
         rt.unload_npc(b.id)
         assert rt._embedders == {}
@@ -173,6 +173,25 @@ def test_summary_job_stores_a_memory_and_drops_the_exchanges(tiny_bundle):
                                                                    "conversation, exchanges 1-2")
         assert [p for p, _ in npc.history] == ["Line 2: and the mayor too."] and npc.summarised_turns == 2
         assert npc.background_jobs() == []
+
+
+def test_the_runtime_schedules_summaries_behind_the_replies(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SamplingConfig(max_tokens=3), seed=2)
+        npc.summary_config = SummaryConfig(every_turns=2, keep_turns=0, max_tokens=8)
+        events = []
+        for line in ("Hello there.", "Where is the ford?"):
+            rt.say(npc, line)
+            for _ in range(300):
+                rt.tick(budget_ms=20)
+                events += rt.poll()
+                if any(e.kind == SUMMARY for e in events) or not rt.busy() and len(npc.history) == 1:
+                    break
+        kinds = [e.kind for e in events]
+        assert kinds.count(DONE) == 3 and kinds[-1] == SUMMARY  # two replies, then the summary job
+        assert npc.history == [] and [m.kind for m in npc.memories][-1] == "summary"
+        rt.unload_npc(npc)
+        assert rt.scheduler.jobs == []
 
 
 def test_a_reset_makes_a_running_summary_stale(tiny_bundle):

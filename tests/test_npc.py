@@ -37,9 +37,9 @@ def test_npcs_share_one_model(tiny_bundle):
 
 def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
     with Runtime() as rt:
-        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1)
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1, warm=False)
         first = npc.start_reply("Good day.")
-        assert len(npc.seq) == 0  # nothing cached yet
+        assert len(npc.seq) == 0 and len(first.todo) > len(npc.persona_tokens)  # nothing cached yet
         list(drive(npc.engine, first))
         npc.end_reply(first)
         second = npc.start_reply("Tell me more.")
@@ -47,6 +47,15 @@ def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
         # the new note and the new line.
         assert len(npc.seq) >= len(npc.persona_tokens)
         assert len(second.todo) < len(npc.persona_tokens) // 2
+
+
+def test_warm_up_reads_the_persona_at_load(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
+        assert npc.seq.tokens == npc.persona_tokens
+        # Only the memory note and the line are left to read.
+        reply = npc.start_reply("Good day.")
+        assert len(npc.seq) == len(npc.persona_tokens) and len(reply.todo) < len(npc.persona_tokens) // 2
 
 
 def test_cancelled_reply_leaves_no_trace(tiny_bundle):
