@@ -6,7 +6,7 @@ Targets (issue 4): embedding a line <= 5 ms; retrieval <= 100 us per query at 10
 recall@10 >= 0.98 against the exact index; a save of an NPC with 1,000 memories <= 1 MB without KV.
 Each timing alternates ours with a peer in the same run (PERF.md): the embedder with the float32
 checkpoint run by torch (as sentence-transformers would), hnswlib with the exact numpy index.
-Results go to build/benchmarks/memory.json and .md.
+Results go to benchmarks/results/memory.json and .md.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="build/orlando_marlo.lmpc")
     parser.add_argument("--memories", type=int, default=10_000)
-    parser.add_argument("--out", default="build/benchmarks")
+    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     bundle = read_bundle(args.bundle)

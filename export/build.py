@@ -174,7 +174,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
             "persona": {"system": persona_system, "shots": [list(s) for s in example_shots(sheet)]},
             "embedder": {"file": embedder.file, "sha256": embedder.sha256, "name": embedder.name,
                          "tokenizer": {"file": embedder.tokenizer_file, "sha256": embedder.tokenizer_sha256},
-                         "dim": embedder.dim, "max_tokens": embedder.max_tokens},
+                         "dim": embedder.dim, "max_tokens": embedder.max_tokens, "min_score": embedder.min_score},
             "memories": {"file": MEMORIES_FILE, "sha256": sha256_file(tmp / MEMORIES_FILE),
                          "count": len(memories["ids"])},
             "report": {"export": {k: export[k] for k in ("source", "fingerprint", "seconds", "model_bytes")},
@@ -210,7 +210,8 @@ def _write_embedder(embedder_entry: Path, report: dict, bundle_dir: Path) -> Emb
     return EmbedderSpec(file=EMBEDDER_FILE, sha256=sha256_file(bundle_dir / EMBEDDER_FILE),
                         tokenizer_file=EMBEDDER_TOKENIZER_FILE,
                         tokenizer_sha256=sha256_file(bundle_dir / EMBEDDER_TOKENIZER_FILE),
-                        dim=report["dim"], max_tokens=report["max_tokens"], name=report["name"])
+                        dim=report["dim"], max_tokens=report["max_tokens"], min_score=report["min_score"],
+                        name=report["name"])
 
 
 def _slug(name: str) -> str:

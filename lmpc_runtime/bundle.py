@@ -64,6 +64,8 @@ class EmbedderSpec:
     tokenizer_sha256: str
     dim: int
     max_tokens: int  # longer texts are cut (MiniLM was trained on at most 256 word pieces)
+    # Cosine below which a memory is not worth recalling; it depends on the embedder (see export/embedder.py).
+    min_score: float
     name: str = ""
 
 
@@ -259,11 +261,13 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         tokenizer_sha256=et.get("sha256", str),
         dim=e.get("dim", int),
         max_tokens=e.get("max_tokens", int),
+        min_score=e.get("min_score", float),
         name=e.get("name", str, ""),
     )
     memories = MemoriesSpec(file=mem.get("file", str), sha256=mem.get("sha256", str), count=mem.get("count", int))
-    if not 0 < embedder.dim <= 4096 or not 0 < embedder.max_tokens <= 8192 or not 0 <= memories.count <= 1_000_000:
-        raise BundleFormatError("manifest: embedder.dim, embedder.max_tokens or memories.count is out of range")
+    if not 0 < embedder.dim <= 4096 or not 0 < embedder.max_tokens <= 8192 or not -1 <= embedder.min_score <= 1 \
+            or not 0 <= memories.count <= 1_000_000:
+        raise BundleFormatError("manifest: an embedder or memories field is out of range")
     try:
         sampling = SamplingConfig.from_dict(top.get("sampling", dict))
         character = sheet_from_dict(top.get("character", dict))

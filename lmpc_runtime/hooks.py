@@ -59,6 +59,9 @@ class HookedReply(Reply):
     def cancel(self) -> list[Event]:
         return self._rewrite(super().cancel())
 
+    def fail(self, message: str) -> list[Event]:
+        return self._rewrite(super().fail(message))
+
     def _rewrite(self, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for event in events:

@@ -147,7 +147,9 @@ content = "It is the week of the harvest fair."
 
 
 def orlando_with(lore_toml):
-    data = tomllib.loads(ORLANDO_SHEET.read_text() + lore_toml)
+    """The demo sheet with its lorebook replaced by `lore_toml`."""
+    data = tomllib.loads(ORLANDO_SHEET.read_text())
+    data["lorebook"] = tomllib.loads(lore_toml)["lorebook"]
     return parse_sheet(data, "orlando+lore")
 
 
@@ -158,7 +160,12 @@ def test_sheet_lorebook_is_read_and_survives_the_bundle_round_trip():
     assert book.entries[0].keys == ("cellar", "accounts") and book.entries[0].id == 7
     assert book.entries[1].constant and book.entries[1].insertion_order == 100
     assert sheet_from_dict(sheet.to_dict()) == sheet
-    assert load_sheet(ORLANDO_SHEET).lorebook == Lorebook()
+    demo = load_sheet(ORLANDO_SHEET)
+    assert demo.lorebook.entries and all(e.requires for e in demo.lorebook.entries)
+    assert sheet_from_dict(demo.to_dict()) == demo
+    without = tomllib.loads(ORLANDO_SHEET.read_text())
+    del without["lorebook"]
+    assert parse_sheet(without).lorebook == Lorebook()
 
 
 @pytest.mark.parametrize("entry_toml, problem", [

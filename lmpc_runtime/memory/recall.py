@@ -22,13 +22,12 @@ from .store import Memory, MemoryStore
 @dataclass(frozen=True)
 class RecallConfig:
     k: int = 5  # memories retrieved per player turn
-    # Below this cosine a memory is not worth the tokens (MiniLM: a greeting scores about 0.15 against
-    # every statement of the demo sheet; a question about a stated fact scores 0.35 and more).
-    min_score: float = 0.2
+    # Below this cosine a memory is not worth the tokens; None: the bundle's embedder says (its `min_score`).
+    min_score: float | None = None
     note_tokens: int = 256  # cap on the retrieved memories' tokens; lore has its own token_budget
 
     def __post_init__(self) -> None:
-        if not 0 <= self.k <= 64 or not -1 <= self.min_score <= 1 or self.note_tokens < 0:
+        if not 0 <= self.k <= 64 or not -1 <= (self.min_score or 0) <= 1 or self.note_tokens < 0:
             raise InvalidArgumentError(f"recall settings out of range: {self}")
 
 
@@ -47,7 +46,8 @@ class Recall:
     def search(self, text: str, facts: Mapping[str, Value], k: int | None = None) -> list[tuple[Memory, float]]:
         """The memories most relevant to `text` that the facts allow, with their cosine similarity."""
         vector = self.embedder.embed_one(text)
-        return self.store.search(vector, self.config.k if k is None else k, facts, self.config.min_score)
+        floor = self.embedder.spec.min_score if self.config.min_score is None else self.config.min_score
+        return self.store.search(vector, self.config.k if k is None else k, facts, floor)
 
     def note_lines(self, player_text: str, messages: list[str], facts: Mapping[str, Value], turn: int) -> list[str]:
         """Lore entries, then retrieved memories; records the lore's activation for turn `turn`."""
