@@ -1,5 +1,7 @@
 """The runtime a game opens once: it loads NPC bundles, queues what players say, and does the model work
 inside `tick()` — the only call that does heavy work — within the frame budget the game gives it.
+NPCs of the same model share one engine, and NPCs whose bundles carry the same sentence embedder share
+one embedder session.
 
     rt = Runtime(threads=2)
     orlando = rt.load_npc("build/orlando_marlo.lmpc")      # at a loading screen: builds a session
@@ -29,12 +31,16 @@ from .bundle import read_bundle
 from .chat import ChatFormat
 from .engine import Engine, EngineOptions
 from .errors import InvalidArgumentError, LmpcError
+from .memory.embedder import Embedder
 from .npc import Npc, clean_player_text
 from .reply import DONE, ERROR, FINISH_ERROR, Event
 from .sampling import SamplingConfig
 from .scheduler import AMBIENT, FOCUS, NORMAL, Scheduler, TickStats
 
 __all__ = ["AMBIENT", "FOCUS", "NORMAL", "Runtime", "TickStats"]
+
+# Upkeep the NPCs ask for (summaries of old exchanges) runs behind every reply; aging still moves it on.
+BACKGROUND = AMBIENT - 10.0
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Runtime:
         self.scheduler = Scheduler(clock=clock)
         self._seeds = np.random.SeedSequence(seed)
         self._engines: dict[tuple[str, str], Engine] = {}
+        self._embedders: dict[str, Embedder] = {}  # by the embedder file's sha256
         # Looked up by the caller's thread; `_npcs`, `_lines` and `_priority` belong to whichever thread
         # does the model work (the caller's, or the worker's: changes reach it through `_call`).
         self._registry: dict[str, Npc] = {}
@@ -103,8 +110,12 @@ class Runtime:
             engine = Engine(str(bundle.model_path), bundle.model, self.options)
         if seed is None:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
+        embedder = self._embedders.get(bundle.embedder.sha256)
+        if embedder is None:
+            embedder = Embedder(str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder,
+                                self.options)
         chat = ChatFormat.from_file(str(bundle.tokenizer_path), bundle.special)
-        npc = Npc(npc_id, bundle, engine, chat, seed=seed, sampling=sampling)
+        npc = Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling)
         value = _priority_value(priority)
         if warm:
             npc.warm_up()
@@ -114,6 +125,7 @@ class Runtime:
 
     def _add_npc(self, npc: Npc, key: tuple[str, str], engine: Engine, priority: float) -> None:
         self._engines.setdefault(key, engine)
+        self._embedders.setdefault(npc.bundle.embedder.sha256, npc.embedder)
         self._npcs[npc.id] = npc
         self._lines[npc.id] = deque()
         self._priority[npc.id] = priority
@@ -140,11 +152,16 @@ class Runtime:
         if npc.id not in self._npcs:
             return
         self._cancel(npc)
+        for job in [j for j in self.scheduler.jobs if j.reply.npc_id == npc.id]:
+            self.scheduler.cancel(job.reply)  # its background jobs: a summary nobody will read
         del self._npcs[npc.id], self._lines[npc.id], self._priority[npc.id]
         # A model no NPC uses any more is released.
         in_use = {(n.bundle.model.sha256, n.bundle.model.layout) for n in self._npcs.values()}
         for key in [k for k in self._engines if k not in in_use]:
             del self._engines[key]
+        embedders_in_use = {n.bundle.embedder.sha256 for n in self._npcs.values()}
+        for key in [k for k in self._embedders if k not in embedders_in_use]:
+            del self._embedders[key]
 
     # -- talking ---------------------------------------------------------------------------------
 
@@ -222,6 +239,7 @@ class Runtime:
             return TickStats()
         start = self.clock()
         self._start_waiting_lines()
+        self._start_background_jobs()
         events, stats = self.scheduler.tick(budget_s - (self.clock() - start), max_tokens)
         self._events.extend(events)
         stats.seconds = self.clock() - start
@@ -241,6 +259,13 @@ class Runtime:
                 continue
             priority = line.priority if line.priority is not None else self._priority[npc_id]
             self.scheduler.submit(reply, npc.engine, priority, line.deadline_s, finished=npc.end_reply)
+
+    def _start_background_jobs(self) -> None:
+        queued = {id(job.reply) for job in self.scheduler.jobs}
+        for npc in self._npcs.values():
+            for reply in npc.background_jobs():
+                if id(reply) not in queued:
+                    self.scheduler.submit(reply, npc.engine, BACKGROUND)
 
     def poll(self) -> list[Event]:
         """Every event since the last poll, oldest first."""
