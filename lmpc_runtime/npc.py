@@ -43,6 +43,9 @@ MAX_PLAYER_CHARS = 2000
 PLAYER_LINE_RESERVE = 64
 # Summaries are greedy: the same conversation always gives the same summary, whenever it is run.
 SUMMARY_SAMPLING = SamplingConfig(temperature=0.0, repetition_penalty=1.1, repetition_window=64)
+# Said when the model produced nothing sayable and the sheet has no fallback lines: a pause, never an
+# empty speech bubble.
+SILENT_FALLBACK = "…"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -160,7 +163,7 @@ class Npc:
             end_token=self.bundle.special.im_end,
             max_tokens=config.max_tokens,
             stop=config.stop,
-            fallback=fallbacks[int(self.rng.integers(len(fallbacks)))] if fallbacks else "",
+            fallback=fallbacks[int(self.rng.integers(len(fallbacks)))] if fallbacks else SILENT_FALLBACK,
             recent=prompt,
             player_text=text,
         )
