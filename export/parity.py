@@ -16,7 +16,7 @@ import numpy as np
 
 from lmpc_runtime.bundle import ModelSpec
 from lmpc_runtime.chat import ChatFormat
-from lmpc_runtime.engine import Engine, EngineOptions
+from lmpc_runtime.engine import EngineOptions, open_engine
 from lmpc_runtime.errors import ExportError
 
 PROMPTS = [
@@ -73,7 +73,7 @@ def reference_continuations(model, chat: ChatFormat, new_tokens: int, im_end: in
 
 
 def check_parity(variant: str, onnx_path: Path, spec: ModelSpec, chat: ChatFormat, references) -> Parity:
-    engine = Engine(str(onnx_path), spec, EngineOptions(threads=2))
+    engine = open_engine(str(onnx_path), spec, EngineOptions(threads=2))
     diffs, agree, matches = [], [], []
     for prompt, continuation, ref_logits in references:
         seq = engine.new_sequence()

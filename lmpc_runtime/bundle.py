@@ -25,7 +25,7 @@ BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.msgpack"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 # Graph layouts the engine knows how to drive (see engine.py).
-KNOWN_LAYOUTS = ("optimum-kv-concat",)
+KNOWN_LAYOUTS = ("optimum-kv-concat", "lmpc-gqa")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """One NPC in a game: its persona, the conversation so far, and the KV cache that mirrors it.
 
 Each new player line turns the whole conversation into the token ids the model should see, keeps the
-longest prefix the cache already holds, and prefills only the rest. So the persona is computed once
-and reused by every turn, a cancelled reply costs nothing to undo, and dropping old turns when the
-context fills re-reads only what follows the persona.
+longest prefix the cache already holds, and prefills only the rest. The cache starts out holding the
+persona, copied from the engine's prefix cache (computed once for all NPCs that share it), so the
+persona is never prefilled while the player waits, a cancelled reply costs nothing to undo, and
+dropping old turns when the context fills re-reads only what follows the persona.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ class Npc:
         self.sampling = sampling or bundle.sampling
         self.rng = np.random.default_rng(seed)
         self.history: list[tuple[str, str]] = []  # (player line, NPC reply), oldest first
-        self.seq = engine.new_sequence()
         self.current: Reply | None = None
         self._reply_ids = itertools.count(1)
         persona = bundle.persona
         self.persona_tokens = chat.turn("system", persona.system)
         for player, npc in persona.shots:
             self.persona_tokens += chat.turn("user", player) + chat.turn("assistant", npc)
+        # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
+        self.seq = engine.new_sequence(self.persona_tokens)
 
     @property
     def name(self) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .bundle import read_bundle
 from .chat import ChatFormat
-from .engine import Engine, EngineOptions
+from .engine import Engine, EngineOptions, open_engine
 from .errors import InvalidArgumentError
 from .npc import Npc
 from .sampling import SamplingConfig
@@ -39,7 +39,7 @@ class Runtime:
         key = (bundle.model.sha256, bundle.model.layout)
         engine = self._engines.get(key)
         if engine is None:
-            engine = self._engines[key] = Engine(str(bundle.model_path), bundle.model, self.options)
+            engine = self._engines[key] = open_engine(str(bundle.model_path), bundle.model, self.options)
         if seed is None:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
         chat = ChatFormat.from_file(str(bundle.tokenizer_path), bundle.special)
