@@ -7,6 +7,7 @@ built on the same weights; a second build of any character on the base model tak
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -68,22 +69,28 @@ def model_spec(config: dict, layout: str, file: str, sha256: str, context_length
     )
 
 
+# Each variant is a directory holding MODEL_FILE and, for the fused layout, its weights in DATA_FILE.
+MODEL_FILE = "model.onnx"
+DATA_FILE = fused_graph.data_path(Path(MODEL_FILE)).name
+
+
 def _export_fused(checkpoint: Path, work: Path, log: Log) -> dict[str, Path]:
     """Every fused variant (float32 as the graph's own parity baseline, int8, int4)."""
     weights = fused_graph.load_weights(checkpoint)
     models = {}
     for name, variant in fused_graph.VARIANTS.items():
         log(f"model: writing the fused graph ({name} weights)")
-        models[name] = fused_graph.export_fused(checkpoint, work / f"model.{name}.onnx", variant, weights)
+        models[name] = fused_graph.export_fused(checkpoint, work / name / MODEL_FILE, variant, weights)
     return models
 
 
 def _export_optimum(checkpoint: Path, work: Path, log: Log) -> dict[str, Path]:
     """The reference layout: optimum's export, then its layer weights as MatMulNBits int8."""
     log("model: exporting to ONNX with KV cache (optimum, text-generation-with-past)")
-    fp32 = onnx_export.export_fp32(checkpoint, work / "onnx-fp32")
+    fp32 = onnx_export.export_fp32(checkpoint, work / "fp32")
     log("model: quantising weights to int8")
-    return {"fp32": fp32, "int8": onnx_export.quantize_int8(fp32, work / "model.int8.onnx")}
+    (work / "int8").mkdir()
+    return {"fp32": fp32, "int8": onnx_export.quantize_int8(fp32, work / "int8" / MODEL_FILE)}
 
 
 def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT,
@@ -130,14 +137,11 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
         results.append(result.to_dict())
     seconds["parity"] = time.perf_counter() - t
 
-    models[shipped].rename(work / "model.onnx")
-    for variant, path in models.items():  # the others were only measured: hundreds of MB nothing reads again
-        if variant == shipped:
-            continue
-        if path.parent == work:
-            path.unlink()
-        else:
-            shutil.rmtree(path.parent)
+    for name in (MODEL_FILE, DATA_FILE):
+        if (models[shipped].parent / name).is_file():
+            (models[shipped].parent / name).rename(work / name)
+    for path in models.values():  # the other variants were only measured: hundreds of MB nothing reads again
+        shutil.rmtree(path.parent)
     (work / "export.json").write_text(json.dumps({
         "source": str(source),
         "fingerprint": entry.name,
@@ -145,7 +149,8 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
         "variant": shipped,
         "config": config,
         "seconds": seconds,
-        "model_bytes": (work / "model.onnx").stat().st_size,
+        "model_bytes": sum((work / name).stat().st_size for name in (MODEL_FILE, DATA_FILE)
+                           if (work / name).is_file()),
         "parity": results,
     }, indent=2))
     shutil.rmtree(entry, ignore_errors=True)
@@ -161,11 +166,15 @@ def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
-        _link_or_copy(entry / "model.onnx", tmp / "model.onnx")
+        files = [name for name in (MODEL_FILE, DATA_FILE) if (entry / name).is_file()]
+        for name in files:
+            _link_or_copy(entry / name, tmp / name)
         shutil.copyfile(entry / "checkpoint" / "tokenizer.json", tmp / "tokenizer.json")
         special = special_tokens(tmp / "tokenizer.json")
-        spec = model_spec(export["config"], export["layout"], "model.onnx", sha256_file(tmp / "model.onnx"),
+        spec = model_spec(export["config"], export["layout"], MODEL_FILE, sha256_file(tmp / MODEL_FILE),
                           context_length)
+        if DATA_FILE in files:
+            spec = dataclasses.replace(spec, data_file=DATA_FILE, data_sha256=sha256_file(tmp / DATA_FILE))
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,

@@ -236,9 +236,15 @@ class FusedGraphBuilder:
         return out[0], out[3]
 
 
+def data_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".data")
+
+
 def export_fused(checkpoint: Path, out_path: Path, variant: Variant,
                  weights: dict[str, np.ndarray] | None = None) -> Path:
-    """Write the `lmpc-gqa` graph of `checkpoint` with `variant` weights to `out_path`."""
+    """Write the `lmpc-gqa` graph of `checkpoint` with `variant` weights to `out_path`, its weights beside
+    it in `data_path(out_path)`. onnxruntime maps that file into memory rather than copying it: after
+    its kernels have repacked the weights, only the embedding rows actually read stay resident."""
     import onnx
 
     config = json.loads((checkpoint / "config.json").read_text())
@@ -246,5 +252,7 @@ def export_fused(checkpoint: Path, out_path: Path, variant: Variant,
         weights = load_weights(checkpoint)
     model = FusedGraphBuilder(config, weights, variant).build()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(model, str(out_path))
+    data_path(out_path).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(out_path), save_as_external_data=True, location=data_path(out_path).name)
+    data_path(out_path).chmod(0o644)  # onnx creates it private; bundles are meant to be shared
     return out_path

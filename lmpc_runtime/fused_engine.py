@@ -11,6 +11,7 @@ Not thread-safe: one thread drives an engine and its sequences.
 
 from __future__ import annotations
 
+import mmap
 import weakref
 from dataclasses import dataclass
 
@@ -32,12 +33,14 @@ class KvPool:
 
     so that, for each layer, a run of consecutive slots is one [batch, kv_heads, capacity, head_dim]
     tensor, the layout the attention operator reads. Each slot has room for a whole context; memory is
-    nonetheless committed only for positions written, because the array comes from fresh zeroed pages
-    that the OS maps on first touch. Slots of sequences that were garbage-collected are reused.
+    nonetheless committed only for positions written (in 4 KB pages, 16 positions), because the array
+    lives in an anonymous memory map whose zeroed pages the OS provides on first touch. (numpy's own
+    allocator asks Linux for 2 MB transparent huge pages for big arrays, which would commit every
+    slot whole.) Slots of sequences that were garbage-collected are reused.
     """
 
     def __init__(self, layers: int, kv_heads: int, capacity: int, head_dim: int):
-        self.storage = np.zeros((layers, 2, 0, kv_heads, capacity, head_dim), np.float32)
+        self.storage = _mapped_zeros((layers, 2, 0, kv_heads, capacity, head_dim))
         self._owners: list[weakref.ref] = []
         # Bumped whenever `storage` is reallocated: addresses bound to a session are then stale.
         self.generation = 0
@@ -62,7 +65,7 @@ class KvPool:
         """One more slot. Only the written prefix of each live slot is copied."""
         old = self.storage
         layers, _, slots, kv_heads, capacity, head_dim = old.shape
-        self.storage = np.zeros((layers, 2, slots + 1, kv_heads, capacity, head_dim), np.float32)
+        self.storage = _mapped_zeros((layers, 2, slots + 1, kv_heads, capacity, head_dim))
         for slot in range(slots):
             seq = self.owner(slot)
             if seq is not None and len(seq):
@@ -98,6 +101,14 @@ class KvPool:
     def address(self, layer: int, kind: int, slot: int) -> int:
         """Memory address of the [kv_heads, capacity, head_dim] block of one slot of one layer's K or V."""
         return self.storage[layer, kind, slot].ctypes.data
+
+
+def _mapped_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of zeros in a fresh anonymous memory map (unmapped when the array is freed)."""
+    size = int(np.prod(shape)) * 4
+    if size == 0:
+        return np.zeros(shape, np.float32)
+    return np.frombuffer(mmap.mmap(-1, size), np.float32).reshape(shape)
 
 
 class PooledSequence:

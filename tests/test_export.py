@@ -36,7 +36,7 @@ def test_export_writes_a_parity_checked_fused_int8_model(exported):
     assert variants["fp32"]["max_logit_diff"] < 1e-3 and variants["fp32"]["top1_agreement"] == 1.0
     assert variants["int8"]["top1_agreement"] >= 0.85
     # Only the shipped model stays: the other variants were measured, then removed.
-    assert sorted(p.name for p in entry.iterdir()) == ["checkpoint", "export.json", "model.onnx"]
+    assert sorted(p.name for p in entry.iterdir()) == ["checkpoint", "export.json", "model.onnx", "model.onnx.data"]
     assert any("fused graph (int4 weights)" in line for line in log)
 
 
