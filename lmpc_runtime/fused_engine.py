@@ -186,6 +186,7 @@ class FusedEngine:
         """Append `tokens` to `seq`; return the logits [vocab] predicting the token after the last one."""
         if not tokens:
             raise ValueError("extend needs at least one token")
+        self._check_owned([seq])
         total = len(seq) + len(tokens)
         if total > self.spec.context_length:
             raise ContextOverflowError(f"{total} tokens exceed the model's context of {self.spec.context_length}")
@@ -195,10 +196,12 @@ class FusedEngine:
 
     def step(self, seqs: list[PooledSequence], tokens: list[int]) -> np.ndarray:
         """Advance each sequence by its token in one forward pass; returns logits [len(seqs), vocab]."""
-        if len(seqs) != len(tokens):
-            raise ValueError(f"{len(seqs)} sequences but {len(tokens)} tokens")
+        if not seqs or len(seqs) != len(tokens):
+            raise ValueError(f"step needs one token for each of at least one sequence, not {len(seqs)} sequences "
+                             f"and {len(tokens)} tokens")
         if len({id(s) for s in seqs}) != len(seqs):
             raise ValueError("a sequence can advance only once per step")
+        self._check_owned(seqs)
         for seq in seqs:
             if len(seq) + 1 > self.spec.context_length:
                 raise ContextOverflowError(
@@ -212,6 +215,10 @@ class FusedEngine:
         result = np.empty_like(logits)
         result[order] = logits
         return result
+
+    def _check_owned(self, seqs: list[PooledSequence]) -> None:
+        if any(getattr(seq, "_pool", None) is not self.pool for seq in seqs):
+            raise ValueError("a sequence can only be extended by the engine that created it")
 
     def _run(self, first: int, ids: list[list[int]], totals: list[int]) -> np.ndarray:
         """One forward pass over slots [first, first + len(ids)); `totals` are their lengths after it."""

@@ -127,11 +127,17 @@ def test_rewind_and_the_prefix_cache_decode_what_a_fresh_prompt_does(fused):
     assert greedy(fused, seq, fused.extend(seq, line), 12) == fresh
 
 
-def test_step_refuses_a_sequence_twice_and_mismatched_tokens(fused):
+def test_step_refuses_a_sequence_twice_mismatched_tokens_and_foreign_sequences(fused, tiny_bundle):
     seq = fused.new_sequence()
     fused.extend(seq, [5, 6])
     with pytest.raises(ValueError, match="once per step"):
         fused.step([seq, seq], [1, 2])
     with pytest.raises(ValueError, match="tokens"):
         fused.step([seq], [1, 2])
+    with pytest.raises(ValueError, match="at least one"):
+        fused.step([], [])
+    bundle = read_bundle(tiny_bundle)
+    other = FusedEngine(str(bundle.model_path), bundle.model)
+    with pytest.raises(ValueError, match="engine that created it"):
+        other.extend(seq, [7])
     assert len(seq) == 2
