@@ -10,7 +10,7 @@ fused kernel; 11 nodes per layer:
     → GroupQueryAttention (rotary inside, KV cache updated in place) → MatMulNBits (O)
     → SkipSimplifiedLayerNorm → MatMulNBits (packed gate|up) → Split → SiLU(gate) · up → MatMulNBits (down)
 
-The tied embedding is stored once, int8 in blocks of 32: GatherBlockQuantized reads it as the token
+The tied embedding is stored once, in int8 blocks: GatherBlockQuantized reads it as the token
 embedding and MatMulNBits as the LM head, which runs on the last position only (a prefill computes no
 logits it would throw away).
 
@@ -39,21 +39,23 @@ from .quantize import BlockQuantized, quantize
 
 LAYOUT = "lmpc-gqa"
 OPSET = 21
-BLOCK = 32
 
 
 @dataclass(frozen=True)
 class Variant:
-    """How the weights are stored: float32, or `bits`-bit blocks computed with int8 activations."""
+    """How the weights are stored: float32, or `bits`-bit blocks of `block` inputs, computed with int8
+    activations quantised in blocks of the same size."""
 
     name: str
     bits: int | None  # None: float32 weights (the parity baseline of the graph itself)
+    block: int = 32
     accuracy_level: int = 4  # MatMulNBits: 4 quantises activations to int8 blocks (VNNI/AMX kernels)
 
 
 VARIANTS = {
     "fp32": Variant("fp32", None),
-    "int8": Variant("int8", 8),
+    "int8": Variant("int8", 8),  # llama.cpp's Q8_0 scheme
+    "int8-b16": Variant("int8-b16", 8, block=16),  # finer activation scales; 1.25 bytes per weight, not 1.125
     "int4": Variant("int4", 4),
 }
 
@@ -126,7 +128,7 @@ class FusedGraphBuilder:
             raise ExportError(f"the checkpoint has no tensor '{name}'") from None
 
     def _quantized(self, name: str, weight: np.ndarray) -> tuple[BlockQuantized, list[str]]:
-        q = quantize(weight, self.variant.bits, BLOCK)
+        q = quantize(weight, self.variant.bits, self.variant.block)
         inputs = [self.g.const(f"{name}.q", q.data), self.g.const(f"{name}.scales", q.scales)]
         if q.zero_points is not None:
             inputs.append(self.g.const(f"{name}.zero_points", q.zero_points))
@@ -152,20 +154,20 @@ class FusedGraphBuilder:
             g.node("Gather", [w, "input_ids"], ["embed.out"], "embed")
             head = lambda x: g.node("Gemm", [x, w], ["logits"], "lm_head", transB=1)[0]  # noqa: E731
             return "embed.out", head
-        # One int8 copy of the table [V, H / 32, 32], read by both operators. GatherBlockQuantized wants
+        # One int8 copy of the table [V, H / block, block], read by both operators. GatherBlockQuantized wants
         # its scales with the data's rank, MatMulNBits wants them 2-D: the 3.5 MB of scales exist twice.
-        q = quantize(table, 8, BLOCK)
+        q = quantize(table, 8, self.variant.block)
         data = g.const("embed.q", q.data)
         gather_scales = g.const("embed.gather_scales", q.scales[:, :, None])
         g.node("GatherBlockQuantized", [data, "input_ids", gather_scales], ["embed.blocks"], "embed",
-               domain="com.microsoft", bits=8, block_size=BLOCK, gather_axis=0, quantize_axis=2)
+               domain="com.microsoft", bits=8, block_size=q.block, gather_axis=0, quantize_axis=2)
         g.node("Reshape", ["embed.blocks", g.const("embed.shape", np.array([0, 0, self.hidden], np.int64))],
                ["embed.out"], "embed.reshape")
         scales = g.const("embed.scales", q.scales)
 
         def head(x: str) -> str:
             return g.node("MatMulNBits", [x, data, scales], ["logits"], "lm_head", domain="com.microsoft",
-                          K=q.k, N=q.n, bits=8, block_size=BLOCK, accuracy_level=self.variant.accuracy_level)[0]
+                          K=q.k, N=q.n, bits=8, block_size=q.block, accuracy_level=self.variant.accuracy_level)[0]
 
         return "embed.out", head
 

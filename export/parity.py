@@ -47,7 +47,7 @@ class Parity:
 # what the model says most of the time.
 BOUNDS = {
     "fp32": {"max_logit_diff": 0.05, "top1_agreement": 0.99},
-    "int8": {"max_logit_diff": 8.0, "top1_agreement": 0.85},
+    "quantized": {"max_logit_diff": 8.0, "top1_agreement": 0.85},
 }
 
 
@@ -105,7 +105,7 @@ def compare(variant: str, logits: list[np.ndarray], references) -> Parity:
 
 
 def enforce_bounds(parity: Parity) -> None:
-    bounds = BOUNDS[parity.variant]
+    bounds = BOUNDS["fp32" if parity.variant == "fp32" else "quantized"]
     if parity.max_logit_diff > bounds["max_logit_diff"] or parity.top1_agreement < bounds["top1_agreement"]:
         raise ExportError(
             f"parity check failed for {parity.variant}: max logit difference {parity.max_logit_diff:.3f} "

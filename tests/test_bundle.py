@@ -26,7 +26,7 @@ def test_tiny_bundle_reads(tiny_bundle):
     assert bundle.special.im_start not in (bundle.special.im_end,)
     assert bundle.special.im_start in bundle.special.banned
     assert bundle.model.layout == "lmpc-gqa" and bundle.report["export"]["variant"] == "int8"
-    assert {p["variant"] for p in bundle.report["parity"]} == {"fp32", "int8", "int4"}
+    assert {p["variant"] for p in bundle.report["parity"]} == {"fp32", "int8", "int8-b16", "int4"}
 
 
 def test_missing_directory_manifest_and_model(tmp_path, tiny_copy):

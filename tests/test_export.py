@@ -32,7 +32,7 @@ def test_export_writes_a_parity_checked_fused_int8_model(exported):
     report = json.loads((entry / "export.json").read_text())
     assert report["layout"] == "lmpc-gqa" and report["variant"] == "int8"
     variants = {p["variant"]: p for p in report["parity"]}
-    assert set(variants) == {"fp32", "int8", "int4"}
+    assert set(variants) == {"fp32", "int8", "int8-b16", "int4"}
     assert variants["fp32"]["max_logit_diff"] < 1e-3 and variants["fp32"]["top1_agreement"] == 1.0
     assert variants["int8"]["top1_agreement"] >= 0.85
     # Only the shipped model stays: the other variants were measured, then removed.
