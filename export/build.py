@@ -98,7 +98,8 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     """Checkpoint → ONNX variants → parity report → the shipped model, cached. Returns the cache entry."""
     if layout not in LAYOUTS:
         raise ExportError(f"unknown model layout '{layout}' (known: {', '.join(LAYOUTS)})")
-    entry = cache_dir / f"{source.stem}-{ckpt.source_fingerprint(source)}-{layout}-v{EXPORT_VERSION}"
+    shipped = SHIPPED_VARIANT if layout == fused_graph.LAYOUT else "int8"
+    entry = cache_dir / f"{source.stem}-{ckpt.source_fingerprint(source)}-{layout}-{shipped}-v{EXPORT_VERSION}"
     done = entry / "export.json"
     if done.is_file():
         log(f"model: cached ({entry})")
@@ -125,7 +126,6 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 
     t = time.perf_counter()
     log("model: checking parity of the ONNX models with the checkpoint")
-    shipped = SHIPPED_VARIANT if SHIPPED_VARIANT in models else "int8"
     results = []
     for variant, path in models.items():
         spec = model_spec(config, layout, path.name, "", context_length)
