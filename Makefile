@@ -38,6 +38,12 @@ bundle: $(DEMO_BUNDLE)/manifest.msgpack
 $(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET)
 	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE)
 
+# The Godot addon (examples/godot): its GDExtension beside liblmpc.so, and the demo project's link to the NPC.
+.PHONY: godot
+godot: capi bundle
+	examples/godot/build.sh
+	ln -sfn ../../../../build/orlando_marlo.lmpc examples/godot/demo/npcs/orlando_marlo.lmpc
+
 demo: bundle
 	@if [ -t 0 ]; then $(BIN)/lmpc chat $(DEMO_BUNDLE); \
 	else $(BIN)/lmpc chat $(DEMO_BUNDLE) --seed 7 --script examples/demo_script.txt; fi
