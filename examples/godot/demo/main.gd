@@ -1,14 +1,14 @@
 extends Control
-## The player talks to Ser Orlando Marlo: each line goes to the LmpcNpc, and his reply streams into the
-## dialogue panel as the Lmpc autoload (an LmpcRuntime) works on it a few milliseconds per frame.
+## The player talks to Ser Orlando Marlo: each line goes to the LmpcNpc, and his reply streams
+## into the dialogue panel as the Lmpc autoload (an LmpcRuntime) works on it every frame.
+
+var transcript := ""  # finished exchanges, as BBCode
+var answering := false
 
 @onready var orlando: LmpcNpc = $Orlando
 @onready var dialogue: RichTextLabel = $Panel/Margin/Column/Dialogue
 @onready var input: LineEdit = $Panel/Margin/Column/Input
 @onready var status: Label = $Panel/Margin/Column/Status
-
-var transcript := ""  # finished exchanges, as BBCode
-var answering := false
 
 
 func _ready() -> void:
