@@ -125,6 +125,14 @@ def test_bad_input_gives_the_error_signal_and_an_error_print_under_sanitizers(bu
     assert re.search(r"^tiny reply: \d+ updates over \d+ frames$", out.stdout, re.M)
 
 
+@pytest.mark.skipif(not os.environ.get("GODOT_GDEXTENSION_INCLUDE"),
+                    reason="set GODOT_GDEXTENSION_INCLUDE to a folder with Godot's gdextension_interface.h")
+def test_interface_declarations_match_godots_header():
+    # The harness shares the addon's declarations, so only Godot's own header can check them.
+    subprocess.run([CC, "-std=c11", "-fsyntax-only", f"-I{os.environ['GODOT_GDEXTENSION_INCLUDE']}",
+                    f"-I{GODOT / 'addons' / 'lmpc' / 'src'}", str(HARNESS.with_name("layout_check.c"))], check=True)
+
+
 @pytest.mark.real_model
 def test_orlando_streams_into_signals_frame_by_frame(builds, tmp_path, real_bundle):
     out = builds["plain"].run("talk", real_bundle, folder=tmp_path)
