@@ -27,8 +27,10 @@ typedef struct {
     /* state */
     const struct lmpc_api *lmpc; /* set once rt is open */
     lmpc_runtime *rt;            /* NULL until opened */
+    bool threaded;               /* rt was opened in worker mode */
     npc_node *npcs;              /* the NPCs loaded into rt */
     bool tick_failing;           /* reported once per run of failures */
+    bool idle;                   /* nothing to do until an NPC is told something (see runtime_process) */
     char *text;                  /* event text buffer, grown as needed */
     size_t text_capacity;
 } runtime_node;

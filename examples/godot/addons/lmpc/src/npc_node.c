@@ -114,6 +114,7 @@ static bool say(npc_node *self, const char *text) {
     if (!loaded(self, "say")) return false;
     if (self->runtime->lmpc->say(self->npc, text, NULL) != LMPC_OK)
         return NPC_FAIL(self, "LmpcNpc.say: %s", self->runtime->lmpc->errmsg());
+    self->runtime->idle = false;
     return true;
 }
 

@@ -25,6 +25,7 @@ const char *runtime_open(runtime_node *self) {
     };
     if (lmpc->open(&options, &self->rt) != LMPC_OK) return lmpc->errmsg();
     self->lmpc = lmpc;
+    self->threaded = self->worker;
     return NULL;
 }
 
@@ -88,10 +89,13 @@ static void dispatch(runtime_node *self) {
 }
 
 static void runtime_process(runtime_node *self) {
-    if (!self->rt) return;
+    if (!self->rt || self->idle) return;
     int status = self->lmpc->tick(self->rt, (int64_t)(self->budget_ms * 1000.0));
     if (status < 0 && !self->tick_failing) GD_ERROR("LmpcRuntime: lmpc_tick failed: %s", self->lmpc->errmsg());
     self->tick_failing = status < 0;
+    /* In tick mode all work happens in lmpc_tick: once it has none left and its events are out, the frames
+    ** can skip LMPC until a line is said. A worker's state is seen late, so worker mode keeps asking. */
+    self->idle = status == LMPC_DONE && !self->threaded;
     dispatch(self);
 }
 
