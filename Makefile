@@ -44,6 +44,12 @@ capi: build/capi/liblmpc.so
 build/capi/liblmpc.so: $(VENV)/.lmpc-installed bindings/lmpc.h bindings/lmpc_capi.c
 	$(BIN)/lmpc build-capi -o build/capi
 
+# The Godot addon (examples/godot): its GDExtension beside liblmpc.so, and the demo project's link to the NPC.
+.PHONY: godot
+godot: capi bundle
+	examples/godot/build.sh
+	ln -sfn ../../../../build/orlando_marlo.lmpc examples/godot/demo/npcs/orlando_marlo.lmpc
+
 demo: bundle
 	@if [ -t 0 ]; then $(BIN)/lmpc chat $(DEMO_BUNDLE); \
 	else $(BIN)/lmpc chat $(DEMO_BUNDLE) --seed 7 --script examples/demo_script.txt; fi
