@@ -185,14 +185,17 @@ class SpeechBubble:
     def __init__(self, side: int = 1):
         self.side = side  # which way the bubble grows from the head: -1 left, 1 right (away from the listener)
         self.text = ""
+        self.pieces = 0  # streamed pieces of the current line (a written line comes whole: 0)
         self.finished = True
         self.ended_at = -1e9
 
     def start(self, text: str = "", finished: bool = False, now: float = 0.0) -> None:
         self.text, self.finished, self.ended_at = text, finished, now if finished else 1e9
+        self.pieces = 0
 
     def add(self, piece: str) -> None:
         self.text += piece
+        self.pieces += 1
 
     def finish(self, text: str, now: float) -> None:
         self.text, self.finished, self.ended_at = text, True, now
