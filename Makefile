@@ -16,7 +16,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
 
-.PHONY: setup bundle regulars demo pygame-demo test clean
+.PHONY: setup bundle regulars capi demo pygame-demo test clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -45,6 +45,12 @@ regulars: $(REGULARS:%=%/manifest.msgpack)
 
 build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack
 	$(BIN)/lmpc build $< -o build/$*.lmpc
+
+# The C library for engines: build/capi/liblmpc.so and lmpc.h.
+capi: build/capi/liblmpc.so
+
+build/capi/liblmpc.so: $(VENV)/.lmpc-installed bindings/lmpc.h bindings/lmpc_capi.c
+	$(BIN)/lmpc build-capi -o build/capi
 
 demo: bundle
 	@if [ -t 0 ]; then $(BIN)/lmpc chat $(DEMO_BUNDLE); \

@@ -26,6 +26,15 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_capi(args: argparse.Namespace) -> int:
+    try:
+        from lmpc_bindings.build import build_capi
+    except ImportError as exc:
+        raise LmpcError(f"the C bindings are not installed with this copy of LMPC: {exc}") from exc
+    print(build_capi(Path(args.output)))
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     sheet = load_sheet(args.sheet)
     print(f"{args.sheet}: OK: {sheet.name}, {len(sheet.facts)} facts, {len(sheet.examples)} example exchanges, "
@@ -111,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="where exported models are cached (default: $LMPC_CACHE or ~/.cache/lmpc)")
     p.add_argument("--context", type=int, default=2048, help="context window in tokens")
     p.set_defaults(run=_build)
+
+    p = sub.add_parser("build-capi", help="compile the C library liblmpc.so (with lmpc.h) for engines")
+    p.add_argument("-o", "--output", required=True, help="directory to write liblmpc.so and lmpc.h into")
+    p.set_defaults(run=_build_capi)
 
     p = sub.add_parser("check", help="validate a character sheet")
     p.add_argument("sheet")
