@@ -65,7 +65,10 @@ def test_the_letter_tells_orlando_a_fact_and_a_memory(visit, tiny_bundle):
     assert game.letter == "delivered"
     assert game.orlando.facts[LETTER_FACT] is True
     assert all(npc.facts["player.name"] == "Mira" for npc in game.npcs)
-    assert any("sealed letter from Brightwater Hall" in m.text for m in game.orlando.memories)
+    assert all(npc.facts["yard.letter_delivered"] is True for npc in game.npcs)
+    # Memories given at load time, hidden until the letter was delivered, are now recalled.
+    letter = [m for m in game.orlando.memories if "sealed letter from Brightwater Hall" in m.text]
+    assert [m.requires for m in letter] == ["yard.letter_delivered"]
     for speaker in game.chatter.speakers:
         assert any("handed Ser Orlando a sealed letter" in m.text for m in speaker.npc.memories)
     # The fact opens his lorebook entry: asked about the accounts, his prompt now carries it...
@@ -95,6 +98,15 @@ def test_save_and_load_restore_the_yard_and_every_npc(visit):
     for npc in game.npcs:
         assert (tmp / "save" / f"{npc.id}.sav").is_file()
     assert not (tmp / "save.new").exists() and not (tmp / "save.old").exists()
+
+
+def test_the_visit_plays_the_same_with_the_model_on_the_worker_thread(tiny_bundle, tmp_path):
+    game = play(tiny_bundle, [tiny_bundle, tiny_bundle], VISIT.read_text(), 3000, tmp_path / "save",
+                screenshots=tmp_path, worker=True)
+    assert game.record.problems == [] and game.script.done
+    assert (game.saves, game.loads) == (1, 1)
+    assert [e.finish != "" for e in game.record.exchanges] == [True, True]
+    assert game.orlando.facts[LETTER_FACT] is True
 
 
 def test_screenshot_of_the_dialogue_panel_is_not_blank(visit):
@@ -127,13 +139,13 @@ def test_a_failed_load_leaves_the_game_as_it_was(tiny_bundle, tmp_path):
 def test_load_game_puts_back_every_npc_when_one_save_is_bad(tiny_bundle, tmp_path):
     with Runtime(threads=1, seed=3) as rt:
         npcs = [rt.load_npc(tiny_bundle, npc_id="a"), rt.load_npc(tiny_bundle, npc_id="b")]
-        savegame.save_game(tmp_path / "save", savegame.YardState((1.0, 2.0), "lying"), npcs)
+        savegame.save_game(rt, tmp_path / "save", savegame.YardState((1.0, 2.0), "lying"), npcs)
         for npc in npcs:
             list(npc.ask("Something new."))
             npc.facts.set("after_save", 1)
         (tmp_path / "save" / "b.sav").write_bytes(b"LMPCSAVE" + b"\0" * 4)
         with pytest.raises(SaveCorruptError):
-            savegame.load_game(tmp_path / "save", npcs)
+            savegame.load_game(rt, tmp_path / "save", npcs)
         for npc in npcs:  # "a" loaded fine, then was put back when "b" failed
             assert [said for said, _ in npc.history] == ["Something new."]
             assert npc.facts["after_save"] == 1
@@ -143,17 +155,17 @@ def test_load_game_refuses_a_folder_that_is_not_a_save(tiny_bundle, tmp_path):
     with Runtime(threads=1) as rt:
         npcs = [rt.load_npc(tiny_bundle, npc_id="a")]
         with pytest.raises(savegame.GameSaveError, match="no saved game"):
-            savegame.load_game(tmp_path / "nothing", npcs)
+            savegame.load_game(rt, tmp_path / "nothing", npcs)
         (tmp_path / "bad").mkdir()
         for text, message in [("{", "cannot read"), ('{"format": "other"}', "not a save"),
                               ('{"format": "lmpc-pygame-save", "version": 1, "player": [1]}', "malformed")]:
             (tmp_path / "bad" / savegame.GAME_FILE).write_text(text)
             with pytest.raises(savegame.GameSaveError, match=message):
-                savegame.load_game(tmp_path / "bad", npcs)
-        savegame.save_game(tmp_path / "other", savegame.YardState((0.0, 0.0), "carried"),
+                savegame.load_game(rt, tmp_path / "bad", npcs)
+        savegame.save_game(rt, tmp_path / "other", savegame.YardState((0.0, 0.0), "carried"),
                            [rt.load_npc(tiny_bundle, npc_id="z")])
         with pytest.raises(savegame.GameSaveError, match="no state for a"):
-            savegame.load_game(tmp_path / "other", npcs)
+            savegame.load_game(rt, tmp_path / "other", npcs)
 
 
 def test_script_errors_are_reported_with_their_line():

@@ -62,6 +62,12 @@ def test_a_full_reply_streams_into_the_panel_while_the_regulars_chatter(real_bun
     assert bubble.finished and bubble.text == line
     assert bubble.pieces >= 3
 
+    # The memory of the letter, given at load time, stays hidden until the game says it was delivered.
+    question = "What was in the letter I brought you?"
+    assert not any("sealed letter" in m.text for m, _ in game.orlando.recall(question))
+    game.orlando.facts.set("yard.letter_delivered", True)
+    assert any("sealed letter" in m.text for m, _ in game.orlando.recall(question))
+
     shot = pygame.image.load(str(tmp_path / "dialogue.png"))
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     pygame.image.save(shot, str(ARTEFACTS / "pygame_dialogue_real.png"))

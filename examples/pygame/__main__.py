@@ -4,7 +4,8 @@
     python -m examples.pygame --frames 900 --script examples/pygame/scripts/visit.txt --report out.json
 
 With `--script` (or `--headless`, or no display on Linux) the game runs with SDL's dummy video driver:
-no window, the same frames, scripted keys. `--report` writes frame times, the exchanges with Orlando
+no window, the same frames, scripted keys; with no display and no script it plays the visit script and
+prints what was said. `--report` writes frame times, the exchanges with Orlando
 (with the time from Enter to his first words on screen) and the chatter as JSON.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 DEFAULT_ORLANDO = Path("build/orlando_marlo.lmpc")
 DEFAULT_REGULARS = [Path("build/marta_greyhand.lmpc"), Path("build/jory_tallow.lmpc")]
+VISIT = Path(__file__).parent / "scripts" / "visit.txt"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     no_display = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if no_display and not args.headless and not args.script:
+        print(f"No display: playing {VISIT} headless instead.", file=sys.stderr)
+        args.script = VISIT
     if args.headless or args.script or no_display:
         # Must be set before pygame is imported.
         os.environ["SDL_VIDEODRIVER"] = "dummy"
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     record = game.run()
     pygame.quit()
+    if args.script is VISIT:
+        for exchange in record.exchanges:
+            print(f"You: {exchange.player}\nOrlando ({exchange.first_words_ms or 0:.0f} ms to his first words): "
+                  f"{exchange.reply}\n")
     for problem in record.problems:
         print(problem, file=sys.stderr)
     return 1 if any(p.startswith("script:") for p in record.problems) else 0

@@ -6,10 +6,11 @@ The player walks the yard of the Tipped Lantern, talks to Ser Orlando Marlo (FOC
 streamed word by word into the dialogue panel) while Marta and Jory chatter at the next table (AMBIENT
 priority, speech bubbles); a graph shows each frame's time and the part of it the runtime took.
 
-What the game knows reaches the NPCs as facts and memories: the player's name is a fact every NPC holds
-from the start; the letter lying in the yard, once handed to Orlando, sets `quest.accounts_found` (which
-opens a lorebook entry of his) and gives him and the regulars a memory of it. F5 saves the game with
-every NPC's state, F9 loads it (savegame.py).
+What the game knows reaches the NPCs as facts (`Runtime.set_fact`): the player's name is a fact every
+NPC holds from the start; the letter lying in the yard, once handed to Orlando, sets
+`quest.accounts_found` on him (which opens a lorebook entry of his) and `yard.letter_delivered` on
+everyone, which unlocks a memory of the moment that each NPC was given at load time, hidden until then.
+F5 saves the game with every NPC's state, F9 loads it (savegame.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygame
-from lmpc_runtime import Event, LmpcError, Runtime, SamplingConfig
+from lmpc_runtime import Event, InvalidArgumentError, LmpcError, Runtime, SamplingConfig
 from lmpc_runtime.runtime import AMBIENT, FOCUS, NORMAL
 
 from . import world
@@ -33,10 +34,12 @@ FPS = 60
 FRAME_S = 1.0 / FPS
 SAFETY_MS = 2.0  # kept back from the runtime's budget: the clock's sleep and the next event pump need it
 MIN_BUDGET_MS = 1.0  # even a frame already late gives the runtime this, so replies keep moving
+MAX_STEP_S = 0.05  # a walk step covers the last frame's time, but no more than this after a slow frame
 FIRST_WORDS_DEADLINE_MS = 300.0  # asked of the scheduler for Orlando's first token
 AMBIENT_SAMPLING = SamplingConfig(max_tokens=40)  # bubbles hold a sentence or two
 PLAYER_NAME = "Mira"
 LETTER_FACT = "quest.accounts_found"  # gates Orlando's lorebook entry "The hidden accounts, found"
+DELIVERED_FACT = "yard.letter_delivered"  # gates the memories below
 LETTER_MEMORIES = {
     "orlando": "The traveller brought Orlando a sealed letter from Brightwater Hall: his father's hidden "
                "accounts were found in the crypt beneath the chapel, and they name Chancellor Vance.",
@@ -101,6 +104,7 @@ class Game:
         self.running = True
         self.frame = 0
         self.now = time.perf_counter()
+        self.dt = FRAME_S  # the last frame's time, for movement
         self._mute_text_until_keyup: int | None = None
         self._screenshot: str | None = None
         self.letter = "lying"  # then "carried", then "delivered" (savegame.LETTER_STATES)
@@ -131,6 +135,10 @@ class Game:
             self.chatter.start(time.perf_counter())
         self.npcs = self.rt.npcs  # Orlando first, then the regulars (the runtime forgets them at close)
         self._tell_everyone("player.name", options.player_name)
+        # Memories are embedded now, at the loading screen; they stay hidden until the letter is handed over.
+        self.orlando.remember(LETTER_MEMORIES["orlando"], importance=0.9, requires=DELIVERED_FACT)
+        for npc in self.npcs[1:]:
+            npc.remember(LETTER_MEMORIES["regular"], importance=0.7, requires=DELIVERED_FACT)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -156,6 +164,7 @@ class Game:
                 clock.tick(FPS)
                 end = time.perf_counter()
                 frame_ms = (end - frame_start) * 1000
+                self.dt = min(end - frame_start, MAX_STEP_S)
                 frame_start = end
                 self.graph.record(frame_ms, tick_ms)
                 self.record.frame_ms.append(frame_ms)
@@ -223,18 +232,16 @@ class Game:
                 self.dialogue.show("", greeting)
 
     def _deliver_letter(self) -> None:
-        """The game tells the NPCs what just happened: a fact for Orlando's lorebook, memories for all."""
+        """The game tells the NPCs what just happened: a fact for Orlando's lorebook, and one that
+        unlocks everyone's memory of the moment."""
         self.letter = "delivered"
-        self.orlando.facts.set(LETTER_FACT, True)
-        self.orlando.remember(LETTER_MEMORIES["orlando"], importance=0.9)
-        if self.chatter is not None:
-            for speaker in self.chatter.speakers:
-                speaker.npc.remember(LETTER_MEMORIES["regular"], importance=0.7)
+        self.rt.set_fact(self.orlando, LETTER_FACT, True)
+        self._tell_everyone(DELIVERED_FACT, True)
         self.notices.add("You hand Ser Orlando the letter from Brightwater Hall.", self.now)
 
     def _tell_everyone(self, fact: str, value) -> None:
         for npc in self.npcs:
-            npc.facts.set(fact, value)
+            self.rt.set_fact(npc, fact, value)
 
     def _near_letter(self) -> bool:
         return self.player.pos.distance_to(world.LETTER_SPOT) <= world.TALK_RANGE - 24
@@ -246,16 +253,18 @@ class Game:
         regulars start no new line meanwhile), then writes everything at once."""
         if not self.save_pending or any(npc.current is not None for npc in self.npcs):
             return
-        self.save_pending = False
         state = YardState((self.player.pos.x, self.player.pos.y), self.letter, list(self.journal.entries),
                           self.chatter.topic if self.chatter is not None else 0)
         try:
-            save_game(self.options.save_dir, state, self.npcs)
+            save_game(self.rt, self.options.save_dir, state, self.npcs)
+        except InvalidArgumentError:
+            return  # the worker thread started a waiting line meanwhile: try again when it ends
         except (LmpcError, OSError) as exc:
             self._problem(f"Could not save: {exc}")
-            return
-        self.saves += 1
-        self.notices.add("Saved.", self.now)
+        else:
+            self.saves += 1
+            self.notices.add("Saved.", self.now)
+        self.save_pending = False
 
     def _load(self) -> None:
         """Stop every reply in progress, then restore the NPCs and the yard from the save."""
@@ -264,7 +273,7 @@ class Game:
         self.rt.poll()  # their `done`/cancelled events belong to the game that is being replaced
         self.save_pending = False
         try:
-            state = load_game(self.options.save_dir, self.npcs)
+            state = load_game(self.rt, self.options.save_dir, self.npcs)
         except (GameSaveError, LmpcError) as exc:
             self._problem(f"Could not load: {exc}")
             if self.chatter is not None:
@@ -314,7 +323,7 @@ class Game:
             for key in self.held:
                 direction += MOVES.get(key, (0, 0))
             others = [self.orlando_actor, *self.ambient_actors.values()]
-            self.player.step(direction, FRAME_S, others)
+            self.player.step(direction, self.dt, others)
         else:
             self.player.walking = False
 

@@ -1,5 +1,7 @@
 """Saving and loading the game: where the player stands and what happened in the yard (`game.json`),
 plus one LMPC save per NPC (`<npc id>.sav`: history, facts, memories gained in play, sampler state).
+The NPCs are saved and loaded through the Runtime, which does it between two model steps, so this works
+the same when the model runs on the runtime's worker thread.
 
 A save is a folder written whole beside the old one and swapped in by renames, so a crash while saving
 leaves the previous save. A load checks `game.json` first, keeps each NPC's current state as bytes, and
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmpc_runtime import LmpcError, Npc
+from lmpc_runtime import LmpcError, Npc, Runtime
 
 GAME_FILE = "game.json"
 FORMAT = "lmpc-pygame-save"
@@ -37,7 +39,7 @@ class YardState:
     topic: int = 0  # the next topic the regulars open
 
 
-def save_game(folder: Path, state: YardState, npcs: list[Npc]) -> None:
+def save_game(rt: Runtime, folder: Path, state: YardState, npcs: list[Npc]) -> None:
     """Write the game and every NPC into `folder`, replacing a previous save only once all is written.
     Raises `LmpcError` (an NPC could not be saved) or `OSError`; the previous save is then untouched."""
     folder = Path(folder)
@@ -47,7 +49,7 @@ def save_game(folder: Path, state: YardState, npcs: list[Npc]) -> None:
     fresh.mkdir()
     try:
         for npc in npcs:
-            npc.save(fresh / f"{npc.id}.sav")
+            rt.save_state(npc, fresh / f"{npc.id}.sav")
         payload = {"format": FORMAT, "version": VERSION, "player": list(state.player), "letter": state.letter,
                    "journal": [list(entry) for entry in state.journal], "topic": state.topic,
                    "npcs": sorted(npc.id for npc in npcs)}
@@ -62,10 +64,10 @@ def save_game(folder: Path, state: YardState, npcs: list[Npc]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_game(folder: Path, npcs: list[Npc]) -> YardState:
-    """Restore every NPC from `folder` and return the game's own state. The NPCs must not be answering
-    (cancel their replies first). On any error every NPC is as it was and the error is raised:
-    `GameSaveError` for the game file, an `LmpcError` subclass for an NPC's save."""
+def load_game(rt: Runtime, folder: Path, npcs: list[Npc]) -> YardState:
+    """Restore every NPC from `folder` and return the game's own state; replies in progress are dropped.
+    On any error every NPC is as it was and the error is raised: `GameSaveError` for the game file, an
+    `LmpcError` subclass for an NPC's save."""
     folder = Path(folder)
     old = folder.with_name(folder.name + ".old")
     if not folder.exists() and old.is_dir():
@@ -74,15 +76,15 @@ def load_game(folder: Path, npcs: list[Npc]) -> YardState:
     missing = sorted({npc.id for npc in npcs} - set(saved_ids))
     if missing:
         raise GameSaveError(f"{folder}: the save has no state for {', '.join(missing)}")
-    before = {npc.id: npc.to_bytes() for npc in npcs}
+    before = {npc.id: rt.save_state_bytes(npc) for npc in npcs}
     restored: list[Npc] = []
     try:
         for npc in npcs:
-            npc.load(folder / f"{npc.id}.sav")
+            rt.load_state(npc, folder / f"{npc.id}.sav")
             restored.append(npc)
     except LmpcError:
         for npc in restored:
-            npc.load_bytes(before[npc.id])
+            rt.load_state_bytes(npc, before[npc.id])
         raise
     return state
 
