@@ -196,7 +196,11 @@ class Game:
             self.dialogue.box.insert(event.text)
 
     def _key(self, key: int) -> None:
-        if self.dialogue.open:
+        if key == pygame.K_F5:  # saving and loading work everywhere, in a conversation too
+            self.save_pending = True
+        elif key == pygame.K_F9:
+            self._load()
+        elif self.dialogue.open:
             if key in ENTER_KEYS:
                 self._say(self.dialogue.box.take())
             elif key == pygame.K_BACKSPACE:
@@ -208,10 +212,6 @@ class Game:
         elif key == pygame.K_e and self.letter == "lying" and self._near_letter():
             self.letter = "carried"
             self.notices.add("You pick up a sealed letter addressed to Ser Orlando Marlo.", self.now)
-        elif key == pygame.K_F5:
-            self.save_pending = True
-        elif key == pygame.K_F9:
-            self._load()
         elif key == pygame.K_j:
             self.journal.visible = not self.journal.visible
         elif key == pygame.K_ESCAPE:
@@ -272,6 +272,10 @@ class Game:
             self.rt.cancel(npc)
         self.rt.poll()  # their `done`/cancelled events belong to the game that is being replaced
         self.save_pending = False
+        if self.current is not None:  # Orlando was cut short: his words so far stay in the panel
+            self.current.finish = "cancelled"
+            self.dialogue.finish(self.dialogue.visible_reply)
+            self.current = None
         try:
             state = load_game(self.rt, self.options.save_dir, self.npcs)
         except (GameSaveError, LmpcError) as exc:
@@ -282,7 +286,6 @@ class Game:
         self.player.pos.update(state.player)
         self.letter = state.letter
         self.journal.entries[:] = state.journal
-        self.current = None
         self.dialogue.open = False
         self.rt.set_priority(self.orlando, NORMAL)
         said, answered = self.orlando.history[-1] if self.orlando.history else ("", "")
