@@ -56,7 +56,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             for mode in ("tick", "worker"):
                 baseline = play(["--no-regulars", "--frames", str(BASELINE_FRAMES)], tmp, "baseline")
-                visit_args = ["--script", str(VISIT), "--frames", "30000"] + (["--worker"] if mode == "worker" else [])
+                visit_args = ["--script", str(VISIT), "--frames", "30000"]
+                visit_args += ["--worker"] if mode == "worker" else []
                 visit = play(visit_args, tmp, f"visit-{mode}")
                 base, loaded = frame_stats(baseline), frame_stats(visit)
                 run = {"round": round_, "mode": mode, "baseline": base, "visit": loaded,

@@ -23,7 +23,8 @@ ACCOUNTS_LORE = "crypt beneath the chapel of Brightwater Hall"
 def visit(tiny_bundle, tmp_path_factory):
     """The shipped visit script, played once with Orlando and both regulars on the tiny bundle."""
     tmp = tmp_path_factory.mktemp("visit")
-    game = play(tiny_bundle, [tiny_bundle, tiny_bundle], VISIT.read_text(), 3000, tmp / "save", screenshots=tmp)
+    game = play(tiny_bundle, [tiny_bundle, tiny_bundle], VISIT.read_text(), 3000, tmp / "save",
+                screenshots=tmp)
     return game, tmp
 
 

@@ -35,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
     parser.add_argument("--seed", type=int, default=487)
     parser.add_argument("--name", default="Mira", help="the player's name, told to every NPC (default Mira)")
-    parser.add_argument("--save-dir", type=Path, default=Path("saves/yard"), help="where F5 saves and F9 loads")
+    parser.add_argument("--save-dir", type=Path, default=Path("saves/yard"),
+                        help="where F5 saves and F9 loads")
     args = parser.parse_args(argv)
 
-    no_display = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    no_display = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if no_display and not args.headless and not args.script:
         print(f"No display: playing {VISIT} headless instead.", file=sys.stderr)
         args.script = VISIT
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     pygame.quit()
     if args.script is VISIT:
         for exchange in record.exchanges:
-            print(f"You: {exchange.player}\nOrlando ({exchange.first_words_ms or 0:.0f} ms to his first words): "
-                  f"{exchange.reply}\n")
+            waited = exchange.first_words_ms or 0
+            print(f"You: {exchange.player}\nOrlando ({waited:.0f} ms to his first words): {exchange.reply}\n")
     for problem in record.problems:
         print(problem, file=sys.stderr)
     return 1 if any(p.startswith("script:") for p in record.problems) else 0

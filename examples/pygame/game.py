@@ -125,12 +125,12 @@ class Game:
         if options.ambient:
             npcs = []
             for i, path in enumerate(options.ambient):
-                self._loading(f"Loading the regulars of the Tipped Lantern ({i + 1}/{len(options.ambient)})…")
+                self._loading(f"Loading the regulars of the Tipped Lantern ({i + 1}/{len(options.ambient)})")
                 npcs.append(self.rt.load_npc(path, npc_id=f"regular{i + 1}", priority=AMBIENT,
                                              sampling=AMBIENT_SAMPLING))
             self.chatter = Chatter(self.rt, npcs)
             spots = ((712, 346, world.MARTA_LOOK, 1.0), (852, 350, world.JORY_LOOK, -1.0))
-            for npc, (x, y, look, facing) in zip(npcs, spots):
+            for npc, (x, y, look, facing) in zip(npcs, spots, strict=True):
                 self.ambient_actors[npc.id] = world.Actor(npc.name, x, y, look, facing)
             self.chatter.start(time.perf_counter())
         self.npcs = self.rt.npcs  # Orlando first, then the regulars (the runtime forgets them at close)
@@ -393,8 +393,8 @@ class Game:
         if self.dialogue.open:
             self.dialogue.draw(screen, self.text, self._draw_portrait, now)
         else:
-            hint = self.text.render("WASD / arrows: walk    E: talk / pick up    J: journal    F5: save    F9: load"
-                                    "    Esc: quit", 18, MUTED)
+            hint = self.text.render("WASD / arrows: walk    E: talk / pick up    J: journal    "
+                                    "F5: save    F9: load    Esc: quit", 18, MUTED)
             screen.blit(hint, (14, world.HEIGHT - 24))
         self.notices.draw(screen, self.text, now)
         if self._screenshot is not None:

@@ -14,8 +14,8 @@ with `pygame.event.get()` like a player's keys.
 
 Other commands: `wait FRAMES`, `hold KEY FRAMES` (e.g. `hold right 30`), `wait_chatter LINES [FRAMES]`
 (until the background NPCs have finished that many lines), `wait_saved [FRAMES]` (until the save asked
-for with F5 is written), `walk_to letter` (the letter lying in the yard). Everything after `type ` is typed as is;
-elsewhere `#` starts a comment. A wait that runs out fails the script (`ScriptFailed`).
+for with F5 is written), `walk_to letter` (the letter lying in the yard). Everything after `type ` is
+typed as is; elsewhere `#` starts a comment. A wait that runs out fails the script (`ScriptFailed`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _command(number: int, verb: str, args: list[str]) -> Command:
         return Command(number, verb, (args[0],))
     if verb == "quit" and not args:
         return Command(number, verb, ())
-    raise ValueError(f"cannot read {' '.join([verb, *args])!r} (see examples/pygame/script.py for the commands)")
+    raise ValueError(f"cannot read {' '.join([verb, *args])!r} (the commands: examples/pygame/script.py)")
 
 
 def key_code(name: str) -> int:

@@ -153,7 +153,8 @@ class DialoguePanel:
         surface.blit(text.render(self.speaker, 26, GOLD), (x, y))
         y += 26
         if self.player_line:
-            y = text.blit_lines(surface, text.wrap(f"You: {self.player_line}", width, 18)[-2:], x, y, 18, MUTED)
+            said = text.wrap(f"You: {self.player_line}", width, 18)[-2:]
+            y = text.blit_lines(surface, said, x, y, 18, MUTED)
             y += 4
         reply = self.visible_reply
         room = (self.rect.bottom - 46 - y) // 22
@@ -183,7 +184,7 @@ class SpeechBubble:
     FADE_S = 1.5
 
     def __init__(self, side: int = 1):
-        self.side = side  # which way the bubble grows from the head: -1 left, 1 right (away from the listener)
+        self.side = side  # the way the bubble grows from the head, away from the listener: -1 left, 1 right
         self.text = ""
         self.pieces = 0  # streamed pieces of the current line (a written line comes whole: 0)
         self.finished = True
@@ -229,8 +230,8 @@ class SpeechBubble:
         bubble = pygame.Surface((box.width, box.height + 12), pygame.SRCALPHA)
         pygame.draw.rect(bubble, (246, 240, 226), (0, 0, box.width, box.height), border_radius=9)
         tail_x = min(max(head.centerx - box.x, 14), box.width - 14)
-        pygame.draw.polygon(bubble, (246, 240, 226), [(tail_x - 7, box.height - 1), (tail_x + 7, box.height - 1),
-                                                      (tail_x, box.height + 11)])
+        tail = [(tail_x - 7, box.height - 1), (tail_x + 7, box.height - 1), (tail_x, box.height + 11)]
+        pygame.draw.polygon(bubble, (246, 240, 226), tail)
         text.blit_lines(bubble, lines, 10, 7, 18, (40, 34, 30), spacing=3)
         bubble.set_alpha(alpha)
         surface.blit(bubble, box.topleft)
@@ -292,13 +293,15 @@ class FrameGraph:
             y = plot.bottom - round(ms * scale)
             pygame.draw.line(surface, colour, (plot.x, y), (plot.right, y))
         bar = plot.width / self.frame_ms.maxlen
-        for i, (frame, tick) in enumerate(zip(self.frame_ms, self.tick_ms)):
+        for i, (frame, tick) in enumerate(zip(self.frame_ms, self.tick_ms, strict=True)):
             x = plot.x + round(i * bar)
             h = min(plot.height, round(frame * scale))
-            colour = (110, 190, 120) if frame <= FRAME_MS + 1.5 else (226, 186, 80) if frame <= SLOW_MS else (226, 90, 70)
+            colour = ((110, 190, 120) if frame <= FRAME_MS + 1.5
+                      else (226, 186, 80) if frame <= SLOW_MS else (226, 90, 70))
             pygame.draw.line(surface, colour, (x, plot.bottom), (x, plot.bottom - h))
             if tick > 0.05:
-                pygame.draw.line(surface, (160, 120, 230), (x, plot.bottom), (x, plot.bottom - min(h, round(tick * scale))))
+                top = plot.bottom - min(h, round(tick * scale))
+                pygame.draw.line(surface, (160, 120, 230), (x, plot.bottom), (x, top))
         if self.frame_ms:
             recent = np.fromiter(self.frame_ms, float)
             fps = 1000.0 / recent[-60:].mean()

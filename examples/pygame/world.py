@@ -97,7 +97,8 @@ class Actor:
         pygame.draw.rect(surface, look.tunic, body, border_radius=6)
         pygame.draw.rect(surface, look.trim, (body.x, body.bottom - 5, body.width, 4), border_radius=2)
         for side in (-1, 1):  # arms
-            pygame.draw.rect(surface, look.tunic, (x + side * 12 - 3, top + 17 - round(side * swing * 0.5), 6, 15),
+            pygame.draw.rect(surface, look.tunic,
+                             (x + side * 12 - 3, top + 17 - round(side * swing * 0.5), 6, 15),
                              border_radius=3)
             pygame.draw.circle(surface, look.skin, (x + side * 12, top + 33 - round(side * swing * 0.5)), 3)
         head = (x, top + 9)
@@ -122,7 +123,8 @@ def draw_letter(surface: pygame.Surface, pos: tuple[float, float], now: float) -
 
 
 def blocked(pos: pygame.Vector2, others: list[Actor]) -> bool:
-    foot = pygame.Rect(round(pos.x) - FOOT_RADIUS, round(pos.y) - FOOT_RADIUS // 2, FOOT_RADIUS * 2, FOOT_RADIUS)
+    foot = pygame.Rect(round(pos.x) - FOOT_RADIUS, round(pos.y) - FOOT_RADIUS // 2,
+                       FOOT_RADIUS * 2, FOOT_RADIUS)
     if not pygame.Rect(0, 0, WIDTH, HEIGHT).contains(foot) or foot.collidelist(OBSTACLES) >= 0:
         return True
     return any(pos.distance_to(o.pos) < FOOT_RADIUS * 2 for o in others)
@@ -200,8 +202,10 @@ def _tavern(bg: pygame.Surface) -> None:
         pygame.draw.rect(bg, (250, 196, 102), (x, 66, 52, 34), border_radius=2)
         pygame.draw.line(bg, (92, 62, 40), (x + 26, 66), (x + 26, 99), 3)
         pygame.draw.line(bg, (92, 62, 40), (x, 83), (x + 51, 83), 3)
-    pygame.draw.rect(bg, (62, 40, 28), (284, 58, 56, 74), border_top_left_radius=22, border_top_right_radius=22)
-    pygame.draw.rect(bg, (92, 60, 38), (290, 64, 44, 68), border_top_left_radius=18, border_top_right_radius=18)
+    pygame.draw.rect(bg, (62, 40, 28), (284, 58, 56, 74),  # the door and its frame
+                     border_top_left_radius=22, border_top_right_radius=22)
+    pygame.draw.rect(bg, (92, 60, 38), (290, 64, 44, 68),
+                     border_top_left_radius=18, border_top_right_radius=18)
     pygame.draw.circle(bg, (210, 170, 80), (326, 100), 3)
     # The sign: a lantern hanging askew from a bracket.
     pygame.draw.line(bg, (40, 30, 24), (360, 60), (404, 60), 4)
