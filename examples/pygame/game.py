@@ -116,7 +116,7 @@ class Game:
         self.rt = Runtime(threads=options.threads, seed=options.seed, worker=options.worker)
         self.orlando = self.rt.load_npc(options.orlando, npc_id="orlando")
         self.orlando_actor = world.Actor(self.orlando.name, 492, 292, world.ORLANDO_LOOK, facing=-1)
-        self.dialogue = DialoguePanel(pygame.Rect(10, world.HEIGHT - 178, world.WIDTH - 20, 168),
+        self.dialogue = DialoguePanel(pygame.Rect(10, world.HEIGHT - 212, world.WIDTH - 20, 202),
                                       f"Ser {self.orlando.name}")
         self._portrait = _portrait(self.orlando_actor)
         self.current: Exchange | None = None

@@ -157,9 +157,9 @@ class DialoguePanel:
             y = text.blit_lines(surface, said, x, y, 18, MUTED)
             y += 4
         reply = self.visible_reply
-        room = (self.rect.bottom - 46 - y) // 22
+        room = (self.rect.bottom - 46 - y) // (text.fonts[22].get_height() + 2)  # 5 lines: 80 tokens fit
         if reply:
-            # A long reply keeps its latest lines in view.
+            # A reply longer still keeps its latest lines in view.
             text.blit_lines(surface, text.wrap(reply, width, 22)[-max(room, 1):], x, y, 22, INK)
         elif self.waiting:
             dots = "." * (1 + int(now * 3) % 3)
