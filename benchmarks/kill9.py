@@ -169,8 +169,8 @@ def save_writer(work: Path, history_kb: int = 2000) -> Iterator[Writer]:
 
     path = work / "npc.sav"
     with Runtime(threads=1, seed=1) as rt:
-        npc = rt.load_npc(TINY_BUNDLE, warm=False)
-        reader = rt.load_npc(TINY_BUNDLE, warm=False)
+        npc = rt.load_npc(TINY_BUNDLE)
+        reader = rt.load_npc(TINY_BUNDLE)
         line = "The traveller asked about the road to Brightwater, and the knight answered at length. " * 10
         npc.history = [(f"{i}: {line}", line) for i in range(history_kb * 1024 // (2 * len(line)))]
 
@@ -199,11 +199,13 @@ def tiny_cache(work: Path) -> tuple[Path, Path]:
     model, embedder = work / "cache" / "model", work / "cache" / "embedder"
     (model / "checkpoint").mkdir(parents=True, exist_ok=True)
     embedder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(TINY_BUNDLE / "model.onnx", model / "model.int8.onnx")
+    for name in (manifest["model"]["file"], manifest["model"].get("data_file")):
+        if name:
+            shutil.copyfile(TINY_BUNDLE / name, model / name)
     shutil.copyfile(TINY_BUNDLE / "tokenizer.json", model / "checkpoint" / "tokenizer.json")
-    export = manifest["report"]["export"]
     config = {**TINY_CONFIG, "vocab_size": manifest["model"]["vocab_size"]}
-    (model / "export.json").write_text(json.dumps({**export, "config": config, "parity": manifest["report"]["parity"]}))
+    (model / "export.json").write_text(json.dumps({**manifest["report"]["export"], "config": config,
+                                                   "parity": manifest["report"]["parity"]}))
     shutil.copyfile(TINY_BUNDLE / manifest["embedder"]["file"], embedder / "embedder.int8.onnx")
     shutil.copyfile(TINY_BUNDLE / manifest["embedder"]["tokenizer"]["file"], embedder / "tokenizer.json")
     spec = manifest["embedder"]

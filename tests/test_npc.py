@@ -143,7 +143,7 @@ def test_a_sheet_without_fallback_lines_still_never_gives_an_empty_bubble(tiny_c
     manifest["character"]["fallback_lines"] = []
     path.write_bytes(pack_manifest(manifest))
     with Runtime(threads=1, seed=1) as rt:
-        npc = rt.load_npc(tiny_copy, warm=False)
+        npc = rt.load_npc(tiny_copy)
         reply = npc.start_reply("Hello.")
         assert reply.fallback == SILENT_FALLBACK
         reply.cancel()

@@ -170,7 +170,7 @@ class SaveTarget:
 
         self.tree = tree
         self.runtime = Runtime(threads=1, seed=5)
-        self.npc = self.runtime.load_npc(TINY_BUNDLE, warm=False)
+        self.npc = self.runtime.load_npc(TINY_BUNDLE)
         self.npc.remember("The traveller paid for the cider.", importance=0.8)
         self.npc.facts.set("quest.started", True)
         self.npc.history.append(("Who are you?", "Ser Orlando Marlo, of House Marlo."))
