@@ -150,7 +150,9 @@ class Npc:
         messages = [line for exchange in self.history for line in exchange] + [text]
         note = self._recall.note_lines(text, messages, self.facts, self.turn)
         prompt = self.prompt_tokens(text, config.max_tokens, note)
-        self.seq.rewind(common_prefix(self.seq.tokens, prompt))
+        # The cache may hold the whole prompt (the same line again after a cancelled reply), but not the
+        # logits of its last token, which the first sampled token needs: that token is always fed again.
+        self.seq.rewind(min(common_prefix(self.seq.tokens, prompt), len(prompt) - 1))
         fallbacks = self.bundle.character.fallback_lines
         reply_type, hook = (Reply, {}) if self.hooks.after_model is None else (
             HookedReply, {"after_model": self.hooks.after_model})

@@ -245,3 +245,15 @@ def test_a_manifest_naming_an_impossible_file_is_a_format_error(tiny_copy, name)
 def test_stored_sheet_data_of_the_wrong_shape_is_a_sheet_error(data):
     with pytest.raises(SheetError, match="not a stored character sheet"):
         sheet_from_dict(data)
+
+
+def test_the_same_line_again_after_a_cancelled_reply_is_answered(rt, npc):
+    """Found by atheris on the C ABI: the cancelled reply left its whole prompt in the cache, the repeated
+    line then had nothing to prefill and no logits to sample from, and `tick` raised TypeError."""
+    rt.say(npc, "Hello there.")
+    while not npc.current or npc.current.phase != "decode":
+        rt.tick(budget_ms=5)
+    rt.cancel(npc)
+    again = rt.say(npc, "Hello there.")
+    done = [e for e in run_until_quiet(rt) if e.kind == DONE]
+    assert [(e.reply, e.finish != FINISH_CANCELLED) for e in done][-1] == (again, True) and done[-1].text
