@@ -16,7 +16,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
 
-.PHONY: setup bundle regulars capi demo pygame-demo test clean
+.PHONY: setup bundle regulars capi demo pygame-demo test fuzz kill9 soak clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -68,6 +68,20 @@ pygame-demo: bundle regulars
 
 test: bundle regulars
 	LMPC_REAL_BUNDLE=$(DEMO_BUNDLE) LMPC_EXPECT_INSTALLED=1 $(BIN)/pytest -q
+
+# Long reliability runs (results in benchmarks/results/ and RELIABILITY.md); `make test` runs short versions.
+# fuzz: every target of tests/fuzz/ coverage-guided by atheris for FUZZ_SECONDS, then FUZZ_RUNS random inputs.
+FUZZ_SECONDS ?= 150
+FUZZ_RUNS ?= 120000
+fuzz: setup
+	$(BIN)/python -m pip install --quiet --group fuzz || echo "atheris did not install: random mode only"
+	nice -n 10 $(BIN)/python tests/fuzz/campaign.py --seconds $(FUZZ_SECONDS) --random $(FUZZ_RUNS)
+
+kill9: setup
+	nice -n 10 $(BIN)/python -m benchmarks.kill9
+
+soak: bundle
+	nice -n 10 $(BIN)/python -m benchmarks.soak --bundle $(DEMO_BUNDLE)
 
 clean:
 	rm -rf build $(VENV)

@@ -7,10 +7,14 @@ built on the same weights; a second build of any character on the base model tak
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -183,6 +187,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
+    _recover_dir(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
@@ -267,12 +272,54 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Put `new` at `target`; an existing bundle there is moved aside first and removed after."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
+    """Put `new` at `target` so that a crash at any moment leaves the old bundle or the new one there.
+
+    On Linux the two directories trade places in one atomic rename (renameat2 RENAME_EXCHANGE) and the
+    old one is then removed. Elsewhere the old bundle is moved aside first: a crash between the two
+    renames leaves it at `.<name>.old`, which the next build puts back (see `_recover_dir`).
+    """
+    if not target.exists():
+        new.rename(target)
+    elif _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old bundle
+    else:
+        old = _aside(target)
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
         new.rename(target)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _recover_dir(target: Path) -> None:
+    """Clean up after a build that was killed: put back a bundle it left aside (the fallback of
+    `_replace_dir`) and remove its half-written directories. One build writes a given path at a time."""
+    if not target.exists() and _aside(target).is_dir():
+        _aside(target).rename(target)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the OS or its C library cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # old kernel, or a filesystem without it
+        return False
+    raise OSError(error, os.strerror(error), str(b))

@@ -206,11 +206,19 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+MAX_FILE_NAME = 255  # bytes: what common file systems allow
+
+
 def _checked_file(bundle_dir: Path, name: str, expected_sha256: str, verify: bool) -> None:
-    if os.sep in name or "/" in name or name in ("", ".", ".."):
-        raise BundleFormatError(f"manifest: file name {name!r} must be a plain name inside the bundle")
+    if os.sep in name or "/" in name or name in ("", ".", "..") or not name.isprintable() \
+            or len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
+        raise BundleFormatError(f"manifest: file name {name[:80]!r} must be a plain name inside the bundle")
     path = bundle_dir / name
-    if not path.is_file():
+    try:
+        present = path.is_file()
+    except OSError as exc:  # e.g. a name the file system refuses
+        raise BundleFormatError(f"{bundle_dir}: the manifest names {name!r}, which cannot be a file: {exc}") from exc
+    if not present:
         raise BundleMissingError(f"{bundle_dir}: the manifest names {name}, which is missing")
     if verify and sha256_file(path) != expected_sha256:
         raise BundleIntegrityError(

@@ -44,6 +44,9 @@ MAX_PLAYER_CHARS = 2000
 PLAYER_LINE_RESERVE = 64
 # Summaries are greedy: the same conversation always gives the same summary, whenever it is run.
 SUMMARY_SAMPLING = SamplingConfig(temperature=0.0, repetition_penalty=1.1, repetition_window=64)
+# Said when the model produced nothing sayable and the sheet has no fallback lines: a pause, never an
+# empty speech bubble.
+SILENT_FALLBACK = "…"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -147,7 +150,9 @@ class Npc:
         messages = [line for exchange in self.history for line in exchange] + [text]
         note = self._recall.note_lines(text, messages, self.facts, self.turn)
         prompt = self.prompt_tokens(text, config.max_tokens, note)
-        self.seq.rewind(common_prefix(self.seq.tokens, prompt))
+        # The cache may hold the whole prompt (the same line again after a cancelled reply), but not the
+        # logits of its last token, which the first sampled token needs: that token is always fed again.
+        self.seq.rewind(min(common_prefix(self.seq.tokens, prompt), len(prompt) - 1))
         fallbacks = self.bundle.character.fallback_lines
         reply_type, hook = (Reply, {}) if self.hooks.after_model is None else (
             HookedReply, {"after_model": self.hooks.after_model})
@@ -162,7 +167,7 @@ class Npc:
             end_token=self.bundle.special.im_end,
             max_tokens=config.max_tokens,
             stop=config.stop,
-            fallback=fallbacks[int(self.rng.integers(len(fallbacks)))] if fallbacks else "",
+            fallback=fallbacks[int(self.rng.integers(len(fallbacks)))] if fallbacks else SILENT_FALLBACK,
             recent=prompt,
             player_text=text,
         )

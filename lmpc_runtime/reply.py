@@ -78,6 +78,17 @@ def _cut_for_length(text: str) -> int:
     return cut if cut >= len(text) // 3 else len(text)
 
 
+TRAIL_OFF = "…"
+
+
+def _trail_off(text: str) -> str:
+    """A reply cut by the limit in mid-sentence (no earlier sentence end kept enough of it) trails off
+    with an ellipsis, so it reads as the character breaking off, not as the text being chopped."""
+    if not text.strip() or last_sentence_end(text) >= len(text.rstrip()):
+        return text
+    return text + TRAIL_OFF
+
+
 def _first_sentence_end(text: str) -> int:
     match = _SENTENCE_END.search(text + " ")
     return match.end() if match else 0
@@ -163,7 +174,7 @@ class Reply:
             once = self.stream.decode(self.generated[: len(self.generated) - (LOOP_REPEATS - 1) * period])
             return events + self._finish(FINISH_REPEAT, once[: last_sentence_end(once)] or once)
         if len(self.generated) >= self.max_tokens:
-            return events + self._finish(FINISH_LENGTH, text[: _cut_for_length(text)])
+            return events + self._finish(FINISH_LENGTH, _trail_off(text[: _cut_for_length(text)]))
         self.next_token = token
         return events
 
@@ -180,8 +191,10 @@ class Reply:
         return [self._event(ERROR, message)] + self._finish(FINISH_ERROR, self.stream.text[: self._shown])
 
     def _visible_end(self, text: str) -> int:
-        """How much of `text` may be shown now: never the start of a possible stop string, and close
-        to the token limit never a sentence that the limit may cut off."""
+        """How much of `text` may be shown now: nothing before its first word, never the start of a
+        possible stop string, and close to the token limit never a sentence that the limit may cut off."""
+        if not _WORDS.search(text):
+            return 0  # nothing sayable yet: it may end as the fallback line, which must not follow it
         end = len(text)
         for stop in self.stop:
             for n in range(min(len(stop) - 1, len(text)), 0, -1):
@@ -223,7 +236,8 @@ class Reply:
     def _finish(self, why: str, text: str) -> list[Event]:
         """End the reply with `text`, a prefix of what was streamed (or empty, to use the fallback line)."""
         events = []
-        if not text.strip() and why != FINISH_CANCELLED and self.fallback:
+        # Nothing sayable (empty, or only punctuation and symbols): the sheet's fallback line instead.
+        if not _WORDS.search(text) and why != FINISH_CANCELLED and self.fallback:
             text, why = self.fallback, why if why == FINISH_ERROR else FINISH_FALLBACK
             self._shown = self._sentence_start = 0
         if why != FINISH_CANCELLED:

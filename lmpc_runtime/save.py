@@ -20,11 +20,13 @@ Reading checks, in order: the magic (another kind of file), the version (a newer
 truncated file), the checksum (a damaged one), msgpack with explicit limits, then every field. The new
 state is built aside and swapped in only when all of it is valid, so a failed load changes nothing.
 Writing goes to a temporary file in the same directory, fsynced, renamed over the old save and the
-directory fsynced: a crash at any point leaves either the old save or the new one, whole.
+directory fsynced: a crash at any point leaves either the old save or the new one, whole (and perhaps
+a temporary file, which the next save at that path removes).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import struct
@@ -73,6 +75,7 @@ def save_bytes(npc: Npc, include_kv: bool = False) -> bytes:
 
 def save_file(npc: Npc, path: Path, include_kv: bool = False) -> None:
     """Write a save atomically; an existing save at `path` is replaced only by a complete new one."""
+    _check_path(path)
     data = save_bytes(npc, include_kv)
     directory = path.parent
     try:
@@ -91,6 +94,14 @@ def save_file(npc: Npc, path: Path, include_kv: bool = False) -> None:
             raise SaveError(f"{path}: cannot write the save: {exc.strerror or exc}") from exc
         raise
     _fsync_directory(directory)
+    _remove_stale_temporaries(path)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete what writes of this save killed mid-way left behind (a process killed before its rename
+    cannot clean up). One process writes a given save path at a time, so none of these is in use."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_bytes(npc: Npc, data: bytes) -> None:
@@ -110,6 +121,7 @@ def load_bytes(npc: Npc, data: bytes) -> None:
 
 
 def load_file(npc: Npc, path: Path) -> None:
+    _check_path(path)
     try:
         size = path.stat().st_size
         if size > MAX_SAVE_BYTES + _HEADER.size:
@@ -123,6 +135,12 @@ def load_file(npc: Npc, path: Path) -> None:
         load_bytes(npc, data)
     except SaveError as exc:
         raise type(exc)(f"{path}: {exc}") from exc
+
+
+def _check_path(path: Path) -> None:
+    # The OS cannot name such a file; Python would raise a bare ValueError deep in os.open.
+    if "\0" in str(path):
+        raise InvalidArgumentError(f"a save path must not contain a NUL character: {str(path)!r}")
 
 
 def _open(data: bytes, what: str) -> dict[str, Any]:

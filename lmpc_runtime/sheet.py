@@ -359,8 +359,8 @@ def load_sheet(path: str | Path) -> CharacterSheet:
     path = Path(path)
     try:
         size = path.stat().st_size
-    except OSError as exc:
-        raise SheetError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        raise SheetError(str(path), [f"cannot read the file: {getattr(exc, 'strerror', None) or exc}"]) from exc
     if size > MAX_SHEET_BYTES:
         raise SheetError(str(path), [f"the file is {size} bytes; a sheet may be at most {MAX_SHEET_BYTES}"])
     try:
@@ -375,7 +375,18 @@ def load_sheet(path: str | Path) -> CharacterSheet:
 
 
 def sheet_from_dict(data: dict[str, Any]) -> CharacterSheet:
-    """Rebuild a sheet from `CharacterSheet.to_dict()` output (as stored in a bundle manifest)."""
+    """Rebuild a sheet from `CharacterSheet.to_dict()` output (as stored in a bundle manifest).
+    Data of any other shape raises `SheetError`, like a bad sheet."""
+    try:
+        data = _stored_to_sheet(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SheetError("<bundle manifest>", [f"not a stored character sheet ({type(exc).__name__}: {exc})"]) \
+            from exc
+    return parse_sheet(data, "<bundle manifest>")
+
+
+def _stored_to_sheet(data: dict[str, Any]) -> dict[str, Any]:
+    """Undo what to_dict() adds to a sheet (written-out defaults), giving parse_sheet's input."""
     data = dict(data)
     world = dict(data.pop("world"))
     for key in ("important_people", "marginalised_important_people"):
@@ -389,4 +400,4 @@ def sheet_from_dict(data: dict[str, Any]) -> CharacterSheet:
         data["lorebook"] = {k: v for k, v in book.items() if v not in ("", None)} if book["entries"] else {}
     for key in [k for k, v in data.items() if v in ((), [], "", {}) and not _TOP_LEVEL[k][1]]:
         del data[key]
-    return parse_sheet(data, "<bundle manifest>")
+    return data

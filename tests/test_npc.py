@@ -130,3 +130,20 @@ def test_runtime_argument_checks():
         Runtime(threads=0)
     with Runtime() as rt, pytest.raises(InvalidArgumentError):
         rt.npc("nobody")
+
+
+def test_a_sheet_without_fallback_lines_still_never_gives_an_empty_bubble(tiny_copy):
+    import msgpack
+
+    from lmpc_runtime.bundle import MANIFEST_NAME, pack_manifest
+    from lmpc_runtime.npc import SILENT_FALLBACK
+
+    path = tiny_copy / MANIFEST_NAME
+    manifest = msgpack.unpackb(path.read_bytes())
+    manifest["character"]["fallback_lines"] = []
+    path.write_bytes(pack_manifest(manifest))
+    with Runtime(threads=1, seed=1) as rt:
+        npc = rt.load_npc(tiny_copy)
+        reply = npc.start_reply("Hello.")
+        assert reply.fallback == SILENT_FALLBACK
+        reply.cancel()

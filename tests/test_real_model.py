@@ -83,3 +83,16 @@ def test_cli_ask_streams_a_reply(real_bundle):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["text"] and result["tokens"] > 0 and result["decode_tok_s"] > 0
+
+
+def test_replies_cut_by_the_token_limit_end_at_a_sentence_or_trail_off(runtime, real_bundle):
+    import re
+
+    npc = runtime.load_npc(real_bundle, seed=5, sampling=SamplingConfig(max_tokens=14))
+    for line in ("Tell me everything about your family and your order.", "What do you think of the Archlector?"):
+        events = list(npc.ask(line))
+        done = events[-1]
+        assert done.kind == DONE and done.text and re.search(r"\w", done.text)
+        if done.finish == "length":
+            assert re.search(r"([.!?…][\"'”’)\]]*|…)$", done.text), done.text
+        assert "".join(e.text for e in events if e.kind == TEXT).strip() == done.text

@@ -104,3 +104,28 @@ def test_metrics(chat):
     say(reply, chat.encode_text("Well met, friend.") + [END])
     m = reply.metrics()
     assert m["tokens"] == len(reply.generated) and m["ttft_ms"] >= 0 and m["decode_tok_s"] > 0
+
+
+def test_token_limit_in_the_first_sentence_trails_off(chat):
+    ids = chat.encode_text("Ah, the roads of the north were long and the winters")
+    reply = make_reply(chat, max_tokens=len(ids))
+    events = say(reply, ids + [END])
+    assert reply.finish == "length"
+    assert reply.final_text == "Ah, the roads of the north were long and the winters…"
+    assert "".join(texts(events, TEXT)) == reply.final_text  # the ellipsis arrives as the last text
+    assert texts(events, SENTENCE) == [reply.final_text]
+
+
+@pytest.mark.parametrize("degenerate", ["... !!!", " — ", "?!?!", "*** ---"])
+def test_output_without_a_word_becomes_the_fallback_and_is_never_shown(chat, degenerate):
+    reply = make_reply(chat)
+    events = say(reply, chat.encode_text(degenerate) + [END])
+    assert reply.finish == "fallback" and reply.final_text == "Forgive me, I lost my thought."
+    assert texts(events, TEXT) == ["Forgive me, I lost my thought."]
+
+
+def test_a_reply_may_open_with_punctuation_once_words_follow(chat):
+    reply = make_reply(chat)
+    events = say(reply, chat.encode_text("... Well, perhaps.") + [END])
+    assert reply.finish == "end_of_turn" and reply.final_text == "... Well, perhaps."
+    assert "".join(texts(events, TEXT)) == "... Well, perhaps."
