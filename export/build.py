@@ -1,8 +1,9 @@
-"""`lmpc build`: character sheet + model → NPC bundle.
+"""`lmpc build`: character sheet + model (+ LoRA adapter) → NPC bundle.
 
 The model stages (checkpoint, ONNX export, int8, parity) depend only on the model, not on the
-character, so their results are cached under the source's fingerprint and shared by every character
-built on the same weights; a second build of any character on the base model takes seconds.
+character, so their results are cached under the source's fingerprint (and the adapter's, when one is
+merged in) and shared by every character built on the same weights; a second build of any character on
+the base model takes seconds. An adapter is merged at export: the bundle holds one plain model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lmpc_runtime.sheet import CharacterSheet, load_sheet
 
 from . import checkpoint as ckpt
 from . import onnx_export, parity
+from .dataset import persona_digest
 
 DEFAULT_CONTEXT = 2048
 # Part of the model cache key: bump it whenever a change here alters the exported model.
@@ -64,9 +66,34 @@ def model_spec(config: dict, file: str, sha256: str, context_length: int) -> Mod
     )
 
 
-def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT) -> Path:
-    """Checkpoint → fp32 ONNX → int8 ONNX → parity report, cached. Returns the cache entry directory."""
-    entry = cache_dir / f"{source.stem}-{ckpt.source_fingerprint(source)}-v{EXPORT_VERSION}"
+def _adapter_json(adapter: Path, name: str) -> dict | None:
+    path = adapter / name
+    if not path.is_file():
+        return None  # an adapter from elsewhere: nothing to check it against
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ExportError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ExportError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_adapter_base(adapter: Path, base_fingerprint: str) -> None:
+    """An adapter trained by `lmpc train` records its base model; merging it into another is refused."""
+    trained_on = (_adapter_json(adapter, ckpt.ADAPTER_INFO) or {}).get("base_fingerprint", base_fingerprint)
+    if trained_on != base_fingerprint:
+        raise ExportError(f"{adapter} was trained on base model {trained_on}, not on this one ({base_fingerprint})")
+
+
+def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT,
+                  adapter: Path | None = None) -> Path:
+    """Checkpoint (+ adapter) → fp32 ONNX → int8 ONNX → parity report, cached. Returns the cache entry."""
+    key = f"{source.stem}-{ckpt.source_fingerprint(source)}"
+    if adapter is not None:
+        check_adapter_base(adapter, ckpt.source_fingerprint(source))
+        key += f"-lora-{ckpt.adapter_fingerprint(adapter)}"
+    entry = cache_dir / f"{key}-v{EXPORT_VERSION}"
     done = entry / "export.json"
     if done.is_file():
         log(f"model: cached ({entry})")
@@ -77,9 +104,10 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     work.mkdir(parents=True)
 
     t = time.perf_counter()
-    log(f"model: loading {source.name} into a float32 checkpoint")
+    log(f"model: loading {source.name} into a float32 checkpoint"
+        + (f", merging the adapter {adapter}" if adapter is not None else ""))
     checkpoint = work / "checkpoint"
-    model = ckpt.materialise(source, checkpoint)
+    model = ckpt.materialise(source, checkpoint, adapter)
     seconds["checkpoint"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -112,6 +140,7 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     shutil.rmtree(fp32.parent)  # 540 MB that nothing reads again
     (work / "export.json").write_text(json.dumps({
         "source": str(source),
+        "adapter": str(adapter) if adapter is not None else None,
         "fingerprint": entry.name,
         "config": config,
         "seconds": seconds,
@@ -124,7 +153,7 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 
 
 def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: int = DEFAULT_CONTEXT,
-                 sampling: SamplingConfig = SamplingConfig()) -> Path:
+                 sampling: SamplingConfig = SamplingConfig(), training: dict | None = None) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place."""
     export = json.loads((entry / "export.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,8 +176,10 @@ def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: 
             "sampling": sampling.to_dict(),
             "character": sheet.to_dict(),
             "persona": {"system": system_prompt(sheet), "shots": [list(s) for s in example_shots(sheet)]},
-            "report": {"export": {k: export[k] for k in ("source", "fingerprint", "seconds", "model_bytes")},
-                       "parity": export["parity"]},
+            "report": {"export": {k: export.get(k) for k in ("source", "adapter", "fingerprint", "seconds",
+                                                              "model_bytes")},
+                       "parity": export["parity"],
+                       **({"training": training} if training else {})},
         }
         (tmp / MANIFEST_NAME).write_bytes(pack_manifest(manifest))
         for path in tmp.iterdir():
@@ -162,11 +193,19 @@ def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: 
 
 
 def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Path | None = None,
-          context_length: int = DEFAULT_CONTEXT, log: Log = lambda _: None) -> Path:
+          context_length: int = DEFAULT_CONTEXT, adapter: Path | None = None, log: Log = lambda _: None) -> Path:
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
-    entry = prepare_model(source or ckpt.base_gguf(), cache_dir or default_cache_dir(), log, context_length)
+    training = None
+    if adapter is not None:
+        info = _adapter_json(adapter, ckpt.ADAPTER_INFO)
+        if info and info.get("persona_sha256") != persona_digest(sheet):
+            log(f"warning: {adapter} was trained with another persona prompt than this sheet now gives; "
+                "retrain it (`lmpc train`) for the best results")
+        training = _adapter_json(adapter, ckpt.TRAINING_REPORT)
+    entry = prepare_model(source or ckpt.base_gguf(), cache_dir or default_cache_dir(), log, context_length,
+                          adapter)
     log(f"bundle: writing {out}")
-    return write_bundle(sheet, entry, out, context_length)
+    return write_bundle(sheet, entry, out, context_length, training=training)
 
 
 def _slug(name: str) -> str:

@@ -46,7 +46,7 @@ class LocalGenerator:
 
     def __init__(self, model_path: Path, spec: ModelSpec, tokenizer_path: Path, special: SpecialTokens,
                  seed: int = 0, threads: int = 2):
-        self.description = f"local LMPC runtime ({model_path})"
+        self.description = f"the local LMPC runtime on {model_path.parent.name}/{model_path.name}"
         self.engine = Engine(str(model_path), spec, EngineOptions(threads=threads))
         self.chat_format = ChatFormat.from_file(str(tokenizer_path), special)
         self.special = special
