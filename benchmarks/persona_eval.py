@@ -56,7 +56,8 @@ def evaluate(bundle: Path, questions: list[Question], seeds: list[int]) -> list[
                 if done.finish == "repetition":
                     problems.append("loop")
                 rows.append({"seed": seed, "question": q.text, "answer": done.text, "finish": done.finish,
-                             "facts": q.hits(done.text), "keys": len(q.keys), "problems": sorted(set(problems))})
+                             "facts": q.hits(done.text), "keys": len(q.keys),
+                             "problems": sorted(set(problems))})
             rt.unload_npc(npc.id)
     return rows
 
@@ -73,13 +74,14 @@ def summary(rows: list[dict]) -> dict:
 
 
 def markdown(results: dict[str, list[dict]]) -> str:
-    lines = ["| bundle | answers | key facts mentioned | answers with no problem | assistant speak | slop | refusal "
-             "| invented names | repetition or loop | malformed |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| bundle | answers | key facts mentioned | answers with no problem | assistant speak | slop "
+             "| refusal | invented names | repetition or loop | malformed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in results.items():
         s = summary(rows)
-        lines.append(f"| {name} | {s['answers']} | {s['facts']:.0%} | {s['clean']:.0%} | {s['assistant_speak']} | "
-                     f"{s['slop']} | {s['refusal']} | {s['unknown_name']} | {s['repetition'] + s['loop']} | "
-                     f"{s['malformed']} |")
+        lines.append(f"| {name} | {s['answers']} | {s['facts']:.0%} | {s['clean']:.0%} | "
+                     f"{s['assistant_speak']} | {s['slop']} | {s['refusal']} | {s['unknown_name']} | "
+                     f"{s['repetition'] + s['loop']} | {s['malformed']} |")
     for name, rows in results.items():
         lines += ["", f"## {name}", ""]
         for r in rows:

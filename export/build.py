@@ -83,7 +83,8 @@ def check_adapter_base(adapter: Path, base_fingerprint: str) -> None:
     """An adapter trained by `lmpc train` records its base model; merging it into another is refused."""
     trained_on = (_adapter_json(adapter, ckpt.ADAPTER_INFO) or {}).get("base_fingerprint", base_fingerprint)
     if trained_on != base_fingerprint:
-        raise ExportError(f"{adapter} was trained on base model {trained_on}, not on this one ({base_fingerprint})")
+        raise ExportError(f"{adapter} was trained on base model {trained_on}, "
+                          f"not on this one ({base_fingerprint})")
 
 
 def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT,
@@ -193,7 +194,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: 
 
 
 def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Path | None = None,
-          context_length: int = DEFAULT_CONTEXT, adapter: Path | None = None, log: Log = lambda _: None) -> Path:
+          context_length: int = DEFAULT_CONTEXT, adapter: Path | None = None,
+          log: Log = lambda _: None) -> Path:
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
     training = None
     if adapter is not None:

@@ -183,7 +183,8 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     if examples:
         sheet["examples"] = examples
 
-    kept = {k: v for k, v in data.items() if k not in _MAPPED and k != "mes_example" and v not in (None, "", [], {})}
+    kept = {k: v for k, v in data.items()
+            if k not in _MAPPED and k != "mes_example" and v not in (None, "", [], {})}
     if data.get("mes_example"):
         kept["mes_example"] = data["mes_example"]  # the parse into pairs drops the blocks' grouping
     card_extra = {"spec": spec, **({"spec_version": card["spec_version"]} if "spec_version" in card else {}),
@@ -199,9 +200,11 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     mapped_text = [text(k) for k in _MAPPED] + [ex["player"] + ex["npc"] for ex in examples]
     users = sum(len(_USER_MACRO.findall(t)) for t in mapped_text)
     if users:
-        notes.append(f"the text says {{{{user}}}} {users} time(s); LMPC does not replace it: reword those places")
+        notes.append(f"the text says {{{{user}}}} {users} time(s); LMPC does not replace it: "
+                     "reword those places")
     if orphans:
-        notes.append(f"{orphans} example line(s) of the character with no player line before them were left out")
+        notes.append(f"{orphans} example line(s) of the character with no player line before them "
+                     "were left out")
     if dropped:
         notes.append(f"null values dropped (TOML has none): {', '.join(dropped[:5])}")
     try:

@@ -31,10 +31,11 @@ RECALLED_FACTS = 4
 _WORD = re.compile(r"[a-z][a-z'-]+")
 # Words too common to say whether a fact is relevant.
 _STOPWORDS = frozenset("""
-a an the and or but if of to in on at by for with from as is are was were be been being it its this that these
-those he she his her him they them their you your i me my we our us not no do does did have has had so than then
-there here what who whom which when where why how all any some one can could would should will shall may might
-must very more most much many such only also into out up down over about after before again just own same too
+a an the and or but if of to in on at by for with from as is are was were be been being it its this that
+these those he she his her him they them their you your i me my we our us not no do does did have has had so
+than then there here what who whom which when where why how all any some one can could would should will
+shall may might must very more most much many such only also into out up down over about after before again
+just own same too
 """.split())
 
 
@@ -98,7 +99,8 @@ def persona_digest(sheet: CharacterSheet) -> str:
     return hashlib.sha256(json.dumps(persona).encode()).hexdigest()[:16]
 
 
-def render(sample: Sample, sheet: CharacterSheet, chat: ChatFormat, persona: list[int] | None = None) -> Rendered:
+def render(sample: Sample, sheet: CharacterSheet, chat: ChatFormat,
+           persona: list[int] | None = None) -> Rendered:
     ids = list(persona if persona is not None else persona_ids(sheet, chat))
     mask = [0] * len(ids)
     prefix = len(ids)

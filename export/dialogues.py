@@ -107,7 +107,8 @@ def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
 
 def writer_dialogues(sheet: CharacterSheet, dialogue_file: Path | None) -> list[Dialogue]:
     """The hand-written material: the sheet's example exchanges, then the dialogue file's, if any."""
-    found = [Dialogue(turns=((ex.player, ex.npc),), source="sheet", context=ex.context) for ex in sheet.examples]
+    found = [Dialogue(turns=((ex.player, ex.npc),), source="sheet", context=ex.context)
+             for ex in sheet.examples]
     if dialogue_file is not None:
         found += load_dialogues(dialogue_file, sheet)
     return found

@@ -76,7 +76,8 @@ class LocalGenerator:
         # Keep the cached prefix, but always leave at least one token to feed.
         seq.rewind(min(common_prefix(seq.tokens, prompt), len(prompt) - 1))
         self.prefilled += len(prompt) - len(seq)
-        config = SamplingConfig(temperature=temperature, top_p=0.95, repetition_penalty=1.1, max_tokens=max_tokens)
+        config = SamplingConfig(temperature=temperature, top_p=0.95, repetition_penalty=1.1,
+                                max_tokens=max_tokens)
         reply = Reply(reply_id=0, npc_id="generator", seq=seq, todo=prompt[len(seq):],
                       sampler=Sampler(config, self.rng, banned=self.special.banned),
                       stream=self.chat_format.text_stream(), end_token=self.special.im_end,
@@ -88,7 +89,8 @@ class LocalGenerator:
     def _closest(self, prompt: list[int]) -> KvSequence:
         """The cached sequence sharing the longest prefix with `prompt` (a new one if none shares much)."""
         best = max(self._seqs, key=lambda s: common_prefix(s.tokens, prompt), default=None)
-        if best is None or (common_prefix(best.tokens, prompt) < 16 and len(self._seqs) < self.CACHED_PROMPTS):
+        shared = common_prefix(best.tokens, prompt) if best is not None else 0
+        if best is None or (shared < 16 and len(self._seqs) < self.CACHED_PROMPTS):
             best = self.engine.new_sequence()
         else:
             self._seqs.remove(best)

@@ -58,7 +58,8 @@ REFUSALS = [re.compile(p, re.IGNORECASE) for p in (
     r"\bI (?:can ?not|can't|am unable to|'m unable to|am not able to|won't) "
     r"(?:help|assist|provide|answer|comply|engage|fulfil|fulfill|generate|write)",
     r"\b(?:sorry|apologi[sz]e),? but I (?:can|cannot|can't|won't|am not)",
-    r"\bit(?:'s| is) (?:important|essential|crucial|vital) to (?:remember|note|recogni[sz]e|understand|respect)",
+    r"\bit(?:'s| is) (?:important|essential|crucial|vital) to "
+    r"(?:remember|note|recogni[sz]e|understand|respect)",
     r"\b(?:inappropriate|offensive|harmful|explicit) (?:content|language|request|material)",
     r"\bplease (?:note|remember|be aware|keep in mind)",
     r"\bI (?:must|have to|need to) (?:remind|emphasi[sz]e|point out)",
@@ -72,13 +73,14 @@ _ASSISTANT_PREDICATES = (
     r"(?:can|could|will|would) (?:help|assist) you",
     r"(?:is|am) (?:an? |just an? )?(?:ai|assistant|language model|chatbot|program|virtual)",
     r"'s (?:purpose|role|job|function|goal) is to (?:help|assist|serve|answer|provide)",
-    r"(?:does not|doesn't|do not|don't|cannot|can't) (?:have|experience) (?:personal|feelings|emotions|opinions|a body)",
+    r"(?:does not|doesn't|do not|don't|cannot|can't) (?:have|experience) "
+    r"(?:personal|feelings|emotions|opinions|a body)",
     r"(?:was|is|am) (?:designed|programmed|trained|created|built) to",
     r"(?:hopes?|hope) (?:this|that) (?:helps|answers)",
 )
-_NARRATION_VERBS = ("is", "was", "has", "had", "would", "will", "believes", "thinks", "feels", "says", "said",
-                    "replies", "replied", "answers", "answered", "smiles", "smiled", "nods", "nodded", "laughs",
-                    "sighs", "looks", "leans", "pauses", "gazes", "turns", "raises", "speaks")
+_NARRATION_VERBS = ("is", "was", "has", "had", "would", "will", "believes", "thinks", "feels", "says",
+                    "said", "replies", "replied", "answers", "answered", "smiles", "smiled", "nods", "nodded",
+                    "laughs", "sighs", "looks", "leans", "pauses", "gazes", "turns", "raises", "speaks")
 _NARRATED_FEATURES = ("gaze", "eyes", "voice", "face", "smile", "brow", "lips", "hand", "hands", "expression")
 # Capitalised words that are not names.
 _COMMON_CAPITALISED = frozenset("""
@@ -90,7 +92,8 @@ sunday ah oh aye nay yes no well alas god gods
 
 def default_slop() -> tuple[str, ...]:
     text = resources.files("lmpc_export").joinpath("data/slop_phrases.txt").read_text(encoding="utf-8")
-    return tuple(line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line.lower() for line in lines if line and not line.startswith("#"))
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern:
@@ -250,7 +253,8 @@ class Hygiene:
         for i in order:
             dialogue = dialogues[i]
             grams = trigrams(" ".join(dialogue.replies))
-            if dialogue.source == "generated" and any(jaccard(grams, other) >= NEAR_DUPLICATE for other in seen):
+            echo = any(jaccard(grams, other) >= NEAR_DUPLICATE for other in seen)
+            if dialogue.source == "generated" and echo:
                 report.dropped["near_duplicate"] += 1
                 report.note("near_duplicate", dialogue.replies[0])
                 continue

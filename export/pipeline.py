@@ -133,8 +133,8 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
 
     t = time.perf_counter()
     info = {"base_fingerprint": ckpt.source_fingerprint(base), "persona_sha256": persona_digest(sheet)}
-    result = train(entry / "checkpoint", [rendered[s] for s in train_samples], [rendered[s] for s in held_out],
-                   options.train, adapter, info, options.progress, log)
+    result = train(entry / "checkpoint", [rendered[s] for s in train_samples],
+                   [rendered[s] for s in held_out], options.train, adapter, info, options.progress, log)
     seconds["train"] = time.perf_counter() - t
     report["training"] = {**result.to_dict(), "output": adapter.name}
     _finish(adapter, report, seconds)

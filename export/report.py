@@ -11,21 +11,23 @@ SOURCE_NAMES = {"sheet": "sheet examples (hand-written)", "writer": "dialogue fi
 def markdown_report(report: dict) -> str:
     data = report["data"]
     hygiene = data["hygiene"]
+    generator = report["generator"] or "none (hand-written data only)"
     lines = [f"# Training report: {report['character']}", "",
-             f"Base model: `{report['base']}`. Generator: {report['generator'] or 'none (hand-written data only)'}.",
+             f"Base model: `{report['base']}`. Generator: {generator}.",
              "", "## Data", "", "| source | dialogues | exchanges | kept dialogues | kept exchanges |",
              "|---|---:|---:|---:|---:|"]
     for source, title in SOURCE_NAMES.items():
         if source in data["dialogues"]:
             lines.append(f"| {title} | {data['dialogues'][source]} | {data['exchanges'][source]} | "
-                         f"{data['kept_dialogues'].get(source, 0)} | {data['kept_exchanges'].get(source, 0)} |")
+                         f"{data['kept_dialogues'].get(source, 0)} | "
+                         f"{data['kept_exchanges'].get(source, 0)} |")
     lines += ["", f"Samples: {data['samples']} ({data['with_memory_note']} with a memory note, "
                   f"{data['too_long']} left out as too long): {data['train_samples']} for training, "
                   f"{data['held_out_samples']} held out. Generated dialogues cut short at their first bad "
                   f"exchange: {hygiene['truncated']}."]
     if hygiene["dropped"]:
-        lines += ["", "### Dropped generated dialogues", "", "| reason | dialogues | what it means | example |",
-                  "|---|---:|---|---|"]
+        lines += ["", "### Dropped generated dialogues", "",
+                  "| reason | dialogues | what it means | example |", "|---|---:|---|---|"]
         for reason, count in sorted(hygiene["dropped"].items(), key=lambda kv: -kv[1]):
             example = (hygiene["examples"].get(reason) or [""])[0].replace("|", "/").replace("\n", " ")
             lines.append(f"| {reason} | {count} | {REASONS.get(reason, '')} | {example[:140]} |")
@@ -39,7 +41,8 @@ def markdown_report(report: dict) -> str:
             f"LoRA r={cfg['lora_rank']}, alpha {cfg['lora_alpha']}, dropout {cfg['lora_dropout']}")
         lines += ["", "## Training", "",
                   f"{method}; learning rate {cfg['learning_rate']}, batch {cfg['batch_size']}, "
-                  f"{training['steps']} steps on {training['device']}, {training['seconds'] / 60:.1f} min.", "",
+                  f"{training['steps']} steps on {training['device']}, "
+                  f"{training['seconds'] / 60:.1f} min.", "",
                   "| epoch | training loss | held-out loss |", "|---:|---:|---:|"]
         for e in training["epochs"]:
             mark = " (kept)" if e["epoch"] == training["best_epoch"] else ""

@@ -57,7 +57,8 @@ PLACES = (
     "a crowded market square", "a quiet tavern corner", "the steps of a temple", "a muddy road outside town",
     "a castle courtyard", "a riverbank at dusk", "a village well", "a council antechamber",
     "a roadside shrine", "a barracks yard", "a feast hall after supper", "a library", "a stable",
-    "a busy city gate", "a graveyard", "a harvest field", "a night watch on the walls", "a bridge in the rain",
+    "a busy city gate", "a graveyard", "a harvest field", "a night watch on the walls",
+    "a bridge in the rain",
     "a smoky kitchen", "a palace garden",
 )
 REASONS = (

@@ -1,11 +1,12 @@
 """Synthetic dialogues: a generator model plays a sampled interlocutor and the character, turn by turn.
 
 For each dialogue a `Scene` is drawn; the generator first writes what the interlocutor says (shown a few
-of the sheet's example contexts and lines as a pattern, the same few for the whole run), then answers as the character with the
-runtime's own prompt — persona system prompt, example shots, the conversation so far, the memory note
-with facts recalled for the line — plus one system line saying who is speaking, which the training
-sample leaves out (the game does not tell the NPC who the player is pretending to be). Some dialogues
-go on for a second or third exchange. Everything produced is raw: `hygiene` decides what is kept.
+of the sheet's example contexts and lines as a pattern, the same few for the whole run), then answers
+as the character with the runtime's own prompt — persona system prompt, example shots, the
+conversation so far, the memory note with facts recalled for the line — plus one system line saying
+who is speaking, which the training sample leaves out (the game does not tell the NPC who the player
+is pretending to be). Some dialogues go on for a second or third exchange. Everything produced is raw:
+`hygiene` decides what is kept.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def synthesise(sheet: CharacterSheet, generator: Generator, count: int, seed: in
         memories: tuple[str, ...] = ()
         for _turn in range(rng.choice((1, 1, 2, 3))):
             try:
-                question = clean_line(generator.chat(question_messages(sheet, scene, turns, shots), max_tokens=60),
-                                      ("Speaker",))
+                asked = generator.chat(question_messages(sheet, scene, turns, shots), max_tokens=60)
+                question = clean_line(asked, ("Speaker",))
                 if not question:
                     break
                 recalled = recall(sheet.facts, question, rng)
@@ -102,7 +103,7 @@ def synthesise(sheet: CharacterSheet, generator: Generator, count: int, seed: in
             memories = recalled
             turns.append((question, answer))
         if turns:
-            dialogues.append(Dialogue(turns=tuple(turns), source="generated", context=scene.describe(sheet.name),
-                                      memories=memories))
+            dialogues.append(Dialogue(turns=tuple(turns), source="generated",
+                                      context=scene.describe(sheet.name), memories=memories))
         progress(1)
     return dialogues

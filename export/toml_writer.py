@@ -97,7 +97,9 @@ def _value(value: Any, top: bool = False) -> str:
             return "[\n" + "".join(f"  {i},\n" for i in items) + "]"
         return "[" + ", ".join(items) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"TOML cannot hold a {type(value).__name__}")
 
 

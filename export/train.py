@@ -101,8 +101,10 @@ def _trainer_class(share_prefix: bool):
             with torch.no_grad():
                 cache = backbone(input_ids=self.prefix.to(ids.device), use_cache=True).past_key_values
             cache.batch_repeat_interleave(ids.shape[0])
-            # The attention mask keeps its full length [batch, prefix + dialogue]: the cache fills the first part.
-            suffix = {**inputs, "input_ids": ids[:, n:], "labels": inputs["labels"][:, n:], "past_key_values": cache}
+            # The attention mask keeps its full length [batch, prefix + dialogue]: the cache fills the
+            # first part.
+            suffix = {**inputs, "input_ids": ids[:, n:], "labels": inputs["labels"][:, n:],
+                      "past_key_values": cache}
             return super().compute_loss(model, suffix, return_outputs, num_items_in_batch)
 
     return PersonaPrefixTrainer
@@ -140,7 +142,8 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        raise ExportError(f"{checkpoint}: the pad token must differ from eos, or the model never learns to stop")
+        raise ExportError(f"{checkpoint}: the pad token must differ from eos, or the model never learns "
+                          "to stop")
     if not config.full:
         model = get_peft_model(model, LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -155,7 +158,7 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
         lr_scheduler_type="cosine",
         warmup_ratio=config.warmup_ratio,
         weight_decay=0.0,
-        gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and recomputing costs a third more
+        gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and recomputing costs more
         max_length=None,  # samples are never cut; the pipeline leaves out the over-long ones
         eval_strategy="epoch",
         save_strategy="epoch",

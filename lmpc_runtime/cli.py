@@ -28,7 +28,8 @@ def _export_module(name: str, command: str, extra: str = "export"):
     try:
         return importlib.import_module(f"lmpc_export.{name}")
     except ImportError as exc:
-        raise LmpcError(f"`lmpc {command}` needs the {extra} extra (pip install 'lmpc[{extra}]'): {exc}") from exc
+        raise LmpcError(f"`lmpc {command}` needs the {extra} extra (pip install 'lmpc[{extra}]'): "
+                        f"{exc}") from exc
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -63,7 +64,8 @@ def _train(args: argparse.Namespace) -> int:
         dialogues=Path(args.dialogues) if args.dialogues else None, generate=args.generate,
         generator_url=args.generator_url, generator_model=args.generator_model,
         writer_weight=args.writer_weight, eval_fraction=args.eval_fraction, seed=args.seed,
-        base=Path(args.base) if args.base else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        base=Path(args.base) if args.base else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         adapter_out=Path(args.adapter_out) if args.adapter_out else None, prepare_only=args.prepare_only,
         progress=not args.no_progress, train=config)
     report = pipeline.train_npc(Path(args.sheet), Path(args.output), options, log=_log)

@@ -25,15 +25,17 @@ V2_CARD = {
     "spec_version": "2.0",
     "data": {
         "name": "Wren Halloway",
-        "description": ("{{char}} is the lighthouse keeper of Gull Rock, a widow of fifty who has kept the lamp "
-                        "for thirty years.\nShe distrusts the harbour guild and feeds every stray cat on the island."),
+        "description": ("{{char}} is the lighthouse keeper of Gull Rock, a widow of fifty who has kept the "
+                        "lamp for thirty years.\nShe distrusts the harbour guild and feeds every stray cat "
+                        "on the island."),
         "personality": "Gruff, dry-witted, fiercely loyal, superstitious about the sea.",
         "scenario": "A storm has driven {{user}}'s boat onto the rocks below {{char}}'s lighthouse.",
         "first_mes": "*The door bangs open.* Well, don't just drip on my floor. Inside, quick.",
-        "mes_example": ("<START>\n{{user}}: Who are you?\n{{char}}: Wren. I keep the light. Who are you, and why "
-                        "are you bleeding on my step?\n<START>\n{{user}}: Is the storm going to pass?\n"
-                        "{{char}}: By dawn, if the gulls are right.\nThey usually are.\n{{user}}: And if not?\n"
-                        "{{char}}: Then we drink my brother's rum and wait.\n<START>\n{{char}}: You again."),
+        "mes_example": ("<START>\n{{user}}: Who are you?\n{{char}}: Wren. I keep the light. Who are you, "
+                        "and why are you bleeding on my step?\n<START>\n{{user}}: Is the storm going to "
+                        "pass?\n{{char}}: By dawn, if the gulls are right.\nThey usually are.\n"
+                        "{{user}}: And if not?\n{{char}}: Then we drink my brother's rum and wait.\n"
+                        "<START>\n{{char}}: You again."),
         "creator_notes": "Works best with slow-burn mystery scenarios.",
         "system_prompt": "{{original}} Write {{char}}'s replies in a terse, salty style.",
         "post_history_instructions": "Keep {{char}} in character; never break the fourth wall.",
@@ -46,7 +48,8 @@ V2_CARD = {
             "recursive_scanning": False,
             "extensions": {},
             "entries": [
-                {"keys": ["guild", "harbour guild"], "content": "The harbour guild owns every boat but Wren's.",
+                {"keys": ["guild", "harbour guild"],
+                 "content": "The harbour guild owns every boat but Wren's.",
                  "extensions": {"depth": 4}, "enabled": True, "insertion_order": 100, "case_sensitive": False,
                  "name": "guild", "priority": 10, "id": 1, "comment": "", "selective": False,
                  "secondary_keys": [], "constant": False, "position": "before_char"},
@@ -96,8 +99,10 @@ def test_a_v2_json_card_maps_field_by_field(tmp_path):
     assert sheet["greeting"] == data["first_mes"]
     assert sheet["world"] == {"description": data["scenario"].replace("{{char}}", "Wren Halloway")}
     assert sheet["examples"] == [
-        {"player": "Who are you?", "npc": "Wren. I keep the light. Who are you, and why are you bleeding on my step?"},
-        {"player": "Is the storm going to pass?", "npc": "By dawn, if the gulls are right.\nThey usually are."},
+        {"player": "Who are you?",
+         "npc": "Wren. I keep the light. Who are you, and why are you bleeding on my step?"},
+        {"player": "Is the storm going to pass?",
+         "npc": "By dawn, if the gulls are right.\nThey usually are."},
         {"player": "And if not?", "npc": "Then we drink my brother's rum and wait."},
     ]
     kept = sheet["extensions"]["chara_card"]
@@ -133,11 +138,13 @@ def test_completing_the_draft_gives_a_valid_sheet(tmp_path):
     card = tmp_path / "wren.json"
     card.write_text(json.dumps(V2_CARD))
     sheet = card_to_sheet(read_card(card)).sheet
-    sheet.update(title="Keeper of the Gull Rock light", alignment="Neutral Good", speech_style="Terse and salty.",
+    sheet.update(title="Keeper of the Gull Rock light", alignment="Neutral Good",
+                 speech_style="Terse and salty.",
                  values=["Loyalty"], objectives=["Keep the light burning"], facts=["Wren keeps the lamp."],
                  opinions={"The guild": "Thieves."})
     sheet["world"].update(name="Gull Rock", political_order="A guild town.", powers="None.",
-                          marginalised_groups="Wreckers.", important_people=[{"name": "A", "description": "B"}],
+                          marginalised_groups="Wreckers.",
+                          important_people=[{"name": "A", "description": "B"}],
                           marginalised_important_people=[{"name": "C", "description": "D"}])
     sheet["examples"] = sheet["examples"] * 4
     assert parse_sheet(sheet).name == "Wren Halloway"
@@ -145,7 +152,8 @@ def test_completing_the_draft_gives_a_valid_sheet(tmp_path):
 
 def test_a_png_card_prefers_the_v3_chunk(tmp_path):
     v3 = {"spec": "chara_card_v3", "spec_version": "3.0",
-          "data": {**V2_CARD["data"], "name": "Wren of the Rock", "nickname": "Wren", "group_only_greetings": [],
+          "data": {**V2_CARD["data"], "name": "Wren of the Rock", "nickname": "Wren",
+                   "group_only_greetings": [],
                    "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}]}}
     path = tmp_path / "wren.png"
     path.write_bytes(make_png({"chara": V2_CARD, "ccv3": v3}))
@@ -173,7 +181,8 @@ def test_a_v1_card_is_its_own_data():
     (b"[1, 2]", "must be a JSON object"),
     (json.dumps({"spec": "chara_card_v9", "data": {}}).encode(), "unknown card spec"),
     (json.dumps({"spec": "chara_card_v2", "data": {"name": ""}}).encode(), "the card has no name"),
-    (json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "description": 3}}).encode(), "expected a string"),
+    (json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "description": 3}}).encode(),
+     "expected a string"),
     (make_png({}), "holds no character card"),
     (make_png({"chara": V2_CARD}, damage=True), "CRC mismatch"),
     (make_png({"chara": V2_CARD})[:60], "truncated"),
@@ -196,12 +205,14 @@ def test_cli_import(tmp_path):
     card.write_bytes(make_png({"chara": V2_CARD}))
     out = tmp_path / "wren.toml"
     lmpc = str(Path(sys.executable).with_name("lmpc"))
-    run = subprocess.run([lmpc, "import", str(card), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([lmpc, "import", str(card), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(out)
     assert "a draft" in run.stderr and "title: missing" in run.stderr
     assert tomllib.loads(out.read_text())["name"] == "Wren Halloway"
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    run = subprocess.run([lmpc, "import", str(bad), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([lmpc, "import", str(bad), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "not valid JSON" in run.stderr

@@ -32,7 +32,8 @@ def test_recall_finds_the_relevant_fact_among_others():
                       random.Random(0))
     assert len(recalled) == 4 and len(set(recalled)) == 4 and set(recalled) <= set(sheet.facts)
     assert "Orlando's horse is a grey mare named Vesper, named by his sister Isolde." in recalled
-    firsts = {recall(sheet.facts, "grey mare horse sister named", random.Random(seed))[0] for seed in range(8)}
+    firsts = {recall(sheet.facts, "grey mare horse sister named", random.Random(seed))[0]
+              for seed in range(8)}
     assert len(firsts) > 1, "the relevant fact must not always come first"
 
 

@@ -106,7 +106,8 @@ class _Server:
 
 
 def _completion(text):
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+    message = {"role": "assistant", "content": text}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
 
 
 def test_the_openai_client_sends_the_chat_and_reads_the_answer(monkeypatch):
@@ -123,7 +124,8 @@ def test_the_openai_client_sends_the_chat_and_reads_the_answer(monkeypatch):
 
 def test_the_openai_client_retries_overload_but_not_bad_requests(monkeypatch):
     monkeypatch.setattr("lmpc_export.generator.time.sleep", lambda s: None)
-    with _Server([(503, {"error": "busy"}), (429, {"error": "slow down"}), (200, _completion("Done."))]) as server:
+    answers = [(503, {"error": "busy"}), (429, {"error": "slow down"}), (200, _completion("Done."))]
+    with _Server(answers) as server:
         assert OpenAIChatGenerator(server.url, "m", api_key_env=None).chat(MESSAGES) == "Done."
     assert len(server.requests) == 3 and "Authorization" not in server.requests[0][1]
     with _Server([(400, {"error": "bad model"})]) as server:

@@ -9,8 +9,8 @@ from lmpc_runtime.sheet import load_sheet
 from conftest import ORLANDO_SHEET
 
 GOOD = [
-    "No, goodman, I do not believe it is. I am working to end the Shade Tithe, though the Council moves slowly.",
-    "Isolde is seventeen and sharper than I am. She wants to enter the Order, and I am proud and afraid at once.",
+    "No, goodman, I do not believe it is. I am working to end the Shade Tithe, though it is slow.",
+    "Isolde is seventeen and sharper than I am. She wants to enter the Order, and I am proud and afraid.",
     "A computer? I have never heard the word, friend. Is it a Tessalian thing?",
     "I am Orlando Marlo, of Brightwater Hall. Sit, and tell me what brings you here.",
 ]
@@ -54,11 +54,13 @@ def test_bad_replies_are_caught_for_the_right_reason(hygiene, line, reason):
 
 def test_sentence_starts_and_sheet_names_are_not_unknown(hygiene):
     assert hygiene.unknown_names("Well. Jory Tallow and Marta Greyhand live in the Ashward. Truly!") == []
-    assert hygiene.unknown_names("I rode with Sir Reginald to Westmarch's border, past Tessaly.") == ["Reginald", "Westmarch"]
+    found = hygiene.unknown_names("I rode with Sir Reginald to Westmarch's border, past Tessaly.")
+    assert found == ["Reginald", "Westmarch"]
 
 
 def test_player_lines_that_narrate_are_caught(hygiene):
-    assert "assistant_speak" in hygiene.player_problems("Orlando Marlo's gaze locks on the stranger as he speaks.")
+    narration = "Orlando Marlo's gaze locks on the stranger as he speaks."
+    assert "assistant_speak" in hygiene.player_problems(narration)
     assert hygiene.player_problems("What do you make of the Lantern Edict, my lord?") == []
 
 
@@ -94,9 +96,9 @@ def test_near_duplicates_of_kept_replies_are_dropped(hygiene):
 
 
 def test_frequent_openings_are_downsampled(hygiene):
-    topics = ["the harvest", "my sister", "the tithe", "the king", "the Sunspire", "cider", "the Ashward", "duels",
-              "my mare", "the river", "the Council", "honey cake"]
-    same = [_gen((f"And {t}?", f"Ah, my friend, {t} is a long story, and {t} deserves a better teller than me."))
+    topics = ["the harvest", "my sister", "the tithe", "the king", "the Sunspire", "cider", "the Ashward",
+              "duels", "my mare", "the river", "the Council", "honey cake"]
+    same = [_gen((f"And {t}?", f"Ah, my friend, {t} is a long story, and {t} deserves a better teller."))
             for t in topics]
     varied = [_gen(("Tell me.", line)) for line in GOOD]
     kept, report = hygiene.clean(same + varied)

@@ -30,18 +30,19 @@ from lmpc_export.tiny import make_tiny_checkpoint  # noqa: E402
 from lmpc_export.toml_writer import dumps  # noqa: E402
 from lmpc_export.train import TrainConfig, make_trainer, train  # noqa: E402
 
-FAST = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, lora_rank=4, lora_alpha=8, lora_dropout=0.0)
+FAST = TrainConfig(epochs=3, batch_size=4, learning_rate=3e-2, lora_rank=8, lora_alpha=16, lora_dropout=0.0)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny random checkpoint (small weights, so the loss starts near log(vocab)) and rendered samples."""
+    """A tiny random checkpoint and rendered samples: 10 to train on, 2 held out."""
     tmp = tmp_path_factory.mktemp("train")
     shutil.copyfile(TINY_BUNDLE / "tokenizer.json", tmp / "tokenizer.json")
-    checkpoint = make_tiny_checkpoint(tmp / "tiny", tmp / "tokenizer.json", seed=2, init_std=0.02)
+    checkpoint = make_tiny_checkpoint(tmp / "tiny", tmp / "tokenizer.json", seed=2)
     sheet = load_sheet(ORLANDO_SHEET)
-    chat = ChatFormat.from_file(str(checkpoint / "tokenizer.json"), special_tokens(checkpoint / "tokenizer.json"))
-    samples = make_samples(writer_dialogues(sheet, None)[:10], sheet, writer_weight=2)
+    tokenizer = checkpoint / "tokenizer.json"
+    chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
+    samples = make_samples(writer_dialogues(sheet, None)[:6], sheet, writer_weight=2)
     train_samples, held_out = split(samples, 0.2, seed=1)
     persona = persona_ids(sheet, chat)
     rows = lambda chosen: [render(s, sheet, chat, persona) for s in chosen]  # noqa: E731
@@ -62,7 +63,8 @@ def test_collated_batches_pad_apart_from_eos_and_learn_only_the_replies(tiny):
         assert (ids[length:] == pad).all() and (labels[length:] == -100).all() and not mask[length:].any()
         source = next(r for r in train_rows if r.input_ids == rows[i]["input_ids"])
         learn = torch.tensor(source.assistant_masks, dtype=torch.bool)
-        assert torch.equal(labels[:length][learn], ids[:length][learn]) and (labels[:length][~learn] == -100).all()
+        assert torch.equal(labels[:length][learn], ids[:length][learn])
+        assert (labels[:length][~learn] == -100).all()
         assert (ids[:length][learn] == eos).sum() >= 1  # each reply ends with <|im_end|>, and learns it
     assert trainer.args.use_liger_kernel is False  # Liger only on a GPU
     assert trainer.args.gradient_checkpointing is False
@@ -83,10 +85,11 @@ def test_the_shared_persona_prefix_gives_the_full_sequence_loss(tiny):
 def test_lora_lowers_the_loss_and_keeps_the_best_epoch(tiny):
     tmp, checkpoint, train_rows, eval_rows = tiny
     out = tmp / "adapter"
-    result = train(checkpoint, train_rows, eval_rows, FAST, out, {"base_fingerprint": "fp", "persona_sha256": "p"},
-                   progress=False)
+    info = {"base_fingerprint": "fp", "persona_sha256": "p"}
+    result = train(checkpoint, train_rows, eval_rows, FAST, out, info, progress=False)
     losses = [e.eval_loss for e in result.epochs]
-    assert len(losses) == 4 and losses[-1] < losses[0] - 0.5
+    assert len(losses) == 4 and losses[0] > losses[1] > losses[2] > losses[3]
+    assert losses[3] < losses[0] - 0.3
     assert result.best_epoch == min(result.epochs[1:], key=lambda e: e.eval_loss).epoch
     assert all(e.train_loss is not None for e in result.epochs[1:])
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
@@ -126,7 +129,8 @@ def test_a_merged_adapter_exports_with_the_merged_logits(tiny):
 
     # The same adapter is cached; an adapter trained on another base is refused.
     log = []
-    assert prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=adapter) == entry and len(log) == 1
+    assert prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=adapter) == entry
+    assert len(log) == 1
     (adapter / "lmpc_adapter.json").write_text(json.dumps({"base_fingerprint": "someotherbase"}))
     with pytest.raises(ExportError, match="trained on base model someotherbase"):
         prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=adapter)
@@ -143,21 +147,23 @@ def test_lmpc_train_end_to_end(tiny):
     sheet = {k: v for k, v in sheet.items() if v not in ((), [], "", {})}
     sheet_path = tmp / "short.toml"
     sheet_path.write_text(dumps(sheet))
+    miller = [{"player": "Good flour this year?", "npc": "The best in the Vale, goodman."},
+              {"player": "And the price?", "npc": "Fair, or I will hear of it."}]
     (tmp / "short.dialogues.toml").write_text(dumps({"format": 1, "character": "Orlando Marlo", "dialogues": [
-        {"context": "a miller", "turns": [{"player": "Good flour this year?", "npc": "The best in the Vale, goodman."},
-                                          {"player": "And the price?", "npc": "Fair, or I will hear of it."}]},
+        {"context": "a miller", "turns": miller},
         {"turns": [{"player": "Who are you?", "npc": "Orlando Marlo, of Brightwater Hall."}]}]}))
     out = tmp / "short.lmpc"
     lmpc = str(Path(sys.executable).with_name("lmpc"))
     run = subprocess.run([lmpc, "train", str(sheet_path), "-o", str(out), "--base", str(checkpoint),
-                          "--cache-dir", str(tmp / "cache"), "--generate", "2", "--epochs", "1", "--lora-rank", "4",
-                          "--eval-fraction", "0.2", "--no-progress"],
+                          "--cache-dir", str(tmp / "cache"), "--generate", "2", "--epochs", "1",
+                          "--lora-rank", "4", "--eval-fraction", "0.2", "--no-progress"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == str(out)
     adapter = tmp / "short.lora"
     report = json.loads((adapter / "training_report.json").read_text())
-    assert report["data"]["dialogues"] == {"sheet": 10, "writer": 2, "generated": report["data"]["dialogues"]["generated"]}
+    assert report["data"]["dialogues"]["sheet"] == 10 and report["data"]["dialogues"]["writer"] == 2
+    assert report["data"]["dialogues"]["generated"] >= 1
     assert report["data"]["kept_dialogues"]["sheet"] == 10 and report["training"]["kind"] == "lora"
     assert len(report["training"]["epochs"]) == 2 and "train" in report["seconds"]
     markdown = (adapter / "training_report.md").read_text()
