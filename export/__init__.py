@@ -2,5 +2,6 @@
 optimum). Character sheet + checkpoint → ONNX → int8 → parity-checked NPC bundle."""
 
 from .build import build, prepare_model, write_bundle
+from .embedder import prepare_embedder
 
-__all__ = ["build", "prepare_model", "write_bundle"]
+__all__ = ["build", "prepare_embedder", "prepare_model", "write_bundle"]

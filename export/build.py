@@ -16,10 +16,21 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import msgpack
+
 from lmpc_runtime import __version__
-from lmpc_runtime.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_NAME, ModelSpec, pack_manifest, sha256_file
+from lmpc_runtime.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_VERSION,
+    MANIFEST_NAME,
+    EmbedderSpec,
+    ModelSpec,
+    pack_manifest,
+    sha256_file,
+)
 from lmpc_runtime.chat import ChatFormat, SpecialTokens
 from lmpc_runtime.errors import ExportError
+from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.persona import example_shots, system_prompt
 from lmpc_runtime.sampling import SamplingConfig
 from lmpc_runtime.sheet import CharacterSheet, load_sheet
@@ -27,11 +38,16 @@ from lmpc_runtime.sheet import CharacterSheet, load_sheet
 from . import checkpoint as ckpt
 from . import onnx_export, parity
 from .dataset import persona_digest
+from .embedder import prepare_embedder
+from .memories import memories_state, sheet_statements
 
 DEFAULT_CONTEXT = 2048
 # Part of the model cache key: bump it whenever a change here alters the exported model.
 EXPORT_VERSION = 1
 MODEL_LAYOUT = "optimum-kv-concat"
+EMBEDDER_FILE = "embedder.onnx"
+EMBEDDER_TOKENIZER_FILE = "embedder_tokenizer.json"
+MEMORIES_FILE = "memories.msgpack"
 Log = Callable[[str], None]
 
 
@@ -153,10 +169,16 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     return entry
 
 
-def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: int = DEFAULT_CONTEXT,
-                 sampling: SamplingConfig = SamplingConfig(), training: dict | None = None) -> Path:
-    """Assemble the bundle in a temporary directory beside `out`, then move it into place."""
+def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
+                 context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
+                 training: dict | None = None) -> Path:
+    """Assemble the bundle in a temporary directory beside `out`, then move it into place.
+
+    `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
+    `training` is the adapter's training report, kept in the bundle's report.
+    """
     export = json.loads((entry / "export.json").read_text())
+    embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
@@ -165,6 +187,11 @@ def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: 
         shutil.copyfile(entry / "checkpoint" / "tokenizer.json", tmp / "tokenizer.json")
         special = special_tokens(tmp / "tokenizer.json")
         spec = model_spec(export["config"], "model.onnx", sha256_file(tmp / "model.onnx"), context_length)
+        persona_system = system_prompt(sheet)
+        embedder = _write_embedder(embedder_entry, embedder_report, tmp)
+        memories = memories_state(sheet_statements(sheet, persona_system),
+                                  Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder))
+        (tmp / MEMORIES_FILE).write_bytes(msgpack.packb(memories, use_bin_type=True))
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
@@ -176,10 +203,17 @@ def write_bundle(sheet: CharacterSheet, entry: Path, out: Path, context_length: 
             "chat_format": "chatml",
             "sampling": sampling.to_dict(),
             "character": sheet.to_dict(),
-            "persona": {"system": system_prompt(sheet), "shots": [list(s) for s in example_shots(sheet)]},
+            "persona": {"system": persona_system, "shots": [list(s) for s in example_shots(sheet)]},
+            "embedder": {"file": embedder.file, "sha256": embedder.sha256, "name": embedder.name,
+                         "tokenizer": {"file": embedder.tokenizer_file, "sha256": embedder.tokenizer_sha256},
+                         "dim": embedder.dim, "max_tokens": embedder.max_tokens, "min_score": embedder.min_score},
+            "memories": {"file": MEMORIES_FILE, "sha256": sha256_file(tmp / MEMORIES_FILE),
+                         "count": len(memories["ids"])},
             "report": {"export": {k: export.get(k) for k in ("source", "adapter", "fingerprint", "seconds",
                                                               "model_bytes")},
                        "parity": export["parity"],
+                       "embedder": {k: embedder_report[k] for k in ("source", "fingerprint", "seconds",
+                                                                     "model_bytes", "parity")},
                        **({"training": training} if training else {})},
         }
         (tmp / MANIFEST_NAME).write_bytes(pack_manifest(manifest))
@@ -204,10 +238,22 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
             log(f"warning: {adapter} was trained with another persona prompt than this sheet now gives; "
                 "retrain it (`lmpc train`) for the best results")
         training = _adapter_json(adapter, ckpt.TRAINING_REPORT)
-    entry = prepare_model(source or ckpt.base_gguf(), cache_dir or default_cache_dir(), log, context_length,
-                          adapter)
+    cache_dir = cache_dir or default_cache_dir()
+    entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, adapter)
+    embedder_entry = prepare_embedder(cache_dir, log)
     log(f"bundle: writing {out}")
-    return write_bundle(sheet, entry, out, context_length, training=training)
+    return write_bundle(sheet, entry, embedder_entry, out, context_length, training=training)
+
+
+def _write_embedder(embedder_entry: Path, report: dict, bundle_dir: Path) -> EmbedderSpec:
+    """Put the embedder and its tokenizer into the bundle; returns their spec for the manifest."""
+    _link_or_copy(embedder_entry / "embedder.int8.onnx", bundle_dir / EMBEDDER_FILE)
+    shutil.copyfile(embedder_entry / "tokenizer.json", bundle_dir / EMBEDDER_TOKENIZER_FILE)
+    return EmbedderSpec(file=EMBEDDER_FILE, sha256=sha256_file(bundle_dir / EMBEDDER_FILE),
+                        tokenizer_file=EMBEDDER_TOKENIZER_FILE,
+                        tokenizer_sha256=sha256_file(bundle_dir / EMBEDDER_TOKENIZER_FILE),
+                        dim=report["dim"], max_tokens=report["max_tokens"], min_score=report["min_score"],
+                        name=report["name"])
 
 
 def _slug(name: str) -> str:

@@ -1,10 +1,12 @@
-"""A tiny random-weight LLaMA with SmolLM2's tokenizer, for fast tests of every stage.
+"""A tiny random-weight LLaMA with SmolLM2's tokenizer, and a tiny random BERT with MiniLM's, for fast
+tests of every stage.
 
 Same architecture family as SmolLM2 (grouped-query attention, RMSNorm, SwiGLU, tied embeddings, rotary
 positions), so the export, quantisation, engine and training code paths are the real ones; small
 enough (about 3 MB of weights, almost all of it the 49152 × 16 embedding) to commit and run in
 milliseconds. Weights are drawn with a large spread so the logits are peaked and greedy decoding is
-stable under int8 rounding.
+stable under int8 rounding. The tiny BERT goes through the sentence embedder's real export path; its
+embeddings mean nothing, so tests that judge retrieval use the real MiniLM.
 """
 
 from __future__ import annotations
@@ -51,4 +53,33 @@ def make_tiny_checkpoint(out_dir: Path, tokenizer_json: Path, seed: int = 0, ini
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+TINY_BERT_CONFIG = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    max_position_embeddings=128,
+    type_vocab_size=2,
+)
+
+
+def make_tiny_bert(out_dir: Path, tokenizer_json: Path, seed: int = 0) -> Path:
+    """Write a random tiny BERT sentence-encoder checkpoint (with MiniLM's tokenizer) to `out_dir`."""
+    import json
+    import shutil
+
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=Tokenizer.from_file(str(tokenizer_json)).get_vocab_size(), **TINY_BERT_CONFIG)
+    torch.manual_seed(seed)
+    model = BertModel(config, add_pooling_layer=False).float().eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    shutil.copyfile(tokenizer_json, out_dir / "tokenizer.json")
+    (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
     return out_dir

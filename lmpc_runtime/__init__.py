@@ -16,11 +16,21 @@ from .errors import (
     BundleVersionError,
     ContextOverflowError,
     ExportError,
+    HookError,
     InvalidArgumentError,
     LmpcError,
     ModelError,
+    SaveCorruptError,
+    SaveError,
+    SaveFormatError,
+    SaveMismatchError,
+    SaveVersionError,
     SheetError,
 )
+from .hooks import TextHooks
+from .memory.recall import RecallConfig
+from .memory.store import Memory
+from .memory.summary import SummaryConfig
 from .npc import Npc
 from .reply import Event
 from .runtime import Runtime
@@ -31,7 +41,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError", "BundleMissingError",
-    "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event", "ExportError",
-    "InvalidArgumentError", "LmpcError", "ModelError", "Npc", "Runtime", "SamplingConfig", "SheetError",
-    "load_sheet", "read_bundle",
+    "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event", "ExportError", "HookError",
+    "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc", "RecallConfig", "Runtime",
+    "SamplingConfig", "SaveCorruptError", "SaveError", "SaveFormatError", "SaveMismatchError",
+    "SaveVersionError", "SheetError", "SummaryConfig", "TextHooks", "load_sheet", "read_bundle",
 ]

@@ -1,4 +1,6 @@
-"""NPC bundles: a `<name>.lmpc/` directory with a versioned `manifest.msgpack` and the files it names.
+"""NPC bundles: a `<name>.lmpc/` directory with a versioned `manifest.msgpack` and the files it names:
+the language model and its tokenizer, the sentence embedder and its tokenizer, and `memories.msgpack`,
+the character's statements embedded at build time.
 
 Reading a bundle trusts nothing: the manifest's size is capped before it is read, msgpack is unpacked
 with explicit limits, every field is type-checked, and every file is checked against its sha256.
@@ -21,9 +23,11 @@ from .sampling import SamplingConfig
 from .sheet import CharacterSheet, sheet_from_dict
 
 BUNDLE_FORMAT = "lmpc-bundle"
-BUNDLE_FORMAT_VERSION = 1
+# 2: the sentence embedder and the embedded memories of the character.
+BUNDLE_FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.msgpack"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_MEMORIES_BYTES = 256 * 1024 * 1024
 # Graph layouts the engine knows how to drive (see engine.py).
 KNOWN_LAYOUTS = ("optimum-kv-concat",)
 
@@ -51,6 +55,30 @@ class Persona:
 
 
 @dataclass(frozen=True)
+class EmbedderSpec:
+    """The sentence embedder's files and what the runtime needs to run it (see memory/embedder.py)."""
+
+    file: str
+    sha256: str
+    tokenizer_file: str
+    tokenizer_sha256: str
+    dim: int
+    max_tokens: int  # longer texts are cut (MiniLM was trained on at most 256 word pieces)
+    # Cosine below which a memory is not worth recalling; it depends on the embedder (see export/embedder.py).
+    min_score: float
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class MemoriesSpec:
+    """The file of memories indexed at build time (see memory/store.py for its columns)."""
+
+    file: str
+    sha256: str
+    count: int
+
+
+@dataclass(frozen=True)
 class Bundle:
     path: Path
     name: str
@@ -62,6 +90,8 @@ class Bundle:
     sampling: SamplingConfig
     character: CharacterSheet
     persona: Persona
+    embedder: EmbedderSpec
+    memories: MemoriesSpec
     report: dict[str, Any]
     manifest: dict[str, Any]
 
@@ -72,6 +102,14 @@ class Bundle:
     @property
     def tokenizer_path(self) -> Path:
         return self.path / self.tokenizer_file
+
+    @property
+    def embedder_path(self) -> Path:
+        return self.path / self.embedder.file
+
+    @property
+    def embedder_tokenizer_path(self) -> Path:
+        return self.path / self.embedder.tokenizer_file
 
 
 def sha256_file(path: Path) -> str:
@@ -86,10 +124,12 @@ def pack_manifest(manifest: dict[str, Any]) -> bytes:
     return msgpack.packb(manifest, use_bin_type=True)
 
 
-def unpack_limited(data: bytes, what: str, max_bytes: int) -> Any:
-    """Unpack msgpack with every size limit set, so hostile input cannot allocate without bound."""
+def unpack_limited(data: bytes, what: str, max_bytes: int,
+                   error: type[LmpcError] = BundleFormatError) -> Any:
+    """Unpack msgpack with every size limit set, so hostile input cannot allocate without bound.
+    Raises `error` (BundleFormatError unless told otherwise) for oversized or malformed input."""
     if len(data) > max_bytes:
-        raise BundleFormatError(f"{what} is {len(data)} bytes; at most {max_bytes} are accepted")
+        raise error(f"{what} is {len(data)} bytes; at most {max_bytes} are accepted")
     try:
         return msgpack.unpackb(
             data,
@@ -102,7 +142,7 @@ def unpack_limited(data: bytes, what: str, max_bytes: int) -> Any:
             max_ext_len=0,
         )
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
-        raise BundleFormatError(f"{what} is not valid msgpack: {exc}") from exc
+        raise error(f"{what} is not valid msgpack: {exc}") from exc
 
 
 class _Fields:
@@ -155,6 +195,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         )
     if version < 1:
         raise BundleFormatError(f"{path}: invalid bundle format version {version}")
+    if version < BUNDLE_FORMAT_VERSION:
+        raise BundleVersionError(
+            f"{path}: bundle format {version} is older than this runtime reads ({BUNDLE_FORMAT_VERSION}): "
+            "it has no memory; rebuild it with `lmpc build`"
+        )
     return manifest
 
 
@@ -208,6 +253,21 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     shots = p.get("shots", list)
     if not all(isinstance(x, list) and len(x) == 2 and all(isinstance(s, str) for s in x) for x in shots):
         raise BundleFormatError("manifest: persona.shots must be [player, npc] string pairs")
+    e, et, mem = top.sub("embedder"), top.sub("embedder").sub("tokenizer"), top.sub("memories")
+    embedder = EmbedderSpec(
+        file=e.get("file", str),
+        sha256=e.get("sha256", str),
+        tokenizer_file=et.get("file", str),
+        tokenizer_sha256=et.get("sha256", str),
+        dim=e.get("dim", int),
+        max_tokens=e.get("max_tokens", int),
+        min_score=e.get("min_score", float),
+        name=e.get("name", str, ""),
+    )
+    memories = MemoriesSpec(file=mem.get("file", str), sha256=mem.get("sha256", str), count=mem.get("count", int))
+    if not 0 < embedder.dim <= 4096 or not 0 < embedder.max_tokens <= 8192 or not -1 <= embedder.min_score <= 1 \
+            or not 0 <= memories.count <= 1_000_000:
+        raise BundleFormatError("manifest: an embedder or memories field is out of range")
     try:
         sampling = SamplingConfig.from_dict(top.get("sampling", dict))
         character = sheet_from_dict(top.get("character", dict))
@@ -224,6 +284,8 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         sampling=sampling,
         character=character,
         persona=Persona(system=p.get("system", str), shots=tuple((a, b) for a, b in shots)),
+        embedder=embedder,
+        memories=memories,
         report=top.get("report", dict, {}),
         manifest=manifest,
     )
@@ -231,4 +293,22 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise BundleFormatError(f"{path}: chat format '{bundle.chat_format}' is not supported (only chatml)")
     _checked_file(path, model.file, model.sha256, verify)
     _checked_file(path, bundle.tokenizer_file, bundle.tokenizer_sha256, verify)
+    _checked_file(path, embedder.file, embedder.sha256, verify)
+    _checked_file(path, embedder.tokenizer_file, embedder.tokenizer_sha256, verify)
+    _checked_file(path, memories.file, memories.sha256, verify)
     return bundle
+
+
+def read_memories(bundle: Bundle) -> dict[str, Any]:
+    """The columns of the bundle's memories file (checked further by MemoryStore.add_state)."""
+    path = bundle.path / bundle.memories.file
+    try:
+        if path.stat().st_size > MAX_MEMORIES_BYTES:
+            raise BundleFormatError(f"{path}: larger than {MAX_MEMORIES_BYTES} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleMissingError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    state = unpack_limited(data, str(path), MAX_MEMORIES_BYTES)
+    if not isinstance(state, dict) or len(state.get("ids", ())) != bundle.memories.count:
+        raise BundleFormatError(f"{path}: not the {bundle.memories.count} memories the manifest promises")
+    return state

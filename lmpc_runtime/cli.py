@@ -76,7 +76,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     sheet = load_sheet(args.sheet)
-    print(f"{args.sheet}: OK: {sheet.name}, {len(sheet.facts)} facts, {len(sheet.examples)} example exchanges")
+    print(f"{args.sheet}: OK: {sheet.name}, {len(sheet.facts)} facts, {len(sheet.examples)} example exchanges, "
+          f"{len(sheet.lorebook.entries)} lorebook entries")
     return 0
 
 

@@ -53,3 +53,27 @@ class ContextOverflowError(LmpcError):
 
 class ExportError(LmpcError):
     """The offline toolchain failed (missing extra, bad checkpoint, parity check out of bounds)."""
+
+
+class HookError(LmpcError):
+    """A text hook the game installed raised an exception or returned something other than a string."""
+
+
+class SaveError(LmpcError):
+    """A save game cannot be written or loaded; the NPC and any previous save file are left as they were."""
+
+
+class SaveFormatError(SaveError):
+    """The file is not an LMPC save (another kind of file), or its contents are malformed."""
+
+
+class SaveCorruptError(SaveError):
+    """The save is truncated or damaged: its length or checksum does not match."""
+
+
+class SaveVersionError(SaveError):
+    """The save was written by a newer LMPC (format version) than this runtime reads."""
+
+
+class SaveMismatchError(SaveError):
+    """The save belongs to another character or another model than the NPC it is loaded into."""

@@ -1,9 +1,15 @@
-"""One NPC in a game: its persona, the conversation so far, and the KV cache that mirrors it.
+"""One NPC in a game: its persona, the conversation so far, what it knows, and the KV cache.
 
 Each new player line turns the whole conversation into the token ids the model should see, keeps the
 longest prefix the cache already holds, and prefills only the rest. So the persona is computed once
 and reused by every turn, a cancelled reply costs nothing to undo, and dropping old turns when the
 context fills re-reads only what follows the persona.
+
+The prompt of a turn is: persona, the exchanges still in the history, the memory note (lore entries and
+retrieved memories, as a system turn), the player's line. The note of a turn is not kept afterwards, so
+the next turn re-reads the last exchange (tens of tokens) but never the persona. Old exchanges leave the
+history by summarisation (`background_jobs`), or, while a summary is still pending, are left out of the
+prompt oldest first.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-from typing import Any, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -19,10 +27,22 @@ from .bundle import Bundle
 from .chat import ChatFormat
 from .engine import Engine
 from .errors import ContextOverflowError, InvalidArgumentError
-from .reply import FINISH_CANCELLED, Event, Reply, drive
+from .hooks import HookedReply, TextHooks, call_hook
+from .memory.embedder import Embedder
+from .memory.gating import GameState
+from .memory.lorebook import PLAYER_NAME_FACT, LoreScanner
+from .memory.recall import Recall, RecallConfig
+from .memory.store import Memory, MemoryStore, bundle_store
+from .memory.summary import PROMPT_OVERHEAD, SummaryConfig, clean_summary, exchanges_to_summarise, summary_prompt
+from .persona import memory_note
+from .reply import FINISH_CANCELLED, SUMMARY, Event, Reply, drive
 from .sampling import Sampler, SamplingConfig
 
 MAX_PLAYER_CHARS = 2000
+# Tokens kept free for the player's line when deciding whether the history needs summarising.
+PLAYER_LINE_RESERVE = 64
+# Summaries are greedy: the same conversation always gives the same summary, whenever it is run.
+SUMMARY_SAMPLING = SamplingConfig(temperature=0.0, repetition_penalty=1.1, repetition_window=64)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -50,7 +70,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Npc:
     """A character the player can talk to. Not thread-safe: drive it from one thread."""
 
-    def __init__(self, npc_id: str, bundle: Bundle, engine: Engine, chat: ChatFormat,
+    def __init__(self, npc_id: str, bundle: Bundle, engine: Engine, chat: ChatFormat, embedder: Embedder,
                  seed: int | None = None, sampling: SamplingConfig | None = None):
         self.id = npc_id
         self.bundle = bundle
@@ -67,16 +87,33 @@ class Npc:
         for player, npc in persona.shots:
             self.persona_tokens += chat.turn("user", player) + chat.turn("assistant", npc)
 
+        # Memory and knowledge: what the game tells the NPC, what it remembers, and how it recalls it.
+        self.facts = GameState()
+        self.hooks = TextHooks()
+        self.game_time: float | None = None  # stamped on memories and summaries the NPC makes
+        self.turn = 0  # player lines started so far; lorebook timers count these
+        self.summarised_turns = 0  # exchanges that left the history into summaries
+        self.turns_since_summary = 0
+        self.summary_config = SummaryConfig()
+        self._recall = Recall(bundle_store(bundle), embedder, LoreScanner(bundle.character.lorebook, chat.count),
+                              chat.count, self.name)
+        self._summary_job: Reply | None = None
+        self._summary_checked = False  # whether the history changed since a summary was last considered
+
     @property
     def name(self) -> str:
         return self.bundle.character.name
 
-    def prompt_tokens(self, player_text: str, max_tokens: int) -> list[int]:
-        """Persona + as many recent exchanges as fit + the new line, leaving room for the reply."""
+    def prompt_tokens(self, player_text: str, max_tokens: int, note: Sequence[str] = ()) -> list[int]:
+        """Persona + as many recent exchanges as fit + the memory note + the new line, leaving room for
+        the reply. A line too long to leave room for the note goes without it."""
         budget = self.engine.spec.context_length - max_tokens
         player = self.chat.turn("user", player_text) + self.chat.open_turn()
         room = budget - len(self.persona_tokens)
-        if len(player) > room:
+        recalled = self.chat.turn("system", memory_note(self.name, list(note))) if note else []
+        if len(recalled) + len(player) <= room:
+            player = recalled + player
+        elif len(player) > room:
             if room < 16:
                 raise ContextOverflowError(f"{self.name}: the persona leaves no room for a conversation")
             # A line longer than the whole context keeps its beginning.
@@ -92,17 +129,29 @@ class Npc:
             used += len(exchange)
         return self.persona_tokens + [t for exchange in reversed(turns) for t in exchange] + player
 
-    def start_reply(self, player_text: str, sampling: SamplingConfig | None = None) -> Reply:
-        """Queue the prompt for `player_text`; the reply is produced by whoever drives it."""
+    def next_reply_id(self) -> int:
+        return next(self._reply_ids)
+
+    def start_reply(self, player_text: str, sampling: SamplingConfig | None = None,
+                    reply_id: int | None = None) -> Reply:
+        """Build the prompt for `player_text`; the reply is produced by whoever drives it."""
         if self.current is not None and not self.current.done:
             raise InvalidArgumentError(f"{self.name} is still answering; cancel that reply first")
         text = clean_player_text(player_text)
+        if self.hooks.before_model is not None:
+            text = clean_player_text(call_hook(self.hooks.before_model, text, "before_model"))
         config = sampling or self.sampling
-        prompt = self.prompt_tokens(text, config.max_tokens)
+        self.turn += 1
+        messages = [line for exchange in self.history for line in exchange] + [text]
+        note = self._recall.note_lines(text, messages, self.facts, self.turn)
+        prompt = self.prompt_tokens(text, config.max_tokens, note)
         self.seq.rewind(common_prefix(self.seq.tokens, prompt))
         fallbacks = self.bundle.character.fallback_lines
-        reply = Reply(
-            reply_id=next(self._reply_ids),
+        reply_type, hook = (Reply, {}) if self.hooks.after_model is None else (
+            HookedReply, {"after_model": self.hooks.after_model})
+        reply = reply_type(
+            **hook,
+            reply_id=reply_id if reply_id is not None else self.next_reply_id(),
             npc_id=self.id,
             seq=self.seq,
             todo=prompt[len(self.seq):],
@@ -124,9 +173,12 @@ class Npc:
             self.current = None
         if reply.done and reply.finish != FINISH_CANCELLED:
             self.history.append((reply.player_text, reply.final_text))
+            self.turns_since_summary += 1
+            self._summary_checked = False
 
     def ask(self, player_text: str, sampling: SamplingConfig | None = None) -> Iterator[Event]:
-        """Answer on the calling thread, yielding events as tokens arrive (for tools and tests)."""
+        """Answer on the calling thread, yielding events as tokens arrive (for tools and tests); then run
+        any background job that fell due, so a caller without a scheduler still gets its summaries."""
         reply = self.start_reply(player_text, sampling)
         try:
             yield from drive(self.engine, reply)
@@ -134,8 +186,153 @@ class Npc:
             if not reply.done:
                 reply.cancel()
             self.end_reply(reply)
+        for job in self.background_jobs():
+            yield from drive(self.engine, job)
+
+    def warm_up(self) -> None:
+        """Compute the persona's KV cache now (at load time), so the first reply starts from it."""
+        if common_prefix(self.seq.tokens, self.persona_tokens) < len(self.persona_tokens):
+            self.seq.rewind(0)
+            self.engine.extend(self.seq, self.persona_tokens)
 
     def reset(self) -> None:
-        """Forget the conversation (the persona's cache is kept)."""
+        """Forget the conversation (the persona's cache is kept; memories, facts and summaries stay)."""
         self.history.clear()
+        self._cancel_summary()
         self.seq.rewind(common_prefix(self.seq.tokens, self.persona_tokens))
+
+    # --- Memory and knowledge ------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence embedder (shared with the Runtime's other NPCs of the same embedder)."""
+        return self._recall.embedder
+
+    @property
+    def memories(self) -> MemoryStore:
+        """Everything the NPC can recall: its bundle's statements and what it gained in play."""
+        return self._recall.store
+
+    @property
+    def recall_config(self) -> RecallConfig:
+        return self._recall.config
+
+    @recall_config.setter
+    def recall_config(self, config: RecallConfig) -> None:
+        if not isinstance(config, RecallConfig):
+            raise InvalidArgumentError("recall_config must be a RecallConfig")
+        self._recall.config = config
+
+    def remember(self, text: str, kind: str = "event", source: str = "game", importance: float = 0.5,
+                 requires: str = "", game_time: float | None = None) -> int:
+        """Add a memory (embedded now, a few ms); returns its id. `requires` gates it on the facts."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"a memory's text must be a string, not {type(text).__name__}")
+        vector = self._recall.embedder.embed_one(text.strip())
+        return self.memories.add(text, vector, kind, source, self.game_time if game_time is None else game_time,
+                                 importance, requires)
+
+    def forget(self, memory_id: int) -> Memory:
+        """Remove a memory, from the bundle or gained in play, so it is never recalled again."""
+        return self.memories.forget(memory_id)
+
+    def recall(self, text: str, k: int | None = None) -> list[tuple[Memory, float]]:
+        """The memories a player line like `text` would bring to mind now, with their cosine similarity."""
+        return self._recall.search(text, self.facts, k)
+
+    def background_jobs(self) -> list[Reply]:
+        """Generation jobs this NPC wants run when the game has time to spare, lowest priority first
+        to drop: today at most one, a summary of the oldest exchanges once the history grows long.
+
+        Each is a `Reply` of kind "summary" on its own scratch sequence; run it like any reply (the
+        scheduler, or `reply.drive`). When it finishes it stores the summary memory, drops the
+        summarised exchanges from the history and returns an `Event(kind="summary")`.
+        """
+        if self._summary_job is None and not self._summary_checked:
+            self._summary_checked = True
+            self._summary_job = self._next_summary()
+        return [self._summary_job] if self._summary_job is not None else []
+
+    def _history_room(self) -> int:
+        """Tokens the context leaves the history next to a player line and a note at their largest; the
+        note is planned at no more than half of what the persona and the reply leave."""
+        available = (self.engine.spec.context_length - self.sampling.max_tokens - len(self.persona_tokens)
+                     - PLAYER_LINE_RESERVE)
+        note = self._recall.config.note_tokens
+        if self.bundle.character.lorebook.entries:
+            note += self.bundle.character.lorebook.token_budget
+        return available - min(note, available // 2)
+
+    def _player_name(self) -> str:
+        name = self.facts.get(PLAYER_NAME_FACT)
+        return name if isinstance(name, str) and name.strip() else "The traveller"
+
+    def _next_summary(self) -> Reply | None:
+        counts = [len(self.chat.turn("user", p)) + len(self.chat.turn("assistant", n)) for p, n in self.history]
+        config = self.summary_config
+        limit = self.engine.spec.context_length - PROMPT_OVERHEAD - config.max_tokens
+        count = exchanges_to_summarise(counts, self._history_room(), self.turns_since_summary, limit, config)
+        if not count:
+            return None
+        exchanges = self.history[:count]
+        player = self._player_name()
+        return Reply(
+            reply_id=self.next_reply_id(),
+            npc_id=self.id,
+            seq=self.engine.new_sequence(),
+            todo=summary_prompt(self.chat, self.name, player, exchanges, limit),
+            # Greedy decoding never draws from the generator: the NPC's own stays untouched.
+            sampler=Sampler(SUMMARY_SAMPLING, np.random.default_rng(0), banned=self.bundle.special.banned),
+            stream=self.chat.text_stream(),
+            end_token=self.bundle.special.im_end,
+            max_tokens=config.max_tokens,
+            recent=[],
+            kind=SUMMARY,
+            on_done=partial(self._summary_done, exchanges=exchanges, player=player),
+        )
+
+    def _summary_done(self, job: Reply, exchanges: list[tuple[str, str]], player: str) -> list[Event]:
+        if job is not self._summary_job:
+            return []  # replaced by a reset or a loaded save while it ran
+        self._summary_job = None
+        if job.finish == FINISH_CANCELLED or self.history[: len(exchanges)] != exchanges:
+            return []
+        text = clean_summary(job.final_text, self.name, player, exchanges)
+        first = self.summarised_turns + 1
+        self.memories.add(text, self._recall.embedder.embed_one(text), "summary",
+                          f"conversation, exchanges {first}-{first + len(exchanges) - 1}", self.game_time)
+        del self.history[: len(exchanges)]
+        self.summarised_turns += len(exchanges)
+        self.turns_since_summary = 0
+        self._summary_checked = False
+        return [Event(SUMMARY, self.id, job.id, text, job.finish, len(job.generated))]
+
+    def _cancel_summary(self) -> None:
+        job, self._summary_job = self._summary_job, None
+        if job is not None:
+            job.cancel()
+        self._summary_checked = False
+
+    # --- Save games (see save.py) ---------------------------------------------------------------------
+
+    def save(self, path: str | Path, include_kv: bool = False) -> None:
+        """Write the NPC's whole state to one file, atomically. Raises a SaveError subclass."""
+        from .save import save_file
+
+        save_file(self, Path(path), include_kv)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a state written by `save`; on any error the NPC is left exactly as it was."""
+        from .save import load_file
+
+        load_file(self, Path(path))
+
+    def to_bytes(self, include_kv: bool = False) -> bytes:
+        from .save import save_bytes
+
+        return save_bytes(self, include_kv)
+
+    def load_bytes(self, data: bytes) -> None:
+        from .save import load_bytes
+
+        load_bytes(self, data)

@@ -22,8 +22,8 @@ from .sampling import Sampler
 # Event kinds, in the order a reply emits them.
 STARTED, TEXT, SENTENCE, DONE, ERROR, SUMMARY = "started", "text", "sentence", "done", "error", "summary"
 # Why a reply finished.
-FINISH_END, FINISH_LENGTH, FINISH_STOP, FINISH_REPEAT, FINISH_CANCELLED, FINISH_FALLBACK = (
-    "end_of_turn", "length", "stop_string", "repetition", "cancelled", "fallback")
+FINISH_END, FINISH_LENGTH, FINISH_STOP, FINISH_REPEAT, FINISH_CANCELLED, FINISH_FALLBACK, FINISH_ERROR = (
+    "end_of_turn", "length", "stop_string", "repetition", "cancelled", "fallback", "error")
 
 # In the last tokens before the limit, text past the last full sentence is held back, since the limit
 # may cut it off and a game cannot unsay what it showed.
@@ -172,6 +172,13 @@ class Reply:
             return []
         return self._finish(FINISH_CANCELLED, self.stream.text)
 
+    def fail(self, message: str) -> list[Event]:
+        """End the reply because the model failed: an `error` event, then `done` with what was said so far
+        (or the fallback line, so the player never faces an empty bubble)."""
+        if self.finish:
+            return []
+        return [self._event(ERROR, message)] + self._finish(FINISH_ERROR, self.stream.text[: self._shown])
+
     def _visible_end(self, text: str) -> int:
         """How much of `text` may be shown now: never the start of a possible stop string, and close
         to the token limit never a sentence that the limit may cut off."""
@@ -217,7 +224,7 @@ class Reply:
         """End the reply with `text`, a prefix of what was streamed (or empty, to use the fallback line)."""
         events = []
         if not text.strip() and why != FINISH_CANCELLED and self.fallback:
-            text, why = self.fallback, FINISH_FALLBACK
+            text, why = self.fallback, why if why == FINISH_ERROR else FINISH_FALLBACK
             self._shown = self._sentence_start = 0
         if why != FINISH_CANCELLED:
             if len(text) > self._shown:

@@ -1,77 +1,327 @@
-"""The runtime a game opens once: it loads NPC bundles and shares one model among the NPCs that use it."""
+"""The runtime a game opens once: it loads NPC bundles, queues what players say, and does the model work
+inside `tick()` — the only call that does heavy work — within the frame budget the game gives it.
+NPCs of the same model share one engine, and NPCs whose bundles carry the same sentence embedder share
+one embedder session.
+
+    rt = Runtime(threads=2)
+    orlando = rt.load_npc("build/orlando_marlo.lmpc")      # at a loading screen: builds a session
+    rt.say(orlando, "Who are you?", priority=FOCUS)        # queues, returns at once
+    while running:                                          # every frame
+        rt.tick(budget_ms=4)
+        for event in rt.poll(): ...                         # started / text / sentence / done / error
+
+With `worker=True` the model work runs on a background thread instead (see worker.py): `tick()` then
+does no model work and `poll()` drains what the thread produced.
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .bundle import read_bundle
 from .chat import ChatFormat
 from .engine import Engine, EngineOptions
-from .errors import InvalidArgumentError
-from .npc import Npc
+from .errors import InvalidArgumentError, LmpcError
+from .memory.embedder import Embedder
+from .npc import Npc, clean_player_text
+from .reply import DONE, ERROR, FINISH_ERROR, Event
 from .sampling import SamplingConfig
+from .scheduler import AMBIENT, FOCUS, NORMAL, Scheduler, TickStats
+
+__all__ = ["AMBIENT", "FOCUS", "NORMAL", "Runtime", "TickStats"]
+
+# Upkeep the NPCs ask for (summaries of old exchanges) runs behind every reply; aging still moves it on.
+BACKGROUND = AMBIENT - 10.0
+
+
+@dataclass
+class _Line:
+    """A player line waiting for its NPC to be free."""
+
+    reply_id: int
+    text: str
+    priority: float | None
+    deadline_s: float | None
+    sampling: SamplingConfig | None
 
 
 class Runtime:
-    """Owns the loaded models and NPCs. `seed` makes every NPC's replies reproducible run to run."""
+    """Owns the loaded models and NPCs. `seed` makes every NPC's replies reproducible run to run.
 
-    def __init__(self, threads: int = 2, spinning: bool = False, seed: int | None = None):
-        if not isinstance(threads, int) or not 1 <= threads <= 256:
+    Thread rule: call a Runtime from one thread (the game's main thread). In worker mode the Runtime
+    starts its own background thread, and the calls stay safe to make from that one game thread.
+    """
+
+    def __init__(self, threads: int = 2, spinning: bool = False, seed: int | None = None,
+                 worker: bool = False, duty_cycle: float = 0.5, clock: Callable[[], float] = time.perf_counter):
+        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
             raise InvalidArgumentError(f"threads must be an integer in 1..256, not {threads!r}")
         self.options = EngineOptions(threads=threads, spinning=spinning)
+        self.clock = clock
+        self.scheduler = Scheduler(clock=clock)
         self._seeds = np.random.SeedSequence(seed)
         self._engines: dict[tuple[str, str], Engine] = {}
+        self._embedders: dict[str, Embedder] = {}  # by the embedder file's sha256
+        # Looked up by the caller's thread; `_npcs`, `_lines` and `_priority` belong to whichever thread
+        # does the model work (the caller's, or the worker's: changes reach it through `_call`).
+        self._registry: dict[str, Npc] = {}
         self._npcs: dict[str, Npc] = {}
         self._ids = itertools.count(1)
+        self._lines: dict[str, deque[_Line]] = {}
+        self._priority: dict[str, float] = {}
+        self._events: deque[Event] = deque()
+        self._owner = threading.get_ident()
+        self._worker = None
+        if worker:
+            from .worker import Worker
+
+            self._worker = Worker(self, duty_cycle)
+            self._worker.start()
+
+    # -- NPCs ------------------------------------------------------------------------------------
 
     def load_npc(self, bundle_path: str | Path, npc_id: str | None = None, seed: int | None = None,
-                 sampling: SamplingConfig | None = None) -> Npc:
-        """Load a bundle (validated and hash-checked) as a new NPC. Raises a `BundleError` subclass."""
+                 sampling: SamplingConfig | None = None, priority: float = NORMAL, warm: bool = True) -> Npc:
+        """Load a bundle (validated and hash-checked) as a new NPC. Heavy: call it while loading a level.
+
+        With `warm` (the default) the persona is read into the NPC's cache now, so the first reply
+        only has to read the player's line. Raises a `BundleError` subclass for a bad bundle,
+        `InvalidArgumentError` for a taken id.
+        """
+        self._check_thread()
         if npc_id is not None and (not isinstance(npc_id, str) or not npc_id):
             raise InvalidArgumentError("npc_id must be a non-empty string")
         bundle = read_bundle(bundle_path)
         npc_id = npc_id or f"{bundle.name}#{next(self._ids)}"
-        if npc_id in self._npcs:
+        if npc_id in self._registry:
             raise InvalidArgumentError(f"an NPC with id {npc_id!r} is already loaded")
         key = (bundle.model.sha256, bundle.model.layout)
         engine = self._engines.get(key)
         if engine is None:
-            engine = self._engines[key] = Engine(str(bundle.model_path), bundle.model, self.options)
+            engine = Engine(str(bundle.model_path), bundle.model, self.options)
         if seed is None:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
+        embedder = self._embedders.get(bundle.embedder.sha256)
+        if embedder is None:
+            embedder = Embedder(str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder,
+                                self.options)
         chat = ChatFormat.from_file(str(bundle.tokenizer_path), bundle.special)
-        npc = self._npcs[npc_id] = Npc(npc_id, bundle, engine, chat, seed=seed, sampling=sampling)
+        npc = Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling)
+        value = _priority_value(priority)
+        if warm:
+            npc.warm_up()
+        self._registry[npc_id] = npc
+        self._call(lambda: self._add_npc(npc, key, engine, value))
         return npc
 
-    def npc(self, npc_id: str) -> Npc:
+    def _add_npc(self, npc: Npc, key: tuple[str, str], engine: Engine, priority: float) -> None:
+        self._engines.setdefault(key, engine)
+        self._embedders.setdefault(npc.bundle.embedder.sha256, npc.embedder)
+        self._npcs[npc.id] = npc
+        self._lines[npc.id] = deque()
+        self._priority[npc.id] = priority
+
+    def npc(self, npc: str | Npc) -> Npc:
+        npc_id = npc.id if isinstance(npc, Npc) else npc
         try:
-            return self._npcs[npc_id]
+            return self._registry[npc_id]
         except (KeyError, TypeError):
             raise InvalidArgumentError(f"no NPC with id {npc_id!r} is loaded") from None
 
     @property
     def npcs(self) -> list[Npc]:
-        return list(self._npcs.values())
+        return list(self._registry.values())
 
-    def unload_npc(self, npc_id: str) -> None:
-        npc = self.npc(npc_id)
-        if npc.current is not None:
-            npc.current.cancel()
-        del self._npcs[npc_id]
+    def unload_npc(self, npc: str | Npc) -> None:
+        """Unload an NPC; a reply in progress ends with a `done` event whose finish is `cancelled`."""
+        self._check_thread()
+        target = self.npc(npc)
+        del self._registry[target.id]
+        self._call(lambda: self._remove_npc(target))
+
+    def _remove_npc(self, npc: Npc) -> None:
+        if npc.id not in self._npcs:
+            return
+        self._cancel(npc)
+        for job in [j for j in self.scheduler.jobs if j.reply.npc_id == npc.id]:
+            self.scheduler.cancel(job.reply)  # its background jobs: a summary nobody will read
+        del self._npcs[npc.id], self._lines[npc.id], self._priority[npc.id]
         # A model no NPC uses any more is released.
         in_use = {(n.bundle.model.sha256, n.bundle.model.layout) for n in self._npcs.values()}
         for key in [k for k in self._engines if k not in in_use]:
             del self._engines[key]
+        embedders_in_use = {n.bundle.embedder.sha256 for n in self._npcs.values()}
+        for key in [k for k in self._embedders if k not in embedders_in_use]:
+            del self._embedders[key]
+
+    # -- talking ---------------------------------------------------------------------------------
+
+    def say(self, npc: str | Npc, text: str, priority: float | None = None, deadline_ms: float | None = None,
+            sampling: SamplingConfig | None = None, interrupt: bool = False) -> int:
+        """Queue a line said to `npc`; returns the id its reply's events will carry. Does no model work.
+
+        Lines said while the NPC is answering wait their turn, unless `interrupt` cancels that answer.
+        `priority` overrides the NPC's own for this reply; `deadline_ms` asks for the first token within
+        that time (the scheduler raises the reply's urgency as the deadline nears).
+        Raises `InvalidArgumentError` for an unknown NPC or an empty line.
+        """
+        self._check_thread()
+        target = self.npc(npc)
+        line = _Line(target.next_reply_id(), clean_player_text(text),
+                     None if priority is None else _priority_value(priority),
+                     None if deadline_ms is None else _positive_ms(deadline_ms, "deadline_ms") / 1000, sampling)
+
+        def enqueue() -> None:
+            if interrupt:
+                self._cancel(target)
+            if target.id in self._lines:
+                self._lines[target.id].append(line)
+
+        self._call(enqueue)
+        return line.reply_id
+
+    def cancel(self, npc: str | Npc) -> None:
+        """Stop the NPC's reply in progress and drop its waiting lines (a `done`/`cancelled` event follows)."""
+        self._check_thread()
+        target = self.npc(npc)
+        self._call(lambda: self._cancel(target))
+
+    def _cancel(self, npc: Npc) -> None:
+        self._lines.get(npc.id, deque()).clear()
+        if npc.current is not None and not npc.current.done:
+            self._events.extend(self.scheduler.cancel(npc.current))
+
+    def set_priority(self, npc: str | Npc, priority: float) -> None:
+        """The NPC's priority for this and later replies: FOCUS for the one the player talks to, AMBIENT
+        for background chatter (any number works; higher runs first)."""
+        self._check_thread()
+        target, value = self.npc(npc), _priority_value(priority)
+
+        def apply() -> None:
+            self._priority[target.id] = value
+            if target.current is not None:
+                self.scheduler.set_priority(target.current, value)
+
+        self._call(apply)
+
+    # -- the frame -------------------------------------------------------------------------------
+
+    def tick(self, budget_ms: float = 4.0, max_tokens: int | None = None) -> TickStats:
+        """Do model work for at most `budget_ms` (and at most `max_tokens` tokens, prefill and decoded).
+
+        A step of the model is started only if its predicted time fits what is left; if the budget is
+        smaller than any single step, one step runs anyway so that replies progress (the tick then
+        overruns by at most that step). A budget of 0 does no work. Events are drained with `poll()`.
+        In worker mode this does no model work at all.
+        """
+        self._check_thread()
+        budget = _budget_seconds(budget_ms)
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                       or max_tokens < 0):
+            raise InvalidArgumentError(f"max_tokens must be a non-negative integer or None, not {max_tokens!r}")
+        if self._worker is not None:
+            self._worker.raise_if_failed()
+            return TickStats()
+        return self.work(budget, max_tokens)
+
+    def work(self, budget_s: float, max_tokens: int | None = None) -> TickStats:
+        """One slice of model work (what `tick` runs; the worker thread calls it in worker mode)."""
+        if budget_s <= 0 or max_tokens == 0:
+            return TickStats()
+        start = self.clock()
+        self._start_waiting_lines()
+        self._start_background_jobs()
+        events, stats = self.scheduler.tick(budget_s - (self.clock() - start), max_tokens)
+        self._events.extend(events)
+        stats.seconds = self.clock() - start
+        return stats
+
+    def _start_waiting_lines(self) -> None:
+        for npc_id, lines in self._lines.items():
+            npc = self._npcs[npc_id]
+            if not lines or (npc.current is not None and not npc.current.done):
+                continue
+            line = lines.popleft()
+            try:
+                reply = npc.start_reply(line.text, line.sampling, reply_id=line.reply_id)
+            except LmpcError as exc:
+                self._events.append(Event(ERROR, npc_id, line.reply_id, str(exc)))
+                self._events.append(Event(DONE, npc_id, line.reply_id, "", FINISH_ERROR))
+                continue
+            priority = line.priority if line.priority is not None else self._priority[npc_id]
+            self.scheduler.submit(reply, npc.engine, priority, line.deadline_s, finished=npc.end_reply)
+
+    def _start_background_jobs(self) -> None:
+        queued = {id(job.reply) for job in self.scheduler.jobs}
+        for npc in self._npcs.values():
+            for reply in npc.background_jobs():
+                if id(reply) not in queued:
+                    self.scheduler.submit(reply, npc.engine, BACKGROUND)
+
+    def poll(self) -> list[Event]:
+        """Every event since the last poll, oldest first."""
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        return events
+
+    def busy(self) -> bool:
+        """True while any reply is in progress or any line is waiting."""
+        if self._worker is not None and threading.get_ident() != self._worker.ident:
+            return self._worker.busy
+        return bool(self.scheduler.jobs) or any(self._lines.values())
+
+    # -- lifetime --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        for npc_id in list(self._npcs):
-            self.unload_npc(npc_id)
+        """Stop the worker thread (if any) and unload every NPC. Safe to call twice."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        for npc in list(self._npcs.values()):
+            self._remove_npc(npc)
+        self._registry.clear()
 
     def __enter__(self) -> "Runtime":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _call(self, change: Callable[[], None]) -> None:
+        """Apply a change to the runtime's state now, or hand it to the worker thread that owns it."""
+        if self._worker is not None:
+            self._worker.submit(change)
+        else:
+            change()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise InvalidArgumentError("a Runtime must be called from the thread that created it")
+
+
+def _priority_value(priority: float) -> float:
+    if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
+        raise InvalidArgumentError(f"priority must be a finite number, not {priority!r}")
+    return float(priority)
+
+
+def _positive_ms(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive number of milliseconds, not {value!r}")
+    return float(value)
+
+
+def _budget_seconds(budget_ms: float) -> float:
+    if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or math.isnan(budget_ms):
+        raise InvalidArgumentError(f"budget_ms must be a number, not {budget_ms!r}")
+    return max(float(budget_ms), 0.0) / 1000

@@ -18,7 +18,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import SheetError
+from .errors import InvalidArgumentError, SheetError
+from .memory.gating import parse_condition
 
 SHEET_FORMAT = 1
 MAX_SHEET_BYTES = 4 * 1024 * 1024
@@ -50,6 +51,44 @@ class Example:
 
 
 @dataclass(frozen=True)
+class LoreEntry:
+    """One lorebook entry, with the Character Card V2 fields (see docs/character-sheet.md) and a few
+    SillyTavern World Info ones (selective_logic, match_whole_words, sticky, cooldown, delay)."""
+
+    content: str
+    keys: tuple[str, ...] = ()
+    secondary_keys: tuple[str, ...] = ()
+    enabled: bool = True
+    constant: bool = False
+    selective: bool = False
+    selective_logic: str = "and_any"
+    insertion_order: int = 100
+    priority: int = 0
+    case_sensitive: bool = False
+    match_whole_words: bool = True
+    position: str = "before_char"
+    requires: str = ""
+    sticky: int = 0
+    cooldown: int = 0
+    delay: int = 0
+    name: str = ""
+    comment: str = ""
+    id: int | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lorebook:
+    entries: tuple[LoreEntry, ...] = ()
+    scan_depth: int = 2
+    token_budget: int = 256
+    recursive_scanning: bool = False
+    name: str = ""
+    description: str = ""
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CharacterSheet:
     name: str
     title: str
@@ -69,6 +108,7 @@ class CharacterSheet:
     avoid_phrases: tuple[str, ...] = ()
     format: int = SHEET_FORMAT
     extensions: dict[str, Any] = field(default_factory=dict)
+    lorebook: Lorebook = Lorebook()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (dicts, lists, str) for the bundle manifest; `sheet_from_dict` reverses it."""
@@ -83,7 +123,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# key -> (kind, required). Kinds: "str", "strs" (list of strings), "int".
+# key -> (kind, required). Kinds: "str", "strs" (non-empty list of strings), "keys" (list of strings, may be
+# empty), "int", "bool", "table", "tables" (array of tables).
 _TOP_LEVEL = {
     "format": ("int", True),
     "name": ("str", True),
@@ -103,6 +144,7 @@ _TOP_LEVEL = {
     "opinions": ("table", True),
     "examples": ("tables", True),
     "extensions": ("table", False),
+    "lorebook": ("table", False),
 }
 _WORLD = {
     "name": ("str", True),
@@ -115,6 +157,42 @@ _WORLD = {
 }
 _PERSON = {"name": ("str", True), "description": ("str", True)}
 _EXAMPLE = {"player": ("str", True), "npc": ("str", True), "context": ("str", False)}
+_LOREBOOK = {
+    "entries": ("tables", True),
+    "scan_depth": ("int", False),
+    "token_budget": ("int", False),
+    "recursive_scanning": ("bool", False),
+    "name": ("str", False),
+    "description": ("str", False),
+    "extensions": ("table", False),
+}
+_LORE_ENTRY = {
+    "content": ("str", True),
+    "keys": ("keys", False),
+    "secondary_keys": ("keys", False),
+    "enabled": ("bool", False),
+    "constant": ("bool", False),
+    "selective": ("bool", False),
+    "selective_logic": ("str", False),
+    "insertion_order": ("int", False),
+    "priority": ("int", False),
+    "case_sensitive": ("bool", False),
+    "match_whole_words": ("bool", False),
+    "position": ("str", False),
+    "requires": ("str", False),
+    "sticky": ("int", False),
+    "cooldown": ("int", False),
+    "delay": ("int", False),
+    "name": ("str", False),
+    "comment": ("str", False),
+    "id": ("int", False),
+    "extensions": ("table", False),
+}
+SELECTIVE_LOGIC = ("and_any", "and_all", "not_any", "not_all")
+POSITIONS = ("before_char", "after_char")
+MAX_SCAN_DEPTH = 1000
+MAX_LORE_BUDGET = 8192
+MAX_TIMER_TURNS = 100_000
 
 
 class _Checker:
@@ -147,6 +225,15 @@ class _Checker:
             if not isinstance(value, int) or isinstance(value, bool):
                 self.problems.append(f"{path}: expected an integer")
             return value
+        if kind == "bool":
+            if not isinstance(value, bool):
+                self.problems.append(f"{path}: expected true or false")
+            return value
+        if kind == "keys":
+            if not isinstance(value, list):
+                self.problems.append(f"{path}: expected a list of strings")
+                return ()
+            return tuple(self.value(v, "str", f"{path}[{i}]") for i, v in enumerate(value))
         if kind == "str":
             if not isinstance(value, str):
                 self.problems.append(f"{path}: expected a string")
@@ -211,6 +298,8 @@ def parse_sheet(data: dict[str, Any], source: str = "<sheet>") -> CharacterSheet
             f"examples: {len(top['examples'])} given, at least {MIN_EXAMPLES} are needed to show the voice"
         )
 
+    lorebook = _lorebook(check, top["lorebook"]) if "lorebook" in top else Lorebook()
+
     if check.problems:
         raise SheetError(source, check.problems)
     world = World(
@@ -218,11 +307,51 @@ def parse_sheet(data: dict[str, Any], source: str = "<sheet>") -> CharacterSheet
         **people,
     )
     return CharacterSheet(
-        **{k: v for k, v in top.items() if k not in ("world", "opinions", "examples")},
+        **{k: v for k, v in top.items() if k not in ("world", "opinions", "examples", "lorebook")},
         world=world,
         opinions=opinions,
         examples=tuple(examples),
+        lorebook=lorebook,
     )
+
+
+def _lorebook(check: _Checker, data: Any) -> Lorebook:
+    """Read `[lorebook]` and its `[[lorebook.entries]]`, adding every problem found to `check`."""
+    book = check.table(data, _LOREBOOK, "lorebook")
+    _check_range(check, book, "scan_depth", 1, MAX_SCAN_DEPTH, "lorebook")
+    _check_range(check, book, "token_budget", 1, MAX_LORE_BUDGET, "lorebook")
+    entries, ids = [], set()
+    for i, raw in enumerate(book.get("entries", [])):
+        where = f"lorebook.entries[{i}]"
+        entry = check.table(raw, _LORE_ENTRY, where)
+        if not entry.get("constant") and not entry.get("keys"):
+            check.problems.append(f"{where}.keys: an entry that is not constant needs at least one key")
+        for key, allowed in (("selective_logic", SELECTIVE_LOGIC), ("position", POSITIONS)):
+            if key in entry and entry[key] not in allowed:
+                check.problems.append(f"{where}.{key}: must be one of {', '.join(allowed)}")
+        for key in ("sticky", "cooldown", "delay"):
+            _check_range(check, entry, key, 0, MAX_TIMER_TURNS, where)
+        for key in ("priority", "insertion_order"):
+            _check_range(check, entry, key, -(10**9), 10**9, where)
+        if isinstance(entry.get("requires"), str):
+            try:
+                parse_condition(entry["requires"])
+            except InvalidArgumentError as exc:
+                check.problems.append(f"{where}.requires: {exc}")
+        if isinstance(entry.get("id"), int):
+            if entry["id"] in ids:
+                check.problems.append(f"{where}.id: {entry['id']} is used by an earlier entry")
+            ids.add(entry["id"])
+        if "content" in entry:
+            entries.append(LoreEntry(**entry))
+    settings = {k: v for k, v in book.items() if k != "entries"}
+    return Lorebook(entries=tuple(entries), **settings)
+
+
+def _check_range(check: _Checker, table: dict[str, Any], key: str, low: int, high: int, where: str) -> None:
+    value = table.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        check.problems.append(f"{where}.{key}: must be between {low} and {high}")
 
 
 def load_sheet(path: str | Path) -> CharacterSheet:
@@ -253,6 +382,11 @@ def sheet_from_dict(data: dict[str, Any]) -> CharacterSheet:
         world[key] = [dict(p) for p in world[key]]
     data["world"] = world
     data["examples"] = [{k: v for k, v in ex.items() if k != "context" or v} for ex in data["examples"]]
+    book = data.get("lorebook")
+    if isinstance(book, dict):
+        # Defaults that to_dict() wrote out (empty strings, no id) are left out again, as in a sheet.
+        book["entries"] = [{k: v for k, v in e.items() if v not in ("", None)} for e in book.get("entries", [])]
+        data["lorebook"] = {k: v for k, v in book.items() if v not in ("", None)} if book["entries"] else {}
     for key in [k for k, v in data.items() if v in ((), [], "", {}) and not _TOP_LEVEL[k][1]]:
         del data[key]
     return parse_sheet(data, "<bundle manifest>")

@@ -56,6 +56,28 @@ def test_newer_format_version(tiny_copy):
         read_bundle(tiny_copy)
 
 
+def test_a_bundle_from_before_memory_asks_for_a_rebuild(tiny_copy):
+    edit_manifest(tiny_copy, lambda m: m.update(format_version=1))
+    with pytest.raises(BundleVersionError, match="older than this runtime reads.*rebuild it with `lmpc build`"):
+        read_bundle(tiny_copy)
+
+
+@pytest.mark.parametrize("name", ["embedder.onnx", "embedder_tokenizer.json", "memories.msgpack"])
+def test_memory_files_are_hash_checked(tiny_copy, name):
+    path = tiny_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match=name):
+        read_bundle(tiny_copy)
+
+
+def test_memories_file_must_hold_what_the_manifest_promises(tiny_copy):
+    edit_manifest(tiny_copy, lambda m: m["memories"].update(count=m["memories"]["count"] + 1))
+    with Runtime() as rt, pytest.raises(BundleFormatError, match="memories the manifest promises"):
+        rt.load_npc(tiny_copy)
+
+
 @pytest.mark.parametrize("payload", [b"\xc1garbage", b"\x92\x01", b"\x81\xa1a\xc1", b""])
 def test_malformed_msgpack(tiny_copy, payload):
     (tiny_copy / MANIFEST_NAME).write_bytes(payload)
@@ -83,6 +105,9 @@ def test_oversized_string_inside_a_small_file_is_not_allocated(tiny_copy):
     (lambda m: m["model"].update(file="../../etc/passwd"), "plain name inside the bundle"),
     (lambda m: m["special_tokens"].update(im_end=10**9), "inside the vocabulary"),
     (lambda m: m["sampling"].update(temperature=-1), "bad sampling"),
+    (lambda m: m.pop("embedder"), "missing field 'embedder'"),
+    (lambda m: m["embedder"].update(dim=0), "out of range"),
+    (lambda m: m["memories"].update(file="../memories.msgpack"), "plain name inside the bundle"),
     (lambda m: m["character"].pop("name"), "bad sampling or character"),
     (lambda m: m.update(format="something-else"), "not an LMPC bundle"),
 ])
@@ -114,4 +139,12 @@ def test_garbage_model_file(tiny_copy):
     model.write_bytes(b"not an onnx file at all")
     edit_manifest(tiny_copy, lambda m: m["model"].update(sha256=sha256_file(model)))
     with Runtime() as rt, pytest.raises(BundleFormatError, match="cannot load the model"):
+        rt.load_npc(tiny_copy)
+
+
+def test_an_embedder_that_is_not_a_sentence_encoder(tiny_copy):
+    embedder = tiny_copy / "embedder.onnx"
+    embedder.write_bytes((tiny_copy / "model.onnx").read_bytes())
+    edit_manifest(tiny_copy, lambda m: m["embedder"].update(sha256=sha256_file(embedder)))
+    with Runtime() as rt, pytest.raises(BundleFormatError, match="not a sentence encoder"):
         rt.load_npc(tiny_copy)

@@ -27,6 +27,17 @@ def exported(tmp_path_factory):
     return checkpoint, entry, tmp, log
 
 
+@pytest.fixture(scope="module")
+def embedder_exported(exported):
+    from lmpc_export.embedder import prepare_embedder
+    from lmpc_export.tiny import make_tiny_bert
+
+    _, _, tmp, _ = exported
+    bert = make_tiny_bert(tmp / "tiny-bert", TINY_BUNDLE / "embedder_tokenizer.json", seed=7)
+    log = []
+    return bert, prepare_embedder(tmp / "cache", log.append, source=bert, name="tiny-bert"), log
+
+
 def test_export_writes_a_parity_checked_int8_model(exported):
     _, entry, _, log = exported
     report = json.loads((entry / "export.json").read_text())
@@ -56,18 +67,36 @@ def test_the_normalised_tokenizer_ends_turns_with_im_end_and_pads_apart(exported
     assert tok("Hello").input_ids == tok("Hello", add_special_tokens=False).input_ids
 
 
-def test_bundle_from_the_export_loads_and_talks(exported):
+def test_embedder_export_is_parity_checked_int8_and_cached(exported, embedder_exported):
+    from lmpc_export.embedder import prepare_embedder
+
+    bert, entry, log = embedder_exported
+    report = json.loads((entry / "embedder.json").read_text())
+    assert report["dim"] == 32 and report["max_tokens"] == 128 and report["name"] == "tiny-bert"
+    assert report["parity"]["int8"]["min_cosine"] >= 0.99 and report["parity"]["int8"]["texts"] >= 10
+    assert any("quantising" in line for line in log)
+    # int8 weights: the file is about a quarter of the float32 word-embedding table alone.
+    assert (entry / "embedder.int8.onnx").stat().st_size < 30522 * 32 * 4 / 2
+    again = []
+    assert prepare_embedder(exported[2] / "cache", again.append, source=bert) == entry
+    assert again == [f"embedder: cached ({entry})"]
+
+
+def test_bundle_from_the_export_loads_and_talks(exported, embedder_exported):
     from lmpc_export.build import write_bundle
     from lmpc_runtime.sheet import load_sheet
 
     _, entry, tmp, _ = exported
-    out = write_bundle(load_sheet(ORLANDO_SHEET), entry, tmp / "orlando.lmpc", context_length=1024)
+    _, embedder_entry, _ = embedder_exported
+    out = write_bundle(load_sheet(ORLANDO_SHEET), entry, embedder_entry, tmp / "orlando.lmpc", context_length=1024)
     bundle = read_bundle(out)
     assert bundle.model.context_length == 1024 and bundle.persona.shots
+    assert bundle.embedder.dim == 32 and bundle.memories.count > 50
     with Runtime() as rt:
         npc = rt.load_npc(out, seed=0)
+        assert len(npc.memories) == bundle.memories.count
         assert [e for e in npc.ask("Hello") if e.kind == DONE][0].text
     # Writing again replaces the bundle in place.
-    write_bundle(load_sheet(ORLANDO_SHEET), entry, out, context_length=1024)
+    write_bundle(load_sheet(ORLANDO_SHEET), entry, embedder_entry, out, context_length=1024)
     assert read_bundle(out).model.sha256 == bundle.model.sha256
     assert not list(tmp.glob(".orlando.lmpc*"))

@@ -37,14 +37,25 @@ def test_npcs_share_one_model(tiny_bundle):
 
 def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
     with Runtime() as rt:
-        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1)
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1, warm=False)
         first = npc.start_reply("Good day.")
-        assert len(npc.seq) == 0  # nothing cached yet
+        assert len(npc.seq) == 0 and len(first.todo) > len(npc.persona_tokens)  # nothing cached yet
         list(drive(npc.engine, first))
         npc.end_reply(first)
         second = npc.start_reply("Tell me more.")
+        # The persona stays cached: what is prefilled is the last exchange (whose memory note is gone),
+        # the new note and the new line.
         assert len(npc.seq) >= len(npc.persona_tokens)
-        assert len(second.todo) < 40  # the new turn, not the persona again
+        assert len(second.todo) < len(npc.persona_tokens) // 2
+
+
+def test_warm_up_reads_the_persona_at_load(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
+        assert npc.seq.tokens == npc.persona_tokens
+        # Only the memory note and the line are left to read.
+        reply = npc.start_reply("Good day.")
+        assert len(npc.seq) == len(npc.persona_tokens) and len(reply.todo) < len(npc.persona_tokens) // 2
 
 
 def test_cancelled_reply_leaves_no_trace(tiny_bundle):
@@ -57,17 +68,21 @@ def test_cancelled_reply_leaves_no_trace(tiny_bundle):
 
 
 def test_long_conversation_stays_inside_the_context_with_the_persona_first(tiny_bundle):
+    """Without summaries (no background job is run here) the oldest exchanges are left out of the prompt;
+    test_memory.py runs 200 turns with summaries."""
     with Runtime() as rt:
         npc = rt.load_npc(tiny_bundle, sampling=SamplingConfig(max_tokens=8), seed=3)
         limit = npc.engine.spec.context_length - 8
-        for turn in range(200):
+        for turn in range(40):
             reply = npc.start_reply(f"This is question number {turn}, about the weather and the harvest.")
             prompt = npc.seq.tokens + reply.todo
             assert len(prompt) <= limit
             assert prompt[: len(npc.persona_tokens)] == npc.persona_tokens
             list(drive(npc.engine, reply))
             npc.end_reply(reply)
-        assert len(npc.history) == 200
+        assert len(npc.history) == 40
+        whole = sum(len(npc.chat.turn("user", p) + npc.chat.turn("assistant", r)) for p, r in npc.history)
+        assert len(npc.persona_tokens) + whole > limit  # the whole conversation would not have fit
 
 
 def test_a_persona_larger_than_the_context_is_a_clear_error(tiny_bundle):

@@ -1,0 +1,99 @@
+"""The per-frame scheduler on the real model, in the null host's 60 FPS loop (issue 5's targets).
+
+    python -m benchmarks.scheduler [BUNDLE] [--frames 900] [--budget-ms 4] [--game-ms 6]
+
+Runs, in one process and one after another: the game alone (runtime off); the game with five NPCs (one
+the player talks to, four chattering) on a per-frame budget; and an unscheduled loop that decodes the
+focused NPC's reply as fast as it can, which gives the fair comparison for tokens per second at the
+same CPU share. Writes benchmarks/results/scheduler.json and scheduler.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from lmpc_runtime import Runtime, SamplingConfig
+from lmpc_runtime.nullhost import PLAYER_LINES, HostConfig, run
+from lmpc_runtime.reply import DONE
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def unscheduled_tok_s(bundle: str, max_tokens: int, rounds: int = 3) -> float:
+    """Decode speed of the focused NPC's replies with nothing else running and no budget."""
+    tokens, seconds = 0, 0.0
+    with Runtime(threads=2, seed=1) as rt:
+        npc = rt.load_npc(bundle, sampling=SamplingConfig(max_tokens=max_tokens))
+        for line in PLAYER_LINES[:rounds]:
+            first = None
+            for event in npc.ask(line):
+                if first is None and event.kind != DONE:
+                    first = time.perf_counter()
+                if event.kind == DONE:
+                    tokens += max(event.tokens - 1, 0)
+                    seconds += time.perf_counter() - (first or time.perf_counter())
+    return tokens / seconds if seconds else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", nargs="?", default="build/orlando_marlo.lmpc")
+    parser.add_argument("--frames", type=int, default=900)
+    parser.add_argument("--budget-ms", type=float, default=4.0)
+    parser.add_argument("--game-ms", type=float, default=6.0)
+    parser.add_argument("--npcs", type=int, default=5)
+    args = parser.parse_args()
+
+    base = HostConfig(args.bundle, npcs=args.npcs, frames=args.frames, budget_ms=args.budget_ms,
+                      game_ms=args.game_ms, player_every=300, max_tokens=48)
+    off = run(HostConfig(args.bundle, npcs=0, frames=args.frames, game_ms=args.game_ms)).summary(0)
+    on = run(base).summary(args.budget_ms)
+    full_speed = unscheduled_tok_s(args.bundle, base.max_tokens)
+    share = args.budget_ms / (1000 / base.fps)
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "config": {"frames": args.frames, "budget_ms": args.budget_ms, "game_ms": args.game_ms, "npcs": args.npcs},
+        "runtime_off": off,
+        "runtime_on": on,
+        "unscheduled_focus_tok_s": full_speed,
+        "cpu_share_of_budget": share,
+        "focus_tok_s_vs_same_share": on["focus_tok_s"] / (full_speed * share) if full_speed else 0.0,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scheduler.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "scheduler.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    on, off, budget = r["runtime_on"], r["runtime_off"], r["config"]["budget_ms"]
+    ttft = on["focus_first_token_ms"]
+    return "\n".join([
+        f"# Scheduler benchmark ({r['config']['npcs']} NPCs, {budget} ms budget, 60 FPS, "
+        f"{r['config']['game_ms']} ms of game work per frame, {r['config']['frames']} frames)",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| time in tick, p50 / p99 / max (ms) | {on['tick_ms']['p50']:.2f} / {on['tick_ms']['p99']:.2f} / "
+        f"{on['tick_ms']['max']:.2f} | p99 ≤ {budget + 0.5:.1f}, max ≤ budget + one step |",
+        f"| focused NPC, say → first token (ms) | {', '.join(f'{t:.0f}' for t in ttft) or 'none'} | ≤ 150 |",
+        f"| focused NPC tok/s | {on['focus_tok_s']:.1f} | |",
+        f"| unscheduled tok/s (no budget, nothing else) | {r['unscheduled_focus_tok_s']:.1f} | |",
+        f"| focused tok/s ÷ unscheduled at the same CPU share ({r['cpu_share_of_budget']:.0%}) | "
+        f"{r['focus_tok_s_vs_same_share']:.2f} | ≥ 0.80 |",
+        f"| game frame time, runtime off: p50 / p99 / max (ms) | {off['frame_ms']['p50']:.2f} / "
+        f"{off['frame_ms']['p99']:.2f} / {off['frame_ms']['max']:.2f} | |",
+        f"| game frame time, runtime on: p50 / p99 / max (ms) | {on['frame_ms']['p50']:.2f} / "
+        f"{on['frame_ms']['p99']:.2f} / {on['frame_ms']['max']:.2f} | |",
+        f"| tokens by NPC | {on['tokens_by_npc']} | |",
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

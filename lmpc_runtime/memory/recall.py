@@ -1,0 +1,62 @@
+"""What an NPC recalls for one player turn: the lines of its memory note.
+
+The note holds the lorebook entries the turn activates, then the k memories most relevant to the
+player's line (the APC paper found 4-6 best), each gated by the game's facts. The player's line is the
+query as it stands: turning "you"/"your" into the character's name, to match statements written in the
+third person, looked promising on a few questions but lost on a broader set (22 questions about the demo
+character: top-3 hits 16 against 20 for the plain line), because the name then pulls in every statement
+that mentions the character.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..errors import InvalidArgumentError
+from .embedder import Embedder
+from .gating import Value
+from .lorebook import LoreScanner
+from .store import Memory, MemoryStore
+
+@dataclass(frozen=True)
+class RecallConfig:
+    k: int = 5  # memories retrieved per player turn
+    # Below this cosine a memory is not worth the tokens; None: the bundle's embedder says (its `min_score`).
+    min_score: float | None = None
+    note_tokens: int = 256  # cap on the retrieved memories' tokens; lore has its own token_budget
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.k <= 64 or not -1 <= (self.min_score or 0) <= 1 or self.note_tokens < 0:
+            raise InvalidArgumentError(f"recall settings out of range: {self}")
+
+
+class Recall:
+    """Builds the memory note of each turn from an NPC's store, lorebook and facts."""
+
+    def __init__(self, store: MemoryStore, embedder: Embedder, lore: LoreScanner, count_tokens,
+                 char_name: str, config: RecallConfig = RecallConfig()):
+        self.store = store
+        self.embedder = embedder
+        self.lore = lore
+        self.count_tokens = count_tokens
+        self.char_name = char_name
+        self.config = config
+
+    def search(self, text: str, facts: Mapping[str, Value], k: int | None = None) -> list[tuple[Memory, float]]:
+        """The memories most relevant to `text` that the facts allow, with their cosine similarity."""
+        vector = self.embedder.embed_one(text)
+        floor = self.embedder.spec.min_score if self.config.min_score is None else self.config.min_score
+        return self.store.search(vector, self.config.k if k is None else k, facts, floor)
+
+    def note_lines(self, player_text: str, messages: list[str], facts: Mapping[str, Value], turn: int) -> list[str]:
+        """Lore entries, then retrieved memories; records the lore's activation for turn `turn`."""
+        lines = self.lore.activate(messages, facts, turn, self.char_name)
+        used = 0
+        for memory, _ in self.search(player_text, facts):
+            cost = self.count_tokens(memory.text)
+            if memory.text in lines or used + cost > self.config.note_tokens:
+                continue
+            lines.append(memory.text)
+            used += cost
+        return lines

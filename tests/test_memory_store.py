@@ -1,0 +1,158 @@
+"""The memory store and its two indexes: numpy exact search is the oracle for hnswlib."""
+
+import numpy as np
+import pytest
+
+from lmpc_runtime import InvalidArgumentError
+from lmpc_runtime.memory.gating import GameState
+from lmpc_runtime.memory.store import ExactIndex, HnswIndex, MemoryStore, dequantize, quantize
+
+
+def clustered(n, dim, seed, clusters=50):
+    """Unit vectors around random centres: the shape real sentence embeddings have, unlike pure noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(clusters, size=n)] + 0.6 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_index_is_exact():
+    vectors = clustered(500, 32, seed=1)
+    index = ExactIndex(32)
+    index.add(np.arange(500, dtype=np.int64) * 3, vectors)
+    for q in clustered(20, 32, seed=2):
+        scores = vectors @ q
+        expected = [int(i) * 3 for i in np.argsort(-scores, kind="stable")[:10]]
+        hits = index.search(q, 10)
+        assert [i for i, _ in hits] == expected
+        assert np.allclose([s for _, s in hits], np.sort(scores)[::-1][:10], atol=1e-6)
+
+
+def test_hnswlib_recall_against_the_exact_index():
+    dim, n = 64, 4000
+    vectors = clustered(n, dim, seed=3)
+    ids = np.arange(n, dtype=np.int64)
+    exact, hnsw = ExactIndex(dim), HnswIndex(dim, capacity=100)  # grows by resizing
+    for chunk in np.array_split(ids, 7):
+        exact.add(chunk, vectors[chunk])
+        hnsw.add(chunk, vectors[chunk])
+    for i in range(0, n, 9):  # forgotten items must never come back
+        exact.remove(i)
+        hnsw.remove(i)
+    assert len(exact) == len(hnsw)
+    recalls = []
+    for q in clustered(100, dim, seed=4):
+        truth = {i for i, _ in exact.search(q, 10)}
+        found = [i for i, _ in hnsw.search(q, 10)]
+        assert not any(i % 9 == 0 for i in found)
+        recalls.append(len(truth & set(found)) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_the_same_adds_build_the_same_hnsw_graph():
+    vectors = clustered(800, 32, seed=5)
+    results = []
+    for _ in range(2):
+        index = HnswIndex(32)
+        index.add(np.arange(800, dtype=np.int64), vectors)
+        results.append([index.search(q, 5) for q in clustered(30, 32, seed=6)])
+    assert results[0] == results[1]
+
+
+def test_int8_codes_keep_the_direction():
+    vectors = clustered(100, 384, seed=7)
+    codes, scales = quantize(vectors)
+    assert codes.dtype == np.int8 and codes.nbytes == 100 * 384
+    assert np.min(np.sum(dequantize(codes, scales) * vectors, axis=1)) > 0.9999
+
+
+def test_store_moves_to_hnswlib_past_its_limit_and_still_finds_each_memory():
+    vectors = clustered(300, 48, seed=8)
+    store = MemoryStore(48, exact_limit=100)
+    ids = [store.add(f"memory {i}", v, "event") for i, v in enumerate(vectors)]
+    assert store.backend == "hnswlib" and ids == list(range(300))
+    for i in range(0, 300, 17):
+        (best, score), *_ = store.search(vectors[i], 3)
+        assert best.id == i and best.text == f"memory {i}" and score > 0.999
+
+
+def test_forget_and_gated_memories():
+    vectors = clustered(20, 16, seed=9)
+    store = MemoryStore(16)
+    for i, v in enumerate(vectors):
+        store.add(f"m{i}", v, "world", requires="quest.stage >= 2" if i == 3 else "")
+    facts = GameState()
+    assert 3 not in [m.id for m, _ in store.search(vectors[3], 5, facts)]
+    facts.set("quest.stage", 2)
+    assert store.search(vectors[3], 1, facts)[0][0].id == 3
+    assert store.forget(3).text == "m3"
+    assert 3 not in [m.id for m, _ in store.search(vectors[3], 20, facts)] and len(store) == 19
+    with pytest.raises(InvalidArgumentError, match="no memory"):
+        store.forget(3)
+
+
+def test_importance_breaks_near_ties_only():
+    store = MemoryStore(2)
+    store.add("plain", [1.0, 0.0], "event", importance=0.0)
+    store.add("important", [0.999, 0.045], "event", importance=1.0)
+    store.add("unrelated but important", [0.0, 1.0], "event", importance=1.0)
+    assert [m.text for m, _ in store.search(np.array([1.0, 0.0], np.float32), 3)] == [
+        "important", "plain", "unrelated but important"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(text=""), "non-empty"),
+    (dict(text="x" * 2001), "at most"),
+    (dict(kind="gossip"), "kind"),
+    (dict(importance=1.5), "importance"),
+    (dict(game_time=float("inf")), "game_time"),
+    (dict(requires="quest.stage >="), "condition"),
+    (dict(vector=[1.0, 2.0]), "embedding"),
+    (dict(vector=[0.0] * 8), "embedding"),
+])
+def test_bad_memories_are_refused(change, message):
+    store = MemoryStore(8)
+    args = dict(text="A fact.", vector=np.ones(8, np.float32), kind="world") | change
+    with pytest.raises(InvalidArgumentError, match=message):
+        store.add(**args)
+    assert len(store) == 0
+
+
+def test_state_round_trip_is_exact():
+    vectors = clustered(50, 24, seed=10)
+    store = MemoryStore(24)
+    for i, v in enumerate(vectors):
+        store.add(f"m{i}", v, "summary" if i % 2 else "event", source="test", game_time=i * 1.5,
+                  importance=i / 50, requires="x > 1" if i == 7 else "")
+    store.forget(10)
+    copy = MemoryStore(24)
+    copy.add_state(store.to_state())
+    assert list(copy) == list(store) and copy.next_id == store.next_id
+    for q in clustered(10, 24, seed=11):
+        ours, theirs = copy.search(q, 5, GameState()), store.search(q, 5, GameState())
+        # Same memories in the same order; scores agree to float32 rounding (the matrices differ in shape).
+        assert [m for m, _ in ours] == [m for m, _ in theirs]
+        assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s.update(dim=16),
+    lambda s: s["texts"].pop(),
+    lambda s: s.update(codes=s["codes"][:-1]),
+    lambda s: s.update(scales=b"\x00" * len(s["scales"])),
+    lambda s: s.update(ids=[0] * len(s["ids"])),
+    lambda s: s["kinds"].__setitem__(0, "rumour"),
+    lambda s: s["requires"].__setitem__(0, "("),
+    lambda s: s.update(texts=None),
+])
+def test_damaged_state_changes_nothing(damage):
+    store = MemoryStore(24)
+    for i, v in enumerate(clustered(5, 24, seed=12)):
+        store.add(f"m{i}", v, "event")
+    state = store.to_state()
+    damage(state)
+    target = MemoryStore(24)
+    target.add("kept", np.ones(24, np.float32), "world")
+    with pytest.raises(InvalidArgumentError):
+        target.add_state(state)
+    assert [m.text for m in target] == ["kept"]

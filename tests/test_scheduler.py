@@ -1,0 +1,206 @@
+"""The per-frame scheduler on the tiny model with a fake clock: each model call advances the clock by a
+fixed cost, so budgets, priorities and fairness are checked exactly, independent of machine load."""
+
+import threading
+
+import pytest
+
+from lmpc_runtime import InvalidArgumentError, Runtime, SamplingConfig
+from lmpc_runtime.reply import DONE, SENTENCE, STARTED, TEXT
+from lmpc_runtime.scheduler import AMBIENT, FOCUS, NORMAL
+
+PREFILL_FIXED, PREFILL_TOKEN = 0.0005, 0.0001
+DECODE_FIXED, DECODE_SEQ = 0.0010, 0.0002
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class TimedEngine:
+    """The real tiny engine, but every call costs a fixed amount of fake time."""
+
+    def __init__(self, engine, clock):
+        self.engine, self.clock, self.spec = engine, clock, engine.spec
+        self.calls = []
+
+    def new_sequence(self):
+        return self.engine.new_sequence()
+
+    def extend(self, seq, tokens):
+        self.clock.now += PREFILL_FIXED + PREFILL_TOKEN * len(tokens)
+        self.calls.append(("prefill", len(tokens)))
+        return self.engine.extend(seq, tokens)
+
+    def step(self, seqs, tokens):
+        self.clock.now += DECODE_FIXED + DECODE_SEQ * len(seqs)
+        self.calls.append(("decode", len(seqs)))
+        return self.engine.step(seqs, tokens)
+
+
+@pytest.fixture
+def world(tiny_bundle):
+    clock = FakeClock()
+    rt = Runtime(seed=7, clock=clock)
+    npcs = [rt.load_npc(tiny_bundle, npc_id=name, sampling=SamplingConfig(max_tokens=16))
+            for name in ("focus", "ambient", "third")]
+    timed = TimedEngine(npcs[0].engine, clock)
+    for npc in npcs:
+        npc.engine = timed
+    yield rt, clock, timed, npcs
+    rt.close()
+
+
+def run_frames(rt, clock, frames, budget_ms=5.0, frame_s=1 / 60, **tick):
+    log = []
+    for _ in range(frames):
+        start = clock.now
+        stats = rt.tick(budget_ms=budget_ms, **tick)
+        log.append((stats, rt.poll()))
+        clock.now = start + max(frame_s, clock.now - start)
+    return log
+
+
+def test_budget_is_respected_once_the_costs_are_learnt(world):
+    rt, clock, _, npcs = world
+    for npc in npcs:
+        rt.say(npc, "Tell me the news from the capital, please.")
+    log = run_frames(rt, clock, 120)
+    largest_step = PREFILL_FIXED + PREFILL_TOKEN * 256
+    assert all(s.seconds <= 0.005 + largest_step for s, _ in log)
+    # Three prefills and one decode per sequence are enough to fit the cost model; the replies run ~10 frames.
+    settled = [s for s, _ in log[3:] if s.steps]
+    assert len(settled) >= 5 and all(s.seconds <= 0.005 + 1e-4 for s in settled)
+    assert any(len(s.step_kinds) > 1 for s in settled), "a 5 ms budget fits several steps of this size"
+
+
+def test_focus_speaks_first(world):
+    rt, clock, _, (focus, ambient, _) = world
+    rt.say(ambient, "Lovely weather.", priority=AMBIENT)
+    rt.say(focus, "Who are you?", priority=FOCUS)
+    events = [e for _, evs in run_frames(rt, clock, 300, budget_ms=2.0) for e in evs]
+    started = [e.npc for e in events if e.kind == STARTED]
+    assert started == ["focus", "ambient"]
+    assert {e.npc for e in events if e.kind == DONE} == {"focus", "ambient"}
+
+
+def test_ambient_progresses_while_focus_never_stops_talking(world):
+    rt, clock, _, (focus, ambient, _) = world
+    rt.say(ambient, "Lovely weather.", priority=AMBIENT)
+    rt.say(focus, "Question 0?", priority=FOCUS)
+    focus_replies, ambient_done = 0, False
+    for frame in range(2000):
+        (_, events), = run_frames(rt, clock, 1, budget_ms=1.5)
+        for event in events:
+            if event.kind == DONE and event.npc == "focus":
+                focus_replies += 1
+                rt.say(focus, f"Question {focus_replies}?", priority=FOCUS)  # the player never stops
+            ambient_done |= event.kind == DONE and event.npc == "ambient"
+        if ambient_done:
+            break
+    assert ambient_done, "low-priority work must not starve"
+    assert focus_replies >= 1
+
+
+def test_decoding_npcs_share_one_forward_pass(world):
+    rt, clock, timed, npcs = world
+    for npc in npcs:
+        rt.say(npc, "Hello")
+    run_frames(rt, clock, 200)
+    assert max(n for kind, n in timed.calls if kind == "decode") == 3
+
+
+def test_long_prompts_are_prefilled_in_chunks_over_frames(world):
+    rt, clock, timed, (focus, _, _) = world
+    rt.say(focus, "word " * 300)
+    log = run_frames(rt, clock, 60, budget_ms=3.0)
+    chunks = [n for kind, n in timed.calls if kind == "prefill"]
+    assert len(chunks) > 5 and sum(chunks) > 300
+    frames_with_prefill = sum(1 for s, _ in log if s.prefill_tokens)
+    assert frames_with_prefill > 3
+
+
+def test_cancel_frees_the_npc_and_leaves_no_history(world):
+    rt, clock, _, (focus, _, _) = world
+    first = rt.say(focus, "Tell me everything.")
+    queued = rt.say(focus, "And then?")
+    while not any(e.kind == TEXT for e in run_frames(rt, clock, 1)[0][1]):
+        pass
+    assert focus.current is not None and not focus.current.done
+    rt.cancel(focus)
+    events = rt.poll()
+    assert [(e.kind, e.reply, e.finish) for e in events] == [(DONE, first, "cancelled")]
+    assert not rt.busy() and focus.history == [] and not rt.scheduler.jobs
+    later = rt.say(focus, "A new question.")
+    log = run_frames(rt, clock, 200)
+    ids = {e.reply for _, evs in log for e in evs}
+    assert ids == {later} and queued not in ids
+    assert len(focus.history) == 1
+
+
+def test_event_order_per_reply(world):
+    rt, clock, _, npcs = world
+    said = {npc.id: rt.say(npc, "Good day to you.") for npc in npcs}
+    events = [e for _, evs in run_frames(rt, clock, 300) for e in evs]
+    for npc_id, reply_id in said.items():
+        mine = [e for e in events if e.npc == npc_id]
+        assert {e.reply for e in mine} == {reply_id}
+        kinds = [e.kind for e in mine]
+        assert kinds[0] == STARTED and kinds[-1] == DONE and kinds.count(DONE) == 1
+        assert set(kinds) <= {STARTED, TEXT, SENTENCE, DONE}
+        streamed = "".join(e.text for e in mine if e.kind == TEXT).strip()
+        assert streamed == mine[-1].text
+
+
+def test_deadline_raises_urgency(world):
+    rt, clock, _, (a, b, _) = world
+    rt.say(a, "No hurry at all.", priority=NORMAL)
+    rt.say(b, "Quickly!", priority=NORMAL, deadline_ms=20)
+    events = [e for _, evs in run_frames(rt, clock, 200, budget_ms=2.0) for e in evs]
+    starts = [e.npc for e in events if e.kind == STARTED]
+    assert starts[0] == "ambient"  # npc b, asked second, with a deadline
+
+
+def test_token_budget_per_tick(world):
+    rt, clock, _, npcs = world
+    for npc in npcs:
+        rt.say(npc, "Hello there")
+    log = run_frames(rt, clock, 100, budget_ms=50.0, max_tokens=3)
+    assert all(s.prefill_tokens + s.decoded_tokens <= 3 for s, _ in log)
+
+
+def test_zero_negative_and_bad_budgets(world):
+    rt, clock, timed, (focus, _, _) = world
+    rt.say(focus, "Hello")
+    assert rt.tick(budget_ms=0).steps == 0 and rt.tick(budget_ms=-5).steps == 0
+    assert timed.calls == []
+    for bad in (float("nan"), "4", None, True):
+        with pytest.raises(InvalidArgumentError):
+            rt.tick(budget_ms=bad)
+    with pytest.raises(InvalidArgumentError):
+        rt.tick(max_tokens=-1)
+
+
+def test_bad_calls_are_typed_errors(world):
+    rt, _, _, (focus, _, _) = world
+    with pytest.raises(InvalidArgumentError):
+        rt.say("nobody", "hi")
+    with pytest.raises(InvalidArgumentError):
+        rt.say(focus, "   ")
+    with pytest.raises(InvalidArgumentError):
+        rt.set_priority(focus, float("inf"))
+    with pytest.raises(InvalidArgumentError):
+        rt.say(focus, "hi", deadline_ms=0)
+
+
+def test_calls_from_another_thread_are_refused(world):
+    rt, _, _, (focus, _, _) = world
+    caught = []
+    thread = threading.Thread(target=lambda: caught.append(pytest.raises(InvalidArgumentError, rt.say, focus, "hi")))
+    thread.start()
+    thread.join()
+    assert caught
