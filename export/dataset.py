@@ -2,13 +2,15 @@
 
 A sample is one dialogue rendered as the runtime renders a conversation: the persona (the system prompt
 and example shots of `lmpc_runtime.persona`), the earlier exchanges as history, and before the last
-player line, for some samples, the memory note (`persona.memory_note`) with facts the character recalls.
+player line, for some samples, the memory note (`persona.memory_note`) with what the runtime's retrieval
+recalls for that line (lore and the bundle's indexed statements, `runtime_notes`).
 Ids are built turn by turn with the runtime's own `ChatFormat`, so training sees exactly the tokens a
 game will feed. The loss mask covers the character's replies and the `<|im_end|>` that closes each
 (so the model learns to stop), never the persona, the shots, the player or the memory note.
 
 The writer's dialogues are weighted: each appears `writer_weight` times, once without a memory note (the
-model must know its core facts by heart) and otherwise with one (it must use what retrieval hands it).
+model must know its core facts by heart, and a greeting recalls nothing) and otherwise with the note the
+runtime would give it (it must use what retrieval hands it).
 """
 
 from __future__ import annotations
@@ -16,44 +18,39 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from dataclasses import dataclass
+from typing import Callable
 
 from lmpc_runtime.chat import ChatFormat
+from lmpc_runtime.memory.embedder import Embedder
+from lmpc_runtime.memory.lorebook import LoreScanner
+from lmpc_runtime.memory.recall import Recall
+from lmpc_runtime.memory.store import MemoryStore
 from lmpc_runtime.persona import example_shots, memory_note, system_prompt
 from lmpc_runtime.sheet import CharacterSheet
 
 from .dialogues import Dialogue
+from .memories import memories_state, sheet_statements
 
-# How many facts a memory note holds: the APC paper found 4-6 retrieved statements best; a 135M model
-# reads fewer well.
-RECALLED_FACTS = 4
-_WORD = re.compile(r"[a-z][a-z'-]+")
-# Words too common to say whether a fact is relevant.
-_STOPWORDS = frozenset("""
-a an the and or but if of to in on at by for with from as is are was were be been being it its this that
-these those he she his her him they them their you your i me my we our us not no do does did have has had so
-than then there here what who whom which when where why how all any some one can could would should will
-shall may might must very more most much many such only also into out up down over about after before again
-just own same too
-""".split())
+# The memory note for the last of `messages` (the conversation so far, oldest first, ending with the
+# player's new line): the lines the runtime would recall for it.
+NoteFor = Callable[[list[str]], tuple[str, ...]]
 
 
-def content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2}
+def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Callable[[str], int]) -> NoteFor:
+    """Memory notes exactly as an NPC built from `sheet` makes them at the start of a game (no game facts
+    set): the lorebook entries the conversation activates, then the statements the bundle indexes
+    (embedded and int8-coded as `lmpc build` does) that the embedder finds relevant, with the runtime's
+    own `Recall` and its default settings."""
+    store = MemoryStore(embedder.dim)
+    store.add_state(memories_state(sheet_statements(sheet, system_prompt(sheet)), embedder))
 
+    def note(messages: list[str]) -> tuple[str, ...]:
+        # A fresh lorebook scanner per conversation: its timers must not carry over between samples.
+        recall = Recall(store, embedder, LoreScanner(sheet.lorebook, count_tokens), count_tokens, sheet.name)
+        return tuple(recall.note_lines(messages[-1], messages, {}, turn=(len(messages) + 1) // 2))
 
-def recall(facts: tuple[str, ...], text: str, rng: random.Random, k: int = RECALLED_FACTS) -> tuple[str, ...]:
-    """Up to `k` facts as retrieval might return them for `text`: those sharing the most content words
-    with it (at least two), topped up with random others, in shuffled order (the model must not learn
-    that the first fact is the one that matters)."""
-    words = content_words(text)
-    scored = sorted(((len(words & content_words(f)), i) for i, f in enumerate(facts)), reverse=True)
-    chosen = [i for score, i in scored[:k] if score >= 2]
-    others = [i for i in range(len(facts)) if i not in chosen]
-    chosen += rng.sample(others, min(k - len(chosen), len(others)))
-    rng.shuffle(chosen)
-    return tuple(facts[i] for i in chosen)
+    return note
 
 
 @dataclass(frozen=True)
@@ -63,18 +60,18 @@ class Sample:
     group: int  # the dialogue it came from: copies of one dialogue stay on one side of the held-out split
 
 
-def make_samples(dialogues: list[Dialogue], sheet: CharacterSheet, seed: int = 0,
-                 writer_weight: int = 2) -> list[Sample]:
-    rng = random.Random(seed)
+def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer_weight: int = 2) -> list[Sample]:
+    """Each writer's dialogue `writer_weight` times: once without a memory note, then with the note `notes`
+    gives its last player line (when it gives one); a generated dialogue once, with the note it was
+    answered with."""
     samples = []
     for group, dialogue in enumerate(dialogues):
         if dialogue.source == "generated":
             samples.append(Sample(dialogue, dialogue.memories, group))
             continue
-        player, npc = dialogue.turns[-1]
-        for copy in range(writer_weight):
-            memories = recall(sheet.facts, f"{player} {npc}", rng) if copy else ()
-            samples.append(Sample(dialogue, memories, group))
+        messages = [line for exchange in dialogue.turns[:-1] for line in exchange] + [dialogue.turns[-1][0]]
+        note = notes(messages) if notes is not None else ()
+        samples += [Sample(dialogue, note if copy else (), group) for copy in range(writer_weight)]
     return samples
 
 

@@ -28,8 +28,9 @@ from lmpc_runtime.sheet import load_sheet
 
 from . import checkpoint as ckpt
 from .build import build, default_cache_dir, prepare_model, special_tokens
-from .dataset import make_samples, persona_digest, persona_ids, render, split
+from .dataset import make_samples, persona_digest, persona_ids, render, runtime_notes, split
 from .dialogues import Dialogue, dialogue_file_for, writer_dialogues
+from .embedder import load_embedder, prepare_embedder
 from .generator import Generator, LocalGenerator, OpenAIChatGenerator
 from .hygiene import Hygiene
 from .report import markdown_report
@@ -82,6 +83,10 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     base = options.base or ckpt.base_gguf()
     cache = options.cache_dir or default_cache_dir()
     entry = prepare_model(base, cache, log)
+    tokenizer = entry / "checkpoint" / "tokenizer.json"
+    chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
+    # Memory notes as the bundle's own retrieval will make them.
+    notes = runtime_notes(sheet, load_embedder(prepare_embedder(cache, log)), chat.count)
     seconds["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -92,15 +97,13 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
         generator_description = generator.description
         log(f"data: asking {generator.description} for {options.generate} dialogues")
         with _progress_bar(options.generate, "generating dialogues", options.progress) as bar:
-            generated = synthesise(sheet, generator, options.generate, options.seed, bar.update)
+            generated = synthesise(sheet, generator, options.generate, notes, options.seed, bar.update)
     seconds["generate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     kept, hygiene = Hygiene(sheet, seed=options.seed).clean(written + generated)
-    chat = ChatFormat.from_file(str(entry / "checkpoint" / "tokenizer.json"),
-                                special_tokens(entry / "checkpoint" / "tokenizer.json"))
     persona = persona_ids(sheet, chat)
-    samples = make_samples(kept, sheet, options.seed, options.writer_weight)
+    samples = make_samples(kept, notes, options.writer_weight)
     rendered = {s: render(s, sheet, chat, persona) for s in samples}
     fits = [s for s in samples if len(rendered[s].input_ids) <= options.train.max_length]
     train_samples, held_out = split(fits, options.eval_fraction, options.seed)

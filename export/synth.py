@@ -3,7 +3,7 @@
 For each dialogue a `Scene` is drawn; the generator first writes what the interlocutor says (shown a few
 of the sheet's example contexts and lines as a pattern, the same few for the whole run), then answers
 as the character with the runtime's own prompt — persona system prompt, example shots, the
-conversation so far, the memory note with facts recalled for the line — plus one system line saying
+conversation so far, the memory note the runtime would recall for the line — plus one system line saying
 who is speaking, which the training sample leaves out (the game does not tell the NPC who the player
 is pretending to be). Some dialogues go on for a second or third exchange. Everything produced is raw:
 `hygiene` decides what is kept.
@@ -19,7 +19,7 @@ from lmpc_runtime.errors import ContextOverflowError
 from lmpc_runtime.persona import example_shots, memory_note, system_prompt
 from lmpc_runtime.sheet import CharacterSheet
 
-from .dataset import recall
+from .dataset import NoteFor
 from .dialogues import Dialogue
 from .generator import Generator, Message
 from .scenes import Scene, SceneSampler
@@ -77,9 +77,10 @@ def answer_messages(sheet: CharacterSheet, scene: Scene, history: list[tuple[str
     return messages
 
 
-def synthesise(sheet: CharacterSheet, generator: Generator, count: int, seed: int = 0,
+def synthesise(sheet: CharacterSheet, generator: Generator, count: int, notes: NoteFor, seed: int = 0,
                progress: Callable[[int], None] = lambda _: None) -> list[Dialogue]:
-    """`count` raw generated dialogues of one to MAX_TURNS exchanges. `progress(1)` after each."""
+    """`count` raw generated dialogues of one to MAX_TURNS exchanges, each answer given the memory note
+    `notes` makes for its question. `progress(1)` after each."""
     sampler = SceneSampler(sheet, seed)
     rng = random.Random(seed + 1)
     shots = pattern_shots(sheet, rng)
@@ -95,7 +96,7 @@ def synthesise(sheet: CharacterSheet, generator: Generator, count: int, seed: in
                 question = clean_line(asked, ("Speaker",))
                 if not question:
                     break
-                recalled = recall(sheet.facts, question, rng)
+                recalled = notes([line for exchange in turns for line in exchange] + [question])
                 answer = clean_line(generator.chat(answer_messages(sheet, scene, turns, question, recalled)),
                                     (sheet.name, first_name))
             except ContextOverflowError:

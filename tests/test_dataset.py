@@ -1,12 +1,11 @@
 """Training samples: the runtime's exact prompt ids, the loss mask, memory notes, weights and the split."""
 
-import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lmpc_export.dataset import Sample, make_samples, persona_digest, persona_ids, recall, render, split
+from lmpc_export.dataset import Sample, make_samples, persona_digest, persona_ids, render, runtime_notes, split
 from lmpc_export.dialogues import Dialogue, dialogue_file_for, load_dialogues, writer_dialogues
 from lmpc_runtime import Runtime, SheetError
 from lmpc_runtime.persona import memory_note
@@ -26,15 +25,23 @@ def npc(tiny_bundle):
         yield rt.load_npc(tiny_bundle, seed=0)
 
 
-def test_recall_finds_the_relevant_fact_among_others():
-    sheet = load_sheet(ORLANDO_SHEET)
-    recalled = recall(sheet.facts, "What is the name of your grey mare, the horse your sister named?",
-                      random.Random(0))
-    assert len(recalled) == 4 and len(set(recalled)) == 4 and set(recalled) <= set(sheet.facts)
-    assert "Orlando's horse is a grey mare named Vesper, named by his sister Isolde." in recalled
-    firsts = {recall(sheet.facts, "grey mare horse sister named", random.Random(seed))[0]
-              for seed in range(8)}
-    assert len(firsts) > 1, "the relevant fact must not always come first"
+def test_memory_notes_are_the_runtime_prompts_notes(tiny_bundle):
+    """The note a training sample gets for a line is the one the runtime puts in the prompt for it."""
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, seed=0)
+        sheet = npc.bundle.character
+        notes = runtime_notes(sheet, npc.embedder, npc.chat.count)
+        # The tiny embedder finds a statement relevant only when asked in its own words.
+        statement = next(m.text for m in npc.memories)
+        for line in (statement, "Where is the nearest inn?"):
+            note = notes([line])
+            rendered = render(Sample(Dialogue(((line, "Hm."),), "writer"), note, 0), sheet, npc.chat)
+            reply = npc.start_reply(line)
+            prompt = npc.seq.tokens + reply.todo
+            reply.cancel()
+            npc.reset()
+            assert rendered.input_ids[: len(prompt)] == prompt
+        assert notes([statement])[0] == statement
 
 
 def test_render_gives_exactly_the_runtime_prompt(npc):
@@ -76,17 +83,20 @@ def test_the_memory_note_sits_just_before_the_last_player_line(npc):
 
 
 def test_writer_dialogues_are_weighted_and_generated_ones_keep_their_memories():
-    sheet = load_sheet(ORLANDO_SHEET)
     generated = Dialogue(turns=(("Hi?", "Good day."),), source="generated", memories=("A fact.",))
-    samples = make_samples([THREE_TURNS, generated], sheet, seed=1, writer_weight=3)
+    asked = []
+    notes = lambda messages: asked.append(messages) or (f"recalled for {messages[-1]}",)  # noqa: E731
+    samples = make_samples([THREE_TURNS, generated], notes, writer_weight=3)
     assert [s.group for s in samples] == [0, 0, 0, 1]
-    assert samples[0].memories == () and all(len(s.memories) == 4 for s in samples[1:3])
+    assert asked == [["Who are you?", "Orlando Marlo, of Brightwater Hall.", "And your horse?",
+                      "Vesper, a grey mare my sister named.", "Where is she now?"]]
+    assert samples[0].memories == () and all(s.memories == ("recalled for Where is she now?",) for s in samples[1:3])
     assert samples[3].memories == ("A fact.",)
 
 
 def test_split_keeps_each_dialogue_on_one_side():
     dialogues = [replace(THREE_TURNS, context=str(i)) for i in range(20)]
-    samples = make_samples(dialogues, load_sheet(ORLANDO_SHEET), writer_weight=2)
+    samples = make_samples(dialogues, writer_weight=2)
     train, held = split(samples, 0.1, seed=3)
     assert len(held) == 4 and not {s.group for s in train} & {s.group for s in held}
     assert split(samples, 0.1, seed=3) == (train, held)
