@@ -37,8 +37,9 @@ def markdown_report(report: dict) -> str:
     training = report.get("training")
     if training:
         cfg = training["config"]
+        layers = f" on the last {cfg['lora_layers']} layers" if cfg.get("lora_layers") else ""
         method = "full fine-tune" if training["kind"] == "full" else (
-            f"LoRA r={cfg['lora_rank']}, alpha {cfg['lora_alpha']}, dropout {cfg['lora_dropout']}")
+            f"LoRA r={cfg['lora_rank']}{layers}, alpha {cfg['lora_alpha']}, dropout {cfg['lora_dropout']}")
         lines += ["", "## Training", "",
                   f"{method}; learning rate {cfg['learning_rate']}, batch {cfg['batch_size']}, "
                   f"{training['steps']} steps on {training['device']}, "

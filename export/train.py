@@ -42,6 +42,9 @@ class TrainConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    # Adapt only the last N decoder layers (None: all). The backward pass then stops at the lowest adapted
+    # layer, which on a CPU makes a step markedly cheaper.
+    lora_layers: int | None = None
     warmup_ratio: float = 0.05
     max_length: int = 1024  # longer samples are left out (never cut: a cut reply teaches a cut reply)
     share_prefix: bool = True
@@ -145,9 +148,13 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
         raise ExportError(f"{checkpoint}: the pad token must differ from eos, or the model never learns "
                           "to stop")
     if not config.full:
+        layers = model.config.num_hidden_layers
+        if config.lora_layers is not None and not 1 <= config.lora_layers <= layers:
+            raise ExportError(f"lora_layers must be between 1 and {layers}, not {config.lora_layers}")
+        top = None if config.lora_layers is None else list(range(layers - config.lora_layers, layers))
         model = get_peft_model(model, LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
+            target_modules=list(LORA_TARGETS), layers_to_transform=top, task_type="CAUSAL_LM"))
     gpu = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(work / "epochs"),
@@ -200,7 +207,9 @@ def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered
     shutil.rmtree(work, ignore_errors=True)
     trainer = make_trainer(checkpoint, train_rows, eval_rows, config, work, progress)
     log(f"train: {len(train_rows)} samples, {len(eval_rows)} held out, "
-        f"{'full fine-tune' if config.full else f'LoRA r={config.lora_rank}'}, lr {config.lr}, "
+        f"{'full fine-tune' if config.full else f'LoRA r={config.lora_rank}'}"
+        f"{f' on the last {config.lora_layers} layers' if config.lora_layers and not config.full else ''}, "
+        f"lr {config.lr}, "
         f"{config.epochs} epochs of {math.ceil(len(train_rows) / config.batch_size)} steps")
     before = trainer.evaluate()["eval_loss"]
     log(f"train: held-out loss before training {before:.4f}")

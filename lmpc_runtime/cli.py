@@ -59,6 +59,7 @@ def _train(args: argparse.Namespace) -> int:
     train = _export_module("train", "train", "train")
     config = train.TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                                full=args.full, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
+                               lora_layers=args.lora_layers,
                                seed=args.seed, threads=args.threads)
     options = pipeline.TrainOptions(
         dialogues=Path(args.dialogues) if args.dialogues else None, generate=args.generate,
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA, 5e-5 full)")
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-layers", type=int, help="adapt only the last N layers (cheaper steps; default: all)")
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
     p.add_argument("--adapter-out", help="where the adapter and report go (default: BUNDLE with .lora)")
     p.add_argument("--prepare-only", action="store_true", help="stop after the dataset and hygiene report")

@@ -23,7 +23,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from lmpc_export import checkpoint as ckpt  # noqa: E402
-from lmpc_export.build import prepare_model, special_tokens  # noqa: E402
+from lmpc_export.build import build, prepare_model, special_tokens  # noqa: E402
 from lmpc_export.dataset import make_samples, persona_ids, render, split  # noqa: E402
 from lmpc_export.dialogues import writer_dialogues  # noqa: E402
 from lmpc_export.tiny import make_tiny_checkpoint  # noqa: E402
@@ -42,7 +42,9 @@ def tiny(tmp_path_factory):
     sheet = load_sheet(ORLANDO_SHEET)
     tokenizer = checkpoint / "tokenizer.json"
     chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
-    samples = make_samples(writer_dialogues(sheet, None)[:6], sheet, writer_weight=2)
+    # A stand-in for retrieval (the real one is tested in test_dataset.py): two facts per note.
+    notes = lambda messages: sheet.facts[len(messages[-1]) % 8:][:2]  # noqa: E731
+    samples = make_samples(writer_dialogues(sheet, None)[:6], notes, writer_weight=2)
     train_samples, held_out = split(samples, 0.2, seed=1)
     persona = persona_ids(sheet, chat)
     rows = lambda chosen: [render(s, sheet, chat, persona) for s in chosen]  # noqa: E731
@@ -101,6 +103,34 @@ def test_lora_lowers_the_loss_and_keeps_the_best_epoch(tiny):
     assert not (tmp / ".adapter.work").exists()
 
 
+def test_lora_on_the_last_layers_only(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, lora_layers=1), tmp / "top",
+                           progress=False)
+    layers = trainer.model.config.num_hidden_layers
+    adapted = {int(name.split(".layers.")[1].split(".")[0])
+               for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert layers > 1 and adapted == {layers - 1}
+    with pytest.raises(ExportError, match="lora_layers must be between 1 and"):
+        make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, lora_layers=layers + 1), tmp / "top",
+                     progress=False)
+
+
+def test_a_full_fine_tune_writes_a_plain_checkpoint(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    out = tmp / "full"
+    result = train(checkpoint, train_rows, eval_rows, replace(FAST, full=True, epochs=1, learning_rate=1e-2),
+                   out, {}, progress=False)
+    assert result.kind == "full" and result.epochs[1].eval_loss < result.epochs[0].eval_loss
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert not torch.equal(tuned.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+
+
 def test_a_merged_adapter_exports_with_the_merged_logits(tiny):
     """Base + adapter → merged checkpoint in the cache entry → ONNX: the checkpoint the export made gives the
     same logits as merging with peft directly, and differs from the base."""
@@ -127,10 +157,14 @@ def test_a_merged_adapter_exports_with_the_merged_logits(tiny):
     fp32 = next(p for p in report["parity"] if p["variant"] == "fp32")
     assert fp32["max_logit_diff"] < 1e-3 and fp32["top1_agreement"] == 1.0
 
-    # The same adapter is cached; an adapter trained on another base is refused.
+    # The same adapter is cached; a sheet whose persona changed since training is built with a warning.
     log = []
-    assert prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=adapter) == entry
-    assert len(log) == 1
+    out = build(ORLANDO_SHEET, tmp / "merged.lmpc", source=checkpoint, cache_dir=tmp / "cache",
+                context_length=1024, adapter=adapter, log=log.append)
+    assert log[0].startswith("warning:") and "another persona" in log[0]
+    assert log[1] == f"model: cached ({entry})"
+    assert read_bundle(out).report["export"]["adapter"] == str(adapter)
+    # An adapter trained on another base is refused.
     (adapter / "lmpc_adapter.json").write_text(json.dumps({"base_fingerprint": "someotherbase"}))
     with pytest.raises(ExportError, match="trained on base model someotherbase"):
         prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=adapter)
