@@ -13,7 +13,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
 
-.PHONY: setup bundle demo test clean
+.PHONY: setup bundle capi demo test clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -37,6 +37,12 @@ bundle: $(DEMO_BUNDLE)/manifest.msgpack
 
 $(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET)
 	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE)
+
+# The C library for engines: build/capi/liblmpc.so and lmpc.h.
+capi: build/capi/liblmpc.so
+
+build/capi/liblmpc.so: $(VENV)/.lmpc-installed bindings/lmpc.h bindings/lmpc_capi.c
+	$(BIN)/lmpc build-capi -o build/capi
 
 demo: bundle
 	@if [ -t 0 ]; then $(BIN)/lmpc chat $(DEMO_BUNDLE); \

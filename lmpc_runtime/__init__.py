@@ -3,8 +3,10 @@
     from lmpc_runtime import Runtime
     rt = Runtime(threads=2)
     npc = rt.load_npc("build/orlando_marlo.lmpc")
-    for event in npc.ask("Who are you?"):
-        ...
+    rt.say(npc, "Who are you?")
+    while running:                 # once per frame
+        rt.tick(budget_ms=4)
+        for event in rt.poll(): ...
 """
 
 from .bundle import Bundle, read_bundle
@@ -26,6 +28,7 @@ from .errors import (
     SaveMismatchError,
     SaveVersionError,
     SheetError,
+    StateError,
 )
 from .hooks import TextHooks
 from .memory.recall import RecallConfig
@@ -34,15 +37,17 @@ from .memory.summary import SummaryConfig
 from .npc import Npc
 from .reply import Event
 from .runtime import Runtime
+from .scheduler import AMBIENT, FOCUS, NORMAL, TickStats
 from .sampling import SamplingConfig
 from .sheet import CharacterSheet, load_sheet
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError", "BundleMissingError",
-    "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event", "ExportError", "HookError",
-    "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc", "RecallConfig", "Runtime",
-    "SamplingConfig", "SaveCorruptError", "SaveError", "SaveFormatError", "SaveMismatchError",
-    "SaveVersionError", "SheetError", "SummaryConfig", "TextHooks", "load_sheet", "read_bundle",
+    "AMBIENT", "FOCUS", "NORMAL", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError",
+    "BundleMissingError", "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event",
+    "ExportError", "HookError", "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc",
+    "RecallConfig", "Runtime", "SamplingConfig", "SaveCorruptError", "SaveError", "SaveFormatError",
+    "SaveMismatchError", "SaveVersionError", "SheetError", "StateError", "SummaryConfig", "TextHooks",
+    "TickStats", "load_sheet", "read_bundle",
 ]

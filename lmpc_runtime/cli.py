@@ -75,6 +75,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_capi(args: argparse.Namespace) -> int:
+    try:
+        from lmpc_bindings.build import build_capi
+    except ImportError as exc:
+        raise LmpcError(f"the C bindings are not installed with this copy of LMPC: {exc}") from exc
+    print(build_capi(Path(args.output)))
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     sheet = load_sheet(args.sheet)
     print(f"{args.sheet}: OK: {sheet.name}, {len(sheet.facts)} facts, {len(sheet.examples)} example exchanges, "
@@ -191,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads for training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("build-capi", help="compile the C library liblmpc.so (with lmpc.h) for engines")
+    p.add_argument("-o", "--output", required=True, help="directory to write liblmpc.so and lmpc.h into")
+    p.set_defaults(run=_build_capi)
 
     p = sub.add_parser("check", help="validate a character sheet")
     p.add_argument("sheet")

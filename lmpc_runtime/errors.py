@@ -13,6 +13,10 @@ class InvalidArgumentError(LmpcError, ValueError):
     """A caller passed a value the API does not accept (wrong type, out of range, unknown id)."""
 
 
+class StateError(LmpcError):
+    """A call made in the wrong state: from a thread that does not own the runtime, or after close."""
+
+
 class SheetError(LmpcError):
     """A character sheet (or imported card) is malformed; `problems` lists each one with its place."""
 

@@ -23,14 +23,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from .bundle import read_bundle
 from .chat import ChatFormat
 from .engine import Engine, EngineOptions
-from .errors import InvalidArgumentError, LmpcError
+from .errors import InvalidArgumentError, LmpcError, StateError
 from .memory.embedder import Embedder
 from .npc import Npc, clean_player_text
 from .reply import DONE, ERROR, FINISH_ERROR, Event
@@ -54,6 +55,9 @@ class _Line:
     sampling: SamplingConfig | None
 
 
+T = TypeVar("T")
+
+
 class Runtime:
     """Owns the loaded models and NPCs. `seed` makes every NPC's replies reproducible run to run.
 
@@ -71,6 +75,7 @@ class Runtime:
         self._seeds = np.random.SeedSequence(seed)
         self._engines: dict[tuple[str, str], Engine] = {}
         self._embedders: dict[str, Embedder] = {}  # by the embedder file's sha256
+        self._tokenizers: dict[str, Tokenizer] = {}  # by the tokenizer file's sha256
         # Looked up by the caller's thread; `_npcs`, `_lines` and `_priority` belong to whichever thread
         # does the model work (the caller's, or the worker's: changes reach it through `_call`).
         self._registry: dict[str, Npc] = {}
@@ -114,7 +119,10 @@ class Runtime:
         if embedder is None:
             embedder = Embedder(str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder,
                                 self.options)
-        chat = ChatFormat.from_file(str(bundle.tokenizer_path), bundle.special)
+        tokenizer = self._tokenizers.get(bundle.tokenizer_sha256)
+        if tokenizer is None:  # parsing the 3.5 MB tokenizer takes a while: NPCs of one bundle share it
+            tokenizer = self._tokenizers[bundle.tokenizer_sha256] = Tokenizer.from_file(str(bundle.tokenizer_path))
+        chat = ChatFormat(tokenizer, bundle.special)
         npc = Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling)
         value = _priority_value(priority)
         if warm:
@@ -155,13 +163,16 @@ class Runtime:
         for job in [j for j in self.scheduler.jobs if j.reply.npc_id == npc.id]:
             self.scheduler.cancel(job.reply)  # its background jobs: a summary nobody will read
         del self._npcs[npc.id], self._lines[npc.id], self._priority[npc.id]
-        # A model no NPC uses any more is released.
+        # A model or tokenizer no NPC uses any more is released.
         in_use = {(n.bundle.model.sha256, n.bundle.model.layout) for n in self._npcs.values()}
         for key in [k for k in self._engines if k not in in_use]:
             del self._engines[key]
         embedders_in_use = {n.bundle.embedder.sha256 for n in self._npcs.values()}
         for key in [k for k in self._embedders if k not in embedders_in_use]:
             del self._embedders[key]
+        tokenizers_in_use = {n.bundle.tokenizer_sha256 for n in self._npcs.values()}
+        for key in [k for k in self._tokenizers if k not in tokenizers_in_use]:
+            self._tokenizers.pop(key, None)
 
     # -- talking ---------------------------------------------------------------------------------
 
@@ -280,6 +291,36 @@ class Runtime:
             return self._worker.busy
         return bool(self.scheduler.jobs) or any(self._lines.values())
 
+    # -- game state and save games ---------------------------------------------------------------
+    # These wait for the model work to be at rest (in worker mode, between two steps of the thread).
+
+    def set_fact(self, npc: str | Npc, name: str, value: bool | int | float | str | None) -> None:
+        """Tell an NPC a fact or flag of the game (see Npc.facts); raises InvalidArgumentError on a bad one."""
+        target = self.npc(npc)
+        self._run(lambda: target.facts.set(name, value))
+
+    def save_state(self, npc: str | Npc, path: str | Path, include_kv: bool = False) -> None:
+        """Write an NPC's whole state to one file, atomically (Npc.save)."""
+        target = self.npc(npc)
+        self._run(lambda: target.save(path, include_kv))
+
+    def save_state_bytes(self, npc: str | Npc, include_kv: bool = False) -> bytes:
+        target = self.npc(npc)
+        return self._run(lambda: target.to_bytes(include_kv))
+
+    def load_state(self, npc: str | Npc, path: str | Path) -> None:
+        """Restore a state written by save_state; the NPC's reply in progress and waiting lines are dropped."""
+        target = self.npc(npc)
+        self._run(lambda: self._load(target, lambda: target.load(path)))
+
+    def load_state_bytes(self, npc: str | Npc, data: bytes) -> None:
+        target = self.npc(npc)
+        self._run(lambda: self._load(target, lambda: target.load_bytes(data)))
+
+    def _load(self, npc: Npc, load: Callable[[], None]) -> None:
+        self._cancel(npc)
+        load()
+
     # -- lifetime --------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -304,9 +345,17 @@ class Runtime:
         else:
             change()
 
+    def _run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` where the runtime's state lives and return its result, waiting for the worker if any."""
+        self._check_thread()
+        if self._worker is not None:
+            self._worker.raise_if_failed()
+            return self._worker.call(fn)
+        return fn()
+
     def _check_thread(self) -> None:
         if threading.get_ident() != self._owner:
-            raise InvalidArgumentError("a Runtime must be called from the thread that created it")
+            raise StateError("a Runtime must be called from the thread that created it")
 
 
 def _priority_value(priority: float) -> float:

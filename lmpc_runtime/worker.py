@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Callable, TypeVar
 
-from .errors import InvalidArgumentError, LmpcError
+from .errors import InvalidArgumentError, LmpcError, StateError
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 SLICE_S = 0.008  # model work per wake-up before the thread pauses to honour its duty cycle
 IDLE_WAIT_S = 0.05
+CALL_TIMEOUT_S = 30.0  # a synchronous call waits for at most the model step in flight; this only guards a stuck thread
+
+T = TypeVar("T")
 
 
 class Worker:
@@ -50,6 +55,24 @@ class Worker:
     def submit(self, change: Callable[[], None]) -> None:
         self._commands.put(change)
         self._wake.set()
+
+    def call(self, fn: Callable[[], T], timeout_s: float = CALL_TIMEOUT_S) -> T:
+        """Run `fn` on the worker thread between two model steps and return its result or raise its error
+        (saving and loading an NPC must see its state at rest, and their errors belong to the caller)."""
+        result: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                result.set_result(fn())
+            except BaseException as exc:  # delivered to the caller, not fatal to the thread
+                result.set_exception(exc)
+
+        self.submit(run)
+        try:
+            return result.result(timeout_s)
+        except FutureTimeout:
+            self.raise_if_failed()
+            raise StateError(f"the LMPC worker thread did not answer within {timeout_s:g} s") from None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

@@ -67,3 +67,24 @@ def test_real_reply_over_many_small_ticks_equals_one_call(real_bundle):
                                                  budget_ms=2.0)
     assert (sliced, sliced_history) == (text, history) and text
     assert ticks > 20
+
+
+def test_worker_mode_saves_and_restores_an_npc_between_steps(tiny_bundle, tmp_path):
+    sampling = SamplingConfig(max_tokens=12)
+    with Runtime(worker=True) as rt:
+        npc = rt.load_npc(tiny_bundle, seed=3, sampling=sampling)
+        rt.set_fact(npc, "quest.stage", 2)
+        rt.say(npc, "Where is the capital?")
+        deadline = time.monotonic() + 60
+        while not any(e.kind == DONE for e in rt.poll()):
+            assert time.monotonic() < deadline, "no reply from the worker"
+            time.sleep(0.01)
+        rt.save_state(npc, tmp_path / "npc.sav")
+        saved_history = list(npc.history)
+        rt.set_fact(npc, "quest.stage", 3)
+        rt.say(npc, "And the harbour?")  # in flight, or waiting, when the load drops it
+        rt.load_state(npc, tmp_path / "npc.sav")
+        assert npc.facts["quest.stage"] == 2 and npc.history == saved_history
+        assert rt.load_state_bytes(npc, rt.save_state_bytes(npc)) is None
+        with pytest.raises(InvalidArgumentError):
+            rt.set_fact(npc, "", 1)  # the worker's validation error reaches the caller

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from lmpc_runtime import InvalidArgumentError, Runtime, SamplingConfig
+from lmpc_runtime import InvalidArgumentError, Runtime, SamplingConfig, StateError
 from lmpc_runtime.reply import DONE, SENTENCE, STARTED, TEXT
 from lmpc_runtime.scheduler import AMBIENT, FOCUS, NORMAL
 
@@ -200,7 +200,7 @@ def test_bad_calls_are_typed_errors(world):
 def test_calls_from_another_thread_are_refused(world):
     rt, _, _, (focus, _, _) = world
     caught = []
-    thread = threading.Thread(target=lambda: caught.append(pytest.raises(InvalidArgumentError, rt.say, focus, "hi")))
+    thread = threading.Thread(target=lambda: caught.append(pytest.raises(StateError, rt.say, focus, "hi")))
     thread.start()
     thread.join()
     assert caught
