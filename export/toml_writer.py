@@ -43,6 +43,18 @@ def strip_nulls(value: Any, path: str = "") -> tuple[Any, list[str]]:
     return value, dropped
 
 
+def drop_empty(value: Any) -> Any:
+    """`value` without the table entries that are None, "", [] or {} (after their own cleaning): a sheet
+    refuses empty strings and reads an absent key as its default, so a sheet's `to_dict()` goes through
+    this before `dumps`."""
+    if isinstance(value, dict):
+        cleaned = {k: drop_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v is not None and v != "" and v != [] and v != {}}
+    if isinstance(value, (list, tuple)):
+        return [drop_empty(v) for v in value]
+    return value
+
+
 def dumps(data: dict[str, Any]) -> str:
     """TOML text for `data` (str keys; str, int, float, bool, list and dict values; no None)."""
     lines: list[str] = []

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lmpc_export.toml_writer import dumps, strip_nulls
+from lmpc_export.toml_writer import drop_empty, dumps, strip_nulls
 from lmpc_runtime.sheet import load_sheet, parse_sheet
 
 from conftest import ORLANDO_SHEET
@@ -37,11 +37,15 @@ def test_awkward_values_survive_a_round_trip():
 
 def test_the_demo_sheet_round_trips_through_the_writer():
     sheet = load_sheet(ORLANDO_SHEET)
-    data, dropped = strip_nulls(sheet.to_dict())
-    data = {k: v for k, v in data.items() if v not in ((), [], "", {})}
-    text = dumps(data)
+    text = dumps(drop_empty(sheet.to_dict()))
     assert '"""' in text  # the backstory reads as a block of prose, not one escaped line
-    assert parse_sheet(tomllib.loads(text)) == sheet and not dropped
+    assert "[[lorebook.entries]]" in text
+    assert parse_sheet(tomllib.loads(text)) == sheet
+
+
+def test_drop_empty_removes_what_a_sheet_reads_as_unset():
+    assert drop_empty({"a": None, "b": "", "c": [], "d": {"e": ""}, "f": [{"g": None, "h": 0}], "i": False}) \
+        == {"f": [{"h": 0}], "i": False}
 
 
 def test_strip_nulls_reports_where():

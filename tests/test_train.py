@@ -27,7 +27,7 @@ from lmpc_export.build import build, prepare_model, special_tokens  # noqa: E402
 from lmpc_export.dataset import make_samples, persona_ids, render, split  # noqa: E402
 from lmpc_export.dialogues import writer_dialogues  # noqa: E402
 from lmpc_export.tiny import make_tiny_checkpoint  # noqa: E402
-from lmpc_export.toml_writer import dumps  # noqa: E402
+from lmpc_export.toml_writer import drop_empty, dumps  # noqa: E402
 from lmpc_export.train import TrainConfig, make_trainer, train  # noqa: E402
 
 FAST = TrainConfig(epochs=3, batch_size=4, learning_rate=3e-2, lora_rank=8, lora_alpha=16, lora_dropout=0.0)
@@ -178,9 +178,8 @@ def test_lmpc_train_end_to_end(tiny):
     tmp, checkpoint, _, _ = tiny
     sheet = load_sheet(ORLANDO_SHEET).to_dict()
     sheet["examples"] = sheet["examples"][:10]
-    sheet = {k: v for k, v in sheet.items() if v not in ((), [], "", {})}
     sheet_path = tmp / "short.toml"
-    sheet_path.write_text(dumps(sheet))
+    sheet_path.write_text(dumps(drop_empty(sheet)))
     miller = [{"player": "Good flour this year?", "npc": "The best in the Vale, goodman."},
               {"player": "And the price?", "npc": "Fair, or I will hear of it."}]
     (tmp / "short.dialogues.toml").write_text(dumps({"format": 1, "character": "Orlando Marlo", "dialogues": [
