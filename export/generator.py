@@ -61,13 +61,14 @@ class LocalGenerator:
 
     @classmethod
     def from_model_entry(cls, entry: Path, seed: int = 0) -> "LocalGenerator":
-        """From a build-cache entry (`build.prepare_model`): its int8 model and normalised tokenizer."""
-        from .build import model_spec, special_tokens
+        """From a build-cache entry (`build.prepare_model`): its shipped model and normalised tokenizer."""
+        from .build import MODEL_FILE, model_spec, special_tokens
 
-        config = json.loads((entry / "export.json").read_text())["config"]
+        export = json.loads((entry / "export.json").read_text())
+        config = export["config"]
         tokenizer = entry / "checkpoint" / "tokenizer.json"
-        spec = model_spec(config, "model.int8.onnx", "", config.get("max_position_embeddings", 2048))
-        return cls(entry / "model.int8.onnx", spec, tokenizer, special_tokens(tokenizer), seed)
+        spec = model_spec(config, export["layout"], MODEL_FILE, "", config.get("max_position_embeddings", 2048))
+        return cls(entry / MODEL_FILE, spec, tokenizer, special_tokens(tokenizer), seed)
 
     def chat(self, messages: list[Message], max_tokens: int = 120, temperature: float = 0.8) -> str:
         prompt = [t for role, text in messages for t in self.chat_format.turn(role, text)]

@@ -36,7 +36,7 @@ def _build(args: argparse.Namespace) -> int:
     build = _export_module("build", "build")
     out = build.build(Path(args.sheet), Path(args.output), source=Path(args.base) if args.base else None,
                       cache_dir=Path(args.cache_dir) if args.cache_dir else None, context_length=args.context,
-                      adapter=Path(args.adapter) if args.adapter else None, log=_log)
+                      layout=args.layout, adapter=Path(args.adapter) if args.adapter else None, log=_log)
     print(out)
     return 0
 
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="where exported models are cached (default: $LMPC_CACHE or ~/.cache/lmpc)")
     p.add_argument("--context", type=int, default=2048, help="context window in tokens")
     p.add_argument("--adapter", help="a LoRA adapter directory (from `lmpc train`) to merge into the model")
+    p.add_argument("--layout", default="lmpc-gqa", choices=("lmpc-gqa", "optimum-kv-concat"),
+                   help="model graph: the fast fused one (default), or optimum's export (the slow reference)")
     p.set_defaults(run=_build)
 
     p = sub.add_parser("import", help="turn a Character Card V2/V3 (JSON or PNG) into a character sheet")
