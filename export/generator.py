@@ -23,7 +23,7 @@ import numpy as np
 
 from lmpc_runtime.bundle import ModelSpec, read_bundle
 from lmpc_runtime.chat import ChatFormat, SpecialTokens
-from lmpc_runtime.engine import Engine, EngineOptions, KvSequence
+from lmpc_runtime.engine import EngineOptions, KvSequence, open_engine
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.npc import common_prefix
 from lmpc_runtime.reply import Reply, drive
@@ -47,7 +47,7 @@ class LocalGenerator:
     def __init__(self, model_path: Path, spec: ModelSpec, tokenizer_path: Path, special: SpecialTokens,
                  seed: int = 0, threads: int = 2):
         self.description = f"the local LMPC runtime on {model_path.parent.name}/{model_path.name}"
-        self.engine = Engine(str(model_path), spec, EngineOptions(threads=threads))
+        self.engine = open_engine(str(model_path), spec, EngineOptions(threads=threads))
         self.chat_format = ChatFormat.from_file(str(tokenizer_path), special)
         self.special = special
         self.rng = np.random.default_rng(seed)
