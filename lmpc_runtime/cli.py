@@ -14,15 +14,64 @@ from .runtime import Runtime
 from .sheet import load_sheet
 
 
-def _build(args: argparse.Namespace) -> int:
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _export_module(name: str, command: str, extra: str = "export"):
+    """A module of the offline toolchain (`lmpc_export`), with a clear error when its extra is missing."""
+    import importlib
+    import os
+
+    # The toolchain works offline: transformers, peft and datasets must not try to reach the model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from lmpc_export import build
+        return importlib.import_module(f"lmpc_export.{name}")
     except ImportError as exc:
-        raise LmpcError(f"`lmpc build` needs the export extra (pip install 'lmpc[export]'): {exc}") from exc
-    out = build(Path(args.sheet), Path(args.output), source=Path(args.base) if args.base else None,
-                cache_dir=Path(args.cache_dir) if args.cache_dir else None, context_length=args.context,
-                layout=args.layout, log=lambda line: print(line, file=sys.stderr, flush=True))
+        raise LmpcError(f"`lmpc {command}` needs the {extra} extra (pip install 'lmpc[{extra}]'): "
+                        f"{exc}") from exc
+
+
+def _build(args: argparse.Namespace) -> int:
+    build = _export_module("build", "build")
+    out = build.build(Path(args.sheet), Path(args.output), source=Path(args.base) if args.base else None,
+                      cache_dir=Path(args.cache_dir) if args.cache_dir else None, context_length=args.context,
+                      layout=args.layout, adapter=Path(args.adapter) if args.adapter else None, log=_log)
     print(out)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    card = _export_module("card", "import")
+    result = card.import_card(args.card, args.output)
+    for note in result.notes:
+        _log(f"note: {note}")
+    if result.missing:
+        _log(f"{args.output}: a draft; before `lmpc build`, write what the card did not have:")
+        for problem in result.missing:
+            _log(f"  - {problem}")
+    print(args.output)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    pipeline = _export_module("pipeline", "train", "train")
+    train = _export_module("train", "train", "train")
+    config = train.TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                               full=args.full, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
+                               lora_layers=args.lora_layers,
+                               seed=args.seed, threads=args.threads)
+    options = pipeline.TrainOptions(
+        dialogues=Path(args.dialogues) if args.dialogues else None, generate=args.generate,
+        generator_url=args.generator_url, generator_model=args.generator_model,
+        writer_weight=args.writer_weight, eval_fraction=args.eval_fraction, seed=args.seed,
+        base=Path(args.base) if args.base else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        adapter_out=Path(args.adapter_out) if args.adapter_out else None, prepare_only=args.prepare_only,
+        progress=not args.no_progress, train=config)
+    report = pipeline.train_npc(Path(args.sheet), Path(args.output), options, log=_log)
+    if "training" in report:
+        print(args.output)
     return 0
 
 
@@ -119,9 +168,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="a .gguf file or checkpoint directory (default: SmolLM2-135M-Instruct)")
     p.add_argument("--cache-dir", help="where exported models are cached (default: $LMPC_CACHE or ~/.cache/lmpc)")
     p.add_argument("--context", type=int, default=2048, help="context window in tokens")
+    p.add_argument("--adapter", help="a LoRA adapter directory (from `lmpc train`) to merge into the model")
     p.add_argument("--layout", default="lmpc-gqa", choices=("lmpc-gqa", "optimum-kv-concat"),
                    help="model graph: the fast fused one (default), or optimum's export (the slow reference)")
     p.set_defaults(run=_build)
+
+    p = sub.add_parser("import", help="turn a Character Card V2/V3 (JSON or PNG) into a character sheet")
+    p.add_argument("card")
+    p.add_argument("-o", "--output", required=True, help="the TOML character sheet to write")
+    p.set_defaults(run=_import)
+
+    p = sub.add_parser("train", help="fine-tune a model on a character and build its bundle")
+    p.add_argument("sheet")
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    p.add_argument("--dialogues", help="hand-written dialogues (default: SHEET's name with .dialogues.toml)")
+    p.add_argument("--generate", type=int, default=200, help="synthetic dialogues to generate (0: none)")
+    p.add_argument("--generator-url", help="an OpenAI-compatible endpoint, e.g. http://gpu-box:8000/v1 "
+                   "(default: the local runtime on the base model); key from $OPENAI_API_KEY")
+    p.add_argument("--generator-model", default="default", help="model name to ask the endpoint for")
+    p.add_argument("--writer-weight", type=int, default=2, help="copies of each hand-written dialogue")
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="share of dialogues held out")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA, 5e-5 full)")
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-layers", type=int, help="adapt only the last N layers (cheaper steps; default: all)")
+    p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
+    p.add_argument("--adapter-out", help="where the adapter and report go (default: BUNDLE with .lora)")
+    p.add_argument("--prepare-only", action="store_true", help="stop after the dataset and hygiene report")
+    p.add_argument("--base", help="a .gguf file or checkpoint directory (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--cache-dir", help="where exported models are cached")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads for training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=_train)
 
     p = sub.add_parser("build-capi", help="compile the C library liblmpc.so (with lmpc.h) for engines")
     p.add_argument("-o", "--output", required=True, help="directory to write liblmpc.so and lmpc.h into")

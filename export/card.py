@@ -1,0 +1,222 @@
+"""Import of SillyTavern Character Cards (V1, V2 `chara_card_v2`, V3 `chara_card_v3`) as character sheets.
+
+A card comes as JSON or as a PNG whose `tEXt` chunk `chara` (V2) or `ccv3` (V3) holds the card's JSON in
+base64. Card fields map onto the sheet where they mean the same thing, text kept verbatim:
+
+    name → name            personality → summary       description → backstory
+    first_mes → greeting   scenario → world.description mes_example → [[examples]]
+Everything else (creator notes, alternate greetings, tags, the card's own `extensions`, V3 assets…) is
+kept under the sheet's `extensions.chara_card`, with the raw `mes_example` and the lorebook
+(`character_book`, verbatim until the sheet has a lorebook section of its own), so nothing the card held
+is lost. A card has no place for much of what a sheet requires (title, values,
+objectives, facts, the world's order, opinions, ten examples): the imported sheet is a draft, and
+`SheetImport.missing` lists what the writer must add (`lmpc check` says the same).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmpc_runtime.errors import SheetError
+from lmpc_runtime.sheet import SHEET_FORMAT, parse_sheet
+
+from .toml_writer import dumps, strip_nulls
+
+MAX_CARD_BYTES = 32 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CARD_SPECS = {"chara_card_v2": 2, "chara_card_v3": 3}
+EXTENSION_KEY = "chara_card"
+# Card fields whose text becomes a sheet field verbatim (after {{char}} is replaced by the name).
+_MAPPED = {"name", "personality", "description", "first_mes", "scenario"}
+_CHAR_MACRO = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
+_USER_MACRO = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
+_START = re.compile(r"<START>", re.IGNORECASE)
+
+
+@dataclass
+class SheetImport:
+    """An imported card: the sheet as plain data, what it still lacks, and notes for the writer."""
+
+    sheet: dict[str, Any]
+    spec: str
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def toml(self) -> str:
+        header = [f"# Imported from a Character Card ({self.spec}) by `lmpc import`."]
+        if self.missing:
+            header.append("# Still to write before `lmpc build` (see docs/character-sheet.md):")
+            header += [f"#   {problem}" for problem in self.missing]
+        header += [f"# Note: {note}" for note in self.notes]
+        return "\n".join(header) + "\n\n" + dumps(self.sheet)
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The card's JSON object from a .json file or a PNG with a `ccv3`/`chara` chunk. Raises SheetError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CARD_BYTES:
+            raise SheetError(str(path), [f"the file is {size} bytes; a card may be at most {MAX_CARD_BYTES}"])
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SheetError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    text = _png_card_text(raw, str(path)) if raw.startswith(PNG_SIGNATURE) else raw
+    try:
+        card = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SheetError(str(path), [f"the card is not valid JSON: {exc}"]) from exc
+    if not isinstance(card, dict):
+        raise SheetError(str(path), ["the card must be a JSON object"])
+    return card
+
+
+def _png_card_text(raw: bytes, where: str) -> bytes:
+    """The decoded JSON bytes of the PNG's card chunk; `ccv3` wins over `chara` when both are present."""
+    chunks: dict[str, bytes] = {}
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(raw):
+        (length,) = struct.unpack(">I", raw[pos:pos + 4])
+        kind = raw[pos + 4:pos + 8]
+        data = raw[pos + 8:pos + 8 + length]
+        if len(data) != length or pos + 12 + length > len(raw):
+            raise SheetError(where, ["the PNG is truncated"])
+        (crc,) = struct.unpack(">I", raw[pos + 8 + length:pos + 12 + length])
+        if zlib.crc32(kind + data) != crc:
+            raise SheetError(where, [f"the PNG's {kind.decode('latin-1')} chunk is damaged (CRC mismatch)"])
+        if kind == b"tEXt" and b"\0" in data:
+            keyword, _, value = data.partition(b"\0")
+            chunks[keyword.decode("latin-1").lower()] = value
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    encoded = chunks.get("ccv3") or chunks.get("chara")
+    if encoded is None:
+        raise SheetError(where, ["the PNG holds no character card (no 'ccv3' or 'chara' tEXt chunk)"])
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SheetError(where, [f"the PNG's card chunk is not valid base64: {exc}"]) from exc
+
+
+def card_data(card: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """(spec name, the card's `data` object); a V1 card (no `spec`) is its own data."""
+    spec = card.get("spec")
+    if spec is None:
+        data, spec = card, "chara_card_v1"
+    elif spec in CARD_SPECS:
+        data = card.get("data")
+    else:
+        raise SheetError(where, [f"spec: unknown card spec {spec!r} (expected one of {sorted(CARD_SPECS)})"])
+    if not isinstance(data, dict):
+        raise SheetError(where, ["data: expected an object"])
+    problems = []
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        problems.append("data.name: the card has no name")
+    for key in _MAPPED | {"mes_example"}:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            problems.append(f"data.{key}: expected a string")
+    if data.get("character_book") is not None and not isinstance(data["character_book"], dict):
+        problems.append("data.character_book: expected an object")
+    if problems:
+        raise SheetError(where, problems)
+    return spec, data
+
+
+def parse_examples(mes_example: str, name: str) -> tuple[list[dict[str, str]], int]:
+    """Player/NPC pairs from a card's `mes_example` (`<START>` blocks of `{{user}}:`/`{{char}}:` lines).
+
+    Returns the pairs and the number of NPC lines that had no player line before them (left out).
+    """
+    examples: list[dict[str, str]] = []
+    orphans = 0
+    char_prefixes = ("{{char}}:", "<bot>:", f"{name.lower()}:")
+    user_prefixes = ("{{user}}:", "<user>:")
+    for block in _START.split(mes_example):
+        turns: list[list[str]] = []  # [speaker, text]
+        for line in block.splitlines():
+            low = line.strip().lower()
+            speaker = ("user" if low.startswith(user_prefixes) else "char" if low.startswith(char_prefixes)
+                       else None)
+            if speaker is not None:
+                turns.append([speaker, line.split(":", 1)[1].strip()])
+            elif turns and line.strip():
+                turns[-1][1] += "\n" + line.strip()
+        player = None
+        for speaker, text in turns:
+            if speaker == "user":
+                player = text if player is None else f"{player}\n{text}"
+            elif player is None:
+                orphans += 1
+            else:
+                examples.append({"player": player, "npc": _CHAR_MACRO.sub(name, text)})
+                player = None
+    return examples, orphans
+
+
+def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
+    """Map a card onto a sheet (plain data, in the sheet's field order). Raises SheetError on a bad card."""
+    spec, data = card_data(card, where)
+    name = data["name"].strip()
+
+    def text(key: str) -> str:
+        return _CHAR_MACRO.sub(name, data.get(key) or "").strip()
+
+    sheet: dict[str, Any] = {"format": SHEET_FORMAT, "name": name}
+    if text("personality"):
+        sheet["summary"] = text("personality")
+    if text("first_mes"):
+        sheet["greeting"] = text("first_mes")
+    if text("description"):
+        sheet["backstory"] = text("description")
+    if text("scenario"):
+        sheet["world"] = {"description": text("scenario")}
+    examples, orphans = parse_examples(data.get("mes_example") or "", name)
+    if examples:
+        sheet["examples"] = examples
+
+    kept = {k: v for k, v in data.items()
+            if k not in _MAPPED and k != "mes_example" and v not in (None, "", [], {})}
+    if data.get("mes_example"):
+        kept["mes_example"] = data["mes_example"]  # the parse into pairs drops the blocks' grouping
+    card_extra = {"spec": spec, **({"spec_version": card["spec_version"]} if "spec_version" in card else {}),
+                  **kept}
+    card_extra, dropped = strip_nulls(card_extra, f"extensions.{EXTENSION_KEY}")
+    sheet["extensions"] = {EXTENSION_KEY: card_extra}
+
+    notes = []
+    book = data.get("character_book")
+    if book and book.get("entries"):
+        notes.append(f"the card's lorebook ({len(book['entries'])} entries) is kept verbatim under "
+                     f"extensions.{EXTENSION_KEY}.character_book; the sheet has no lorebook section yet")
+    mapped_text = [text(k) for k in _MAPPED] + [ex["player"] + ex["npc"] for ex in examples]
+    users = sum(len(_USER_MACRO.findall(t)) for t in mapped_text)
+    if users:
+        notes.append(f"the text says {{{{user}}}} {users} time(s); LMPC does not replace it: "
+                     "reword those places")
+    if orphans:
+        notes.append(f"{orphans} example line(s) of the character with no player line before them "
+                     "were left out")
+    if dropped:
+        notes.append(f"null values dropped (TOML has none): {', '.join(dropped[:5])}")
+    try:
+        parse_sheet(sheet, where)
+        missing: list[str] = []
+    except SheetError as exc:
+        missing = exc.problems
+    return SheetImport(sheet=sheet, spec=spec, missing=missing, notes=notes)
+
+
+def import_card(card_path: str | Path, out: str | Path) -> SheetImport:
+    """Read a card (JSON or PNG) and write it as a TOML character sheet at `out`."""
+    result = card_to_sheet(read_card(card_path), str(card_path))
+    Path(out).write_text(result.toml(), encoding="utf-8")
+    return result

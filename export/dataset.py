@@ -1,0 +1,124 @@
+"""From dialogues to training samples: the exact token ids the runtime will show the model.
+
+A sample is one dialogue rendered as the runtime renders a conversation: the persona (the system prompt
+and example shots of `lmpc_runtime.persona`), the earlier exchanges as history, and before the last
+player line, for some samples, the memory note (`persona.memory_note`) with what the runtime's retrieval
+recalls for that line (lore and the bundle's indexed statements, `runtime_notes`).
+Ids are built turn by turn with the runtime's own `ChatFormat`, so training sees exactly the tokens a
+game will feed. The loss mask covers the character's replies and the `<|im_end|>` that closes each
+(so the model learns to stop), never the persona, the shots, the player or the memory note.
+
+The writer's dialogues are weighted: each appears `writer_weight` times, once without a memory note (the
+model must know its core facts by heart, and a greeting recalls nothing) and otherwise with the note the
+runtime would give it (it must use what retrieval hands it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from lmpc_runtime.chat import ChatFormat
+from lmpc_runtime.memory.embedder import Embedder
+from lmpc_runtime.memory.lorebook import LoreScanner
+from lmpc_runtime.memory.recall import Recall
+from lmpc_runtime.memory.store import MemoryStore
+from lmpc_runtime.persona import example_shots, memory_note, system_prompt
+from lmpc_runtime.sheet import CharacterSheet
+
+from .dialogues import Dialogue
+from .memories import memories_state, sheet_statements
+
+# The memory note for the last of `messages` (the conversation so far, oldest first, ending with the
+# player's new line): the lines the runtime would recall for it.
+NoteFor = Callable[[list[str]], tuple[str, ...]]
+
+
+def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Callable[[str], int]) -> NoteFor:
+    """Memory notes exactly as an NPC built from `sheet` makes them at the start of a game (no game facts
+    set): the lorebook entries the conversation activates, then the statements the bundle indexes
+    (embedded and int8-coded as `lmpc build` does) that the embedder finds relevant, with the runtime's
+    own `Recall` and its default settings."""
+    store = MemoryStore(embedder.dim)
+    store.add_state(memories_state(sheet_statements(sheet, system_prompt(sheet)), embedder))
+
+    def note(messages: list[str]) -> tuple[str, ...]:
+        # A fresh lorebook scanner per conversation: its timers must not carry over between samples.
+        recall = Recall(store, embedder, LoreScanner(sheet.lorebook, count_tokens), count_tokens, sheet.name)
+        return tuple(recall.note_lines(messages[-1], messages, {}, turn=(len(messages) + 1) // 2))
+
+    return note
+
+
+@dataclass(frozen=True)
+class Sample:
+    dialogue: Dialogue
+    memories: tuple[str, ...]  # the memory note before the last player line; () for none
+    group: int  # the dialogue it came from: copies of one dialogue stay on one side of the held-out split
+
+
+def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer_weight: int = 2) -> list[Sample]:
+    """Each writer's dialogue `writer_weight` times: once without a memory note, then with the note `notes`
+    gives its last player line (when it gives one); a generated dialogue once, with the note it was
+    answered with."""
+    samples = []
+    for group, dialogue in enumerate(dialogues):
+        if dialogue.source == "generated":
+            samples.append(Sample(dialogue, dialogue.memories, group))
+            continue
+        messages = [line for exchange in dialogue.turns[:-1] for line in exchange] + [dialogue.turns[-1][0]]
+        note = notes(messages) if notes is not None else ()
+        samples += [Sample(dialogue, note if copy else (), group) for copy in range(writer_weight)]
+    return samples
+
+
+@dataclass(frozen=True)
+class Rendered:
+    input_ids: list[int]
+    assistant_masks: list[int]  # 1 where the loss applies: the character's replies and their <|im_end|>
+    prefix_length: int  # tokens of the persona (system prompt + shots), the same for every sample
+
+
+def persona_ids(sheet: CharacterSheet, chat: ChatFormat) -> list[int]:
+    """The persona exactly as `Npc` builds it from a bundle's manifest."""
+    ids = chat.turn("system", system_prompt(sheet))
+    for player, npc in example_shots(sheet):
+        ids += chat.turn("user", player) + chat.turn("assistant", npc)
+    return ids
+
+
+def persona_digest(sheet: CharacterSheet) -> str:
+    """A short hash of the persona text: an adapter records the one it was trained with."""
+    persona = [system_prompt(sheet), [list(shot) for shot in example_shots(sheet)]]
+    return hashlib.sha256(json.dumps(persona).encode()).hexdigest()[:16]
+
+
+def render(sample: Sample, sheet: CharacterSheet, chat: ChatFormat,
+           persona: list[int] | None = None) -> Rendered:
+    ids = list(persona if persona is not None else persona_ids(sheet, chat))
+    mask = [0] * len(ids)
+    prefix = len(ids)
+
+    def add(tokens: list[int], learn: bool) -> None:
+        ids.extend(tokens)
+        mask.extend([int(learn)] * len(tokens))
+
+    last = len(sample.dialogue.turns) - 1
+    for i, (player, npc) in enumerate(sample.dialogue.turns):
+        if i == last and sample.memories:
+            add(chat.turn("system", memory_note(sheet.name, list(sample.memories))), False)
+        add(chat.turn("user", player) + chat.open_turn(), False)
+        add(chat.encode_text(npc) + [chat.special.im_end], True)
+        add(chat.close_turn(), False)
+    return Rendered(ids, mask, prefix)
+
+
+def split(samples: list[Sample], eval_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """(train, held out), whole dialogues to one side; at least one dialogue is held out."""
+    groups = sorted({s.group for s in samples})
+    random.Random(seed).shuffle(groups)
+    held = set(groups[: max(1, round(eval_fraction * len(groups)))])
+    return [s for s in samples if s.group not in held], [s for s in samples if s.group in held]

@@ -1,0 +1,114 @@
+"""Dialogues: the unit of training data, and the writer's hand-written ones.
+
+A `Dialogue` is one conversation with the character (one or more player/character exchanges), with
+where it came from: `sheet` (an example exchange of the sheet), `writer` (a dialogue file the writer
+polished by hand) or `generated` (written by a generator model). The writer's dialogues live in a TOML
+file beside the sheet, `<sheet>.dialogues.toml`:
+
+    format = 1
+    character = "Orlando Marlo"
+
+    [[dialogues]]
+    context = "a ferryman on the river Aure, at dawn"   # optional: who speaks, where
+    [[dialogues.turns]]
+    player = "…"
+    npc = "…"
+    [[dialogues.turns]]
+    player = "…"
+    npc = "…"
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from lmpc_runtime.errors import SheetError
+from lmpc_runtime.sheet import CharacterSheet
+
+DIALOGUES_FORMAT = 1
+SOURCES = ("sheet", "writer", "generated")
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    turns: tuple[tuple[str, str], ...]  # (player line, character's reply), oldest first
+    source: str
+    context: str = ""
+    # Facts the generator was shown before the last reply; a sample of this dialogue recalls them.
+    memories: tuple[str, ...] = ()
+
+    @property
+    def replies(self) -> tuple[str, ...]:
+        return tuple(npc for _, npc in self.turns)
+
+
+def dialogue_file_for(sheet_path: Path) -> Path:
+    """Where the writer's dialogues for a sheet live by default: `name.toml` → `name.dialogues.toml`."""
+    return sheet_path.with_name(sheet_path.stem + ".dialogues.toml")
+
+
+def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
+    """Read a dialogue file; every problem is reported at once in one SheetError."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SheetError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SheetError(str(path), [f"not a UTF-8 TOML file: {exc}"]) from exc
+    problems = []
+    if data.get("format") != DIALOGUES_FORMAT:
+        problems.append(f"format: expected {DIALOGUES_FORMAT}")
+    if data.get("character") != sheet.name:
+        problems.append(f"character: {data.get('character')!r} is not the sheet's character {sheet.name!r}")
+    unknown = set(data) - {"format", "character", "dialogues"}
+    problems += [f"{key}: unknown key" for key in sorted(unknown)]
+    dialogues = []
+    entries = data.get("dialogues")
+    if not isinstance(entries, list) or not entries:
+        problems.append("dialogues: expected at least one [[dialogues]] table")
+        entries = []
+    for i, entry in enumerate(entries):
+        where = f"dialogues[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        unknown = sorted(set(entry) - {"context", "turns"})
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {', '.join(unknown)} (a dialogue's lines go in "
+                            f"[[dialogues.turns]] tables, each with `player` and `npc`)")
+        context = entry.get("context", "")
+        turns = entry.get("turns")
+        if not isinstance(context, str):
+            problems.append(f"{where}.context: expected a string")
+        if not isinstance(turns, list) or not turns:
+            problems.append(f"{where}.turns: expected at least one [[{where}.turns]] table")
+            continue
+        pairs = []
+        for j, turn in enumerate(turns):
+            ok = (isinstance(turn, dict) and set(turn) == {"player", "npc"}
+                  and all(isinstance(v, str) and v.strip() for v in turn.values()))
+            if not ok:
+                problems.append(f"{where}.turns[{j}]: expected non-empty `player` and `npc` strings only")
+                continue
+            pairs.append((turn["player"].strip(), turn["npc"].strip()))
+        if len(pairs) == len(turns):
+            dialogues.append(Dialogue(turns=tuple(pairs), source="writer", context=context.strip()))
+    if problems:
+        raise SheetError(str(path), problems)
+    return dialogues
+
+
+def writer_dialogues(sheet: CharacterSheet, dialogue_file: Path | None) -> list[Dialogue]:
+    """The hand-written material: the sheet's example exchanges, then the dialogue file's, if any."""
+    found = [Dialogue(turns=((ex.player, ex.npc),), source="sheet", context=ex.context)
+             for ex in sheet.examples]
+    if dialogue_file is not None:
+        found += load_dialogues(dialogue_file, sheet)
+    return found

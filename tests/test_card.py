@@ -1,0 +1,218 @@
+"""Character Card import: a complete V2 JSON card, V3 and V2 PNG cards made here, V1, and broken cards."""
+
+import base64
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from lmpc_export.card import card_to_sheet, import_card, read_card
+from lmpc_runtime.errors import SheetError
+from lmpc_runtime.sheet import parse_sheet
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# A complete chara_card_v2, every field of the spec filled the way a SillyTavern user would fill it.
+V2_CARD = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Wren Halloway",
+        "description": ("{{char}} is the lighthouse keeper of Gull Rock, a widow of fifty who has kept the "
+                        "lamp for thirty years.\nShe distrusts the harbour guild and feeds every stray cat "
+                        "on the island."),
+        "personality": "Gruff, dry-witted, fiercely loyal, superstitious about the sea.",
+        "scenario": "A storm has driven {{user}}'s boat onto the rocks below {{char}}'s lighthouse.",
+        "first_mes": "*The door bangs open.* Well, don't just drip on my floor. Inside, quick.",
+        "mes_example": ("<START>\n{{user}}: Who are you?\n{{char}}: Wren. I keep the light. Who are you, "
+                        "and why are you bleeding on my step?\n<START>\n{{user}}: Is the storm going to "
+                        "pass?\n{{char}}: By dawn, if the gulls are right.\nThey usually are.\n"
+                        "{{user}}: And if not?\n{{char}}: Then we drink my brother's rum and wait.\n"
+                        "<START>\n{{char}}: You again."),
+        "creator_notes": "Works best with slow-burn mystery scenarios.",
+        "system_prompt": "{{original}} Write {{char}}'s replies in a terse, salty style.",
+        "post_history_instructions": "Keep {{char}} in character; never break the fourth wall.",
+        "alternate_greetings": ["Lamp's lit. You're late.", "Another wreck. Sit."],
+        "character_book": {
+            "name": "Gull Rock",
+            "description": "Lore of the island",
+            "scan_depth": 4,
+            "token_budget": 512,
+            "recursive_scanning": False,
+            "extensions": {},
+            "entries": [
+                {"keys": ["guild", "harbour guild"],
+                 "content": "The harbour guild owns every boat but Wren's.",
+                 "extensions": {"depth": 4}, "enabled": True, "insertion_order": 100, "case_sensitive": False,
+                 "name": "guild", "priority": 10, "id": 1, "comment": "", "selective": False,
+                 "secondary_keys": [], "constant": False, "position": "before_char"},
+                {"keys": ["lamp"], "content": "The lamp burns whale oil; Wren hates the smell.",
+                 "extensions": {}, "enabled": True, "insertion_order": 50, "constant": True, "id": 2},
+            ],
+        },
+        "tags": ["fantasy", "mystery", "female"],
+        "creator": "someone@example",
+        "character_version": "1.2",
+        "extensions": {"talkativeness": "0.5", "fav": False, "world": "Gull Rock",
+                       "depth_prompt": {"prompt": "", "depth": 4, "role": "system"},
+                       "some_frontend/custom": {"colour": "#ffcc00", "unused": None}},
+    },
+}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def make_png(text_chunks: dict[str, dict], damage: bool = False) -> bytes:
+    """A real 1x1 PNG with each card base64-encoded in a tEXt chunk, as SillyTavern writes them."""
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00\xff\x80\x00")
+    chunks = [_png_chunk(b"IHDR", ihdr)]
+    for keyword, card in text_chunks.items():
+        encoded = base64.b64encode(json.dumps(card).encode())
+        chunks.append(_png_chunk(b"tEXt", keyword.encode() + b"\0" + encoded))
+    chunks += [_png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")]
+    png = b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+    if damage:
+        at = png.index(b"tEXt") + 20
+        png = png[:at] + bytes([png[at] ^ 1]) + png[at + 1:]
+    return png
+
+
+def test_a_v2_json_card_maps_field_by_field(tmp_path):
+    path = tmp_path / "wren.json"
+    path.write_text(json.dumps(V2_CARD))
+    result = card_to_sheet(read_card(path))
+    sheet, data = result.sheet, V2_CARD["data"]
+    assert result.spec == "chara_card_v2"
+    assert sheet["name"] == "Wren Halloway"
+    assert sheet["summary"] == data["personality"]
+    assert sheet["backstory"] == data["description"].replace("{{char}}", "Wren Halloway")
+    assert sheet["greeting"] == data["first_mes"]
+    assert sheet["world"] == {"description": data["scenario"].replace("{{char}}", "Wren Halloway")}
+    assert sheet["examples"] == [
+        {"player": "Who are you?",
+         "npc": "Wren. I keep the light. Who are you, and why are you bleeding on my step?"},
+        {"player": "Is the storm going to pass?",
+         "npc": "By dawn, if the gulls are right.\nThey usually are."},
+        {"player": "And if not?", "npc": "Then we drink my brother's rum and wait."},
+    ]
+    kept = sheet["extensions"]["chara_card"]
+    # Everything the sheet has no field for is kept, verbatim.
+    for key in ("creator_notes", "system_prompt", "post_history_instructions", "alternate_greetings", "tags",
+                "creator", "character_version", "character_book", "mes_example"):
+        assert kept[key] == data[key], key
+    assert kept["extensions"]["some_frontend/custom"] == {"colour": "#ffcc00"}  # the null could not be kept
+    assert kept["spec"] == "chara_card_v2" and kept["spec_version"] == "2.0"
+    # What the card lacks is listed, and the notes say what was done.
+    assert any(p.startswith("title: missing") for p in result.missing)
+    assert any("examples: 3 given" in p for p in result.missing)
+    assert any("lorebook (2 entries)" in n for n in result.notes)
+    assert any("with no player line" in n for n in result.notes)
+    assert any("says {{user}} 1 time" in n for n in result.notes)  # in the scenario
+    assert any("some_frontend/custom.unused" in n for n in result.notes)
+
+
+def test_the_written_sheet_is_toml_that_reads_back_and_lists_what_is_missing(tmp_path):
+    card = tmp_path / "wren.json"
+    card.write_text(json.dumps(V2_CARD))
+    out = tmp_path / "wren.toml"
+    result = import_card(card, out)
+    text = out.read_text()
+    assert tomllib.loads(text) == result.sheet
+    assert "#   title: missing" in text
+    with pytest.raises(SheetError) as err:
+        parse_sheet(tomllib.loads(text))
+    assert err.value.problems == result.missing
+
+
+def test_completing_the_draft_gives_a_valid_sheet(tmp_path):
+    card = tmp_path / "wren.json"
+    card.write_text(json.dumps(V2_CARD))
+    sheet = card_to_sheet(read_card(card)).sheet
+    sheet.update(title="Keeper of the Gull Rock light", alignment="Neutral Good",
+                 speech_style="Terse and salty.",
+                 values=["Loyalty"], objectives=["Keep the light burning"], facts=["Wren keeps the lamp."],
+                 opinions={"The guild": "Thieves."})
+    sheet["world"].update(name="Gull Rock", political_order="A guild town.", powers="None.",
+                          marginalised_groups="Wreckers.",
+                          important_people=[{"name": "A", "description": "B"}],
+                          marginalised_important_people=[{"name": "C", "description": "D"}])
+    sheet["examples"] = sheet["examples"] * 4
+    assert parse_sheet(sheet).name == "Wren Halloway"
+
+
+def test_a_png_card_prefers_the_v3_chunk(tmp_path):
+    v3 = {"spec": "chara_card_v3", "spec_version": "3.0",
+          "data": {**V2_CARD["data"], "name": "Wren of the Rock", "nickname": "Wren",
+                   "group_only_greetings": [],
+                   "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}]}}
+    path = tmp_path / "wren.png"
+    path.write_bytes(make_png({"chara": V2_CARD, "ccv3": v3}))
+    result = card_to_sheet(read_card(path))
+    assert result.spec == "chara_card_v3" and result.sheet["name"] == "Wren of the Rock"
+    assert result.sheet["extensions"]["chara_card"]["assets"] == v3["data"]["assets"]
+    assert result.sheet["extensions"]["chara_card"]["nickname"] == "Wren"
+
+
+def test_a_v2_png_card(tmp_path):
+    path = tmp_path / "wren.png"
+    path.write_bytes(make_png({"chara": V2_CARD}))
+    assert card_to_sheet(read_card(path)).sheet["name"] == "Wren Halloway"
+
+
+def test_a_v1_card_is_its_own_data():
+    v1 = {k: V2_CARD["data"][k] for k in ("name", "description", "personality", "scenario", "first_mes",
+                                          "mes_example")}
+    result = card_to_sheet(v1)
+    assert result.spec == "chara_card_v1" and result.sheet["summary"] == v1["personality"]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"not json at all", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (json.dumps({"spec": "chara_card_v9", "data": {}}).encode(), "unknown card spec"),
+    (json.dumps({"spec": "chara_card_v2", "data": {"name": ""}}).encode(), "the card has no name"),
+    (json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "description": 3}}).encode(),
+     "expected a string"),
+    (make_png({}), "holds no character card"),
+    (make_png({"chara": V2_CARD}, damage=True), "CRC mismatch"),
+    (make_png({"chara": V2_CARD})[:60], "truncated"),
+])
+def test_bad_cards_raise_a_sheet_error(tmp_path, content, problem):
+    path = tmp_path / "card.bin"
+    path.write_bytes(content)
+    with pytest.raises(SheetError) as err:
+        card_to_sheet(read_card(path), str(path))
+    assert problem in str(err.value)
+
+
+def test_a_missing_card_file_is_a_sheet_error(tmp_path):
+    with pytest.raises(SheetError, match="cannot read"):
+        read_card(tmp_path / "nope.json")
+
+
+def test_cli_import(tmp_path):
+    card = tmp_path / "wren.png"
+    card.write_bytes(make_png({"chara": V2_CARD}))
+    out = tmp_path / "wren.toml"
+    lmpc = str(Path(sys.executable).with_name("lmpc"))
+    run = subprocess.run([lmpc, "import", str(card), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(out)
+    assert "a draft" in run.stderr and "title: missing" in run.stderr
+    assert tomllib.loads(out.read_text())["name"] == "Wren Halloway"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    run = subprocess.run([lmpc, "import", str(bad), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "not valid JSON" in run.stderr

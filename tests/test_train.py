@@ -1,0 +1,212 @@
+"""Training on the tiny model: collated batches, the shared persona prefix, LoRA lowering the loss, merging
+the adapter at export, and `lmpc train` end to end."""
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lmpc_runtime import Runtime, read_bundle
+from lmpc_runtime.chat import ChatFormat
+from lmpc_runtime.errors import ExportError
+from lmpc_runtime.reply import DONE
+from lmpc_runtime.sheet import load_sheet
+
+from conftest import ORLANDO_SHEET, TINY_BUNDLE
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from lmpc_export import checkpoint as ckpt  # noqa: E402
+from lmpc_export.build import build, prepare_model, special_tokens  # noqa: E402
+from lmpc_export.dataset import make_samples, persona_ids, render, split  # noqa: E402
+from lmpc_export.dialogues import writer_dialogues  # noqa: E402
+from lmpc_export.tiny import make_tiny_checkpoint  # noqa: E402
+from lmpc_export.toml_writer import drop_empty, dumps  # noqa: E402
+from lmpc_export.train import TrainConfig, make_trainer, train  # noqa: E402
+
+FAST = TrainConfig(epochs=3, batch_size=4, learning_rate=3e-2, lora_rank=8, lora_alpha=16, lora_dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random checkpoint and rendered samples: 10 to train on, 2 held out."""
+    tmp = tmp_path_factory.mktemp("train")
+    shutil.copyfile(TINY_BUNDLE / "tokenizer.json", tmp / "tokenizer.json")
+    checkpoint = make_tiny_checkpoint(tmp / "tiny", tmp / "tokenizer.json", seed=2)
+    sheet = load_sheet(ORLANDO_SHEET)
+    tokenizer = checkpoint / "tokenizer.json"
+    chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
+    # A stand-in for retrieval (the real one is tested in test_dataset.py): two facts per note.
+    notes = lambda messages: sheet.facts[len(messages[-1]) % 8:][:2]  # noqa: E731
+    samples = make_samples(writer_dialogues(sheet, None)[:6], notes, writer_weight=2)
+    train_samples, held_out = split(samples, 0.2, seed=1)
+    persona = persona_ids(sheet, chat)
+    rows = lambda chosen: [render(s, sheet, chat, persona) for s in chosen]  # noqa: E731
+    return tmp, checkpoint, rows(train_samples), rows(held_out)
+
+
+def test_collated_batches_pad_apart_from_eos_and_learn_only_the_replies(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    trainer = make_trainer(checkpoint, train_rows, eval_rows, FAST, tmp / "collate", progress=False)
+    pad, eos = trainer.processing_class.pad_token_id, trainer.processing_class.eos_token_id
+    assert pad != eos and eos == 2
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert len(set(lengths)) > 1, "the batch should need padding"
+    for i, length in enumerate(lengths):
+        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+        assert (ids[length:] == pad).all() and (labels[length:] == -100).all() and not mask[length:].any()
+        source = next(r for r in train_rows if r.input_ids == rows[i]["input_ids"])
+        learn = torch.tensor(source.assistant_masks, dtype=torch.bool)
+        assert torch.equal(labels[:length][learn], ids[:length][learn])
+        assert (labels[:length][~learn] == -100).all()
+        assert (ids[:length][learn] == eos).sum() >= 1  # each reply ends with <|im_end|>, and learns it
+    assert trainer.args.use_liger_kernel is False  # Liger only on a GPU
+    assert trainer.args.gradient_checkpointing is False
+
+
+def test_the_shared_persona_prefix_gives_the_full_sequence_loss(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    losses = []
+    for share in (True, False):
+        trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, share_prefix=share),
+                               tmp / f"share{share}", progress=False)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        with torch.no_grad():
+            losses.append(float(trainer.compute_loss(trainer.model, dict(batch))))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_lora_lowers_the_loss_and_keeps_the_best_epoch(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    out = tmp / "adapter"
+    info = {"base_fingerprint": "fp", "persona_sha256": "p"}
+    result = train(checkpoint, train_rows, eval_rows, FAST, out, info, progress=False)
+    losses = [e.eval_loss for e in result.epochs]
+    assert len(losses) == 4 and losses[0] > losses[1] > losses[2] > losses[3]
+    assert losses[3] < losses[0] - 0.3
+    assert result.best_epoch == min(result.epochs[1:], key=lambda e: e.eval_loss).epoch
+    assert all(e.train_loss is not None for e in result.epochs[1:])
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                     "lmpc_adapter.json"]
+    assert json.loads((out / "lmpc_adapter.json").read_text())["base_fingerprint"] == "fp"
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(out / "adapter_model.safetensors").values()} == {torch.float16}
+    assert not (tmp / ".adapter.work").exists()
+
+
+def test_lora_on_the_last_layers_only(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, lora_layers=1), tmp / "top",
+                           progress=False)
+    layers = trainer.model.config.num_hidden_layers
+    adapted = {int(name.split(".layers.")[1].split(".")[0])
+               for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert layers > 1 and adapted == {layers - 1}
+    with pytest.raises(ExportError, match="lora_layers must be between 1 and"):
+        make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, lora_layers=layers + 1), tmp / "top",
+                     progress=False)
+
+
+def test_a_full_fine_tune_writes_a_plain_checkpoint(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    out = tmp / "full"
+    result = train(checkpoint, train_rows, eval_rows, replace(FAST, full=True, epochs=1, learning_rate=1e-2),
+                   out, {}, progress=False)
+    assert result.kind == "full" and result.epochs[1].eval_loss < result.epochs[0].eval_loss
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert not torch.equal(tuned.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+
+
+def test_a_merged_adapter_exports_with_the_merged_logits(tiny):
+    """Base + adapter → merged checkpoint in the cache entry → ONNX: the checkpoint the export made gives the
+    same logits as merging with peft directly, and differs from the base."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    adapter = tmp / "merge-adapter"
+    info = {"base_fingerprint": ckpt.source_fingerprint(checkpoint), "persona_sha256": "p"}
+    train(checkpoint, train_rows, eval_rows, replace(FAST, epochs=1), adapter, info, progress=False)
+
+    entry = prepare_model(checkpoint, tmp / "cache", lambda _: None, context_length=1024, adapter=adapter)
+    assert ckpt.adapter_fingerprint(adapter) in entry.name
+    ids = torch.tensor([train_rows[0].input_ids[:200]])
+    base = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload().eval()
+        expected = merged(ids).logits
+        exported = AutoModelForCausalLM.from_pretrained(entry / "checkpoint").eval()(ids).logits
+    assert torch.equal(exported, expected)
+    assert (exported - base_logits).abs().max() > 1e-2, "the adapter must change the model"
+    report = json.loads((entry / "export.json").read_text())
+    fp32 = next(p for p in report["parity"] if p["variant"] == "fp32")
+    assert fp32["max_logit_diff"] < 1e-3 and fp32["top1_agreement"] == 1.0
+
+    # The same adapter is cached; a sheet whose persona changed since training is built with a warning.
+    log = []
+    out = build(ORLANDO_SHEET, tmp / "merged.lmpc", source=checkpoint, cache_dir=tmp / "cache",
+                context_length=1024, adapter=adapter, log=log.append)
+    assert log[0].startswith("warning:") and "another persona" in log[0]
+    assert log[1] == f"model: cached ({entry})"
+    assert read_bundle(out).report["export"]["adapter"] == str(adapter)
+    # An adapter trained on another base is refused.
+    (adapter / "lmpc_adapter.json").write_text(json.dumps({"base_fingerprint": "someotherbase"}))
+    with pytest.raises(ExportError, match="trained on base model someotherbase"):
+        prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=adapter)
+    with pytest.raises(ExportError, match="not a LoRA adapter"):
+        prepare_model(checkpoint, tmp / "cache", log.append, 1024, adapter=tmp)
+
+
+def test_lmpc_train_end_to_end(tiny):
+    """The CLI on a short sheet, with the tiny model as base and as local generator: data, hygiene, LoRA,
+    merge, export, a bundle that talks, and the training report."""
+    tmp, checkpoint, _, _ = tiny
+    sheet = load_sheet(ORLANDO_SHEET).to_dict()
+    sheet["examples"] = sheet["examples"][:10]
+    sheet_path = tmp / "short.toml"
+    sheet_path.write_text(dumps(drop_empty(sheet)))
+    miller = [{"player": "Good flour this year?", "npc": "The best in the Vale, goodman."},
+              {"player": "And the price?", "npc": "Fair, or I will hear of it."}]
+    (tmp / "short.dialogues.toml").write_text(dumps({"format": 1, "character": "Orlando Marlo", "dialogues": [
+        {"context": "a miller", "turns": miller},
+        {"turns": [{"player": "Who are you?", "npc": "Orlando Marlo, of Brightwater Hall."}]}]}))
+    out = tmp / "short.lmpc"
+    lmpc = str(Path(sys.executable).with_name("lmpc"))
+    run = subprocess.run([lmpc, "train", str(sheet_path), "-o", str(out), "--base", str(checkpoint),
+                          "--cache-dir", str(tmp / "cache"), "--generate", "2", "--epochs", "1",
+                          "--lora-rank", "4", "--eval-fraction", "0.2", "--no-progress"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == str(out)
+    adapter = tmp / "short.lora"
+    report = json.loads((adapter / "training_report.json").read_text())
+    assert report["data"]["dialogues"]["sheet"] == 10 and report["data"]["dialogues"]["writer"] == 2
+    assert report["data"]["dialogues"]["generated"] >= 1
+    assert report["data"]["kept_dialogues"]["sheet"] == 10 and report["training"]["kind"] == "lora"
+    assert len(report["training"]["epochs"]) == 2 and "train" in report["seconds"]
+    markdown = (adapter / "training_report.md").read_text()
+    assert "| epoch | training loss | held-out loss |" in markdown and "Orlando Marlo" in markdown
+    kept = [json.loads(line) for line in (adapter / "training_data.jsonl").read_text().splitlines()]
+    assert len(kept) == sum(report["data"]["kept_dialogues"].values())
+
+    bundle = read_bundle(out)
+    assert bundle.report["training"]["persona_sha256"] == report["persona_sha256"]
+    assert bundle.report["export"]["adapter"] == str(adapter)
+    with Runtime() as rt:
+        npc = rt.load_npc(out, seed=0)
+        assert [e for e in npc.ask("Hello") if e.kind == DONE][0].text
