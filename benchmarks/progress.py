@@ -14,9 +14,9 @@ class Progress:
         self.start = time.monotonic()
         self.tty = self.stream.isatty()
 
-    def step(self, label: str) -> None:
-        """Mark one more step done; `label` names the step that just finished."""
-        self.done = min(self.done + 1, self.total)
+    def step(self, label: str, count: int = 1) -> None:
+        """Mark `count` more steps done; `label` names what just finished."""
+        self.done = min(self.done + count, self.total)
         filled = self.width * self.done // self.total
         bar = "#" * filled + "-" * (self.width - filled)
         line = f"[{bar}] {self.done}/{self.total} {time.monotonic() - self.start:5.0f}s {label}"
