@@ -1,11 +1,14 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   builds the demo NPC (Orlando Marlo) once, then talks to it
 #   make test   runs the test suite (unit tests on a tiny committed model, integration on the real one)
+#   make pygame-demo   the pygame game: walk up to Orlando and talk, while two regulars chatter
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_SHEET := examples/characters/orlando_marlo.toml
 DEMO_BUNDLE := build/orlando_marlo.lmpc
+# The two regulars who chatter in the pygame game; on the cached model each builds in about a second.
+REGULARS := build/marta_greyhand.lmpc build/jory_tallow.lmpc
 # Exported models are cached here, keyed by the weights they came from.
 export LMPC_CACHE := $(CURDIR)/build/cache
 # hnswlib builds from source; without this it compiles for this CPU only (-march=native).
@@ -13,7 +16,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
 
-.PHONY: setup bundle capi demo test clean
+.PHONY: setup bundle regulars capi demo pygame-demo test clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -38,17 +41,32 @@ bundle: $(DEMO_BUNDLE)/manifest.msgpack
 $(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET)
 	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE)
 
+regulars: $(REGULARS:%=%/manifest.msgpack)
+
+build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack
+	$(BIN)/lmpc build $< -o build/$*.lmpc
+
 # The C library for engines: build/capi/liblmpc.so and lmpc.h.
 capi: build/capi/liblmpc.so
 
 build/capi/liblmpc.so: $(VENV)/.lmpc-installed bindings/lmpc.h bindings/lmpc_capi.c
 	$(BIN)/lmpc build-capi -o build/capi
 
+# The Godot addon (examples/godot): its GDExtension beside liblmpc.so, and the demo project's link to the NPC.
+.PHONY: godot
+godot: capi bundle
+	examples/godot/build.sh
+	ln -sfn ../../../../build/orlando_marlo.lmpc examples/godot/demo/npcs/orlando_marlo.lmpc
+
 demo: bundle
 	@if [ -t 0 ]; then $(BIN)/lmpc chat $(DEMO_BUNDLE); \
 	else $(BIN)/lmpc chat $(DEMO_BUNDLE) --seed 7 --script examples/demo_script.txt; fi
 
-test: bundle
+# Opens a window when there is a display; without one it plays examples/pygame/scripts/visit.txt headless.
+pygame-demo: bundle regulars
+	$(BIN)/python -m examples.pygame
+
+test: bundle regulars
 	LMPC_REAL_BUNDLE=$(DEMO_BUNDLE) LMPC_EXPECT_INSTALLED=1 $(BIN)/pytest -q
 
 clean:

@@ -1,4 +1,6 @@
-"""Checkpoint → ONNX with KV cache (optimum) → int8 weights (onnxruntime's MatMulNBits quantizer)."""
+"""The reference layout (`optimum-kv-concat`): checkpoint → ONNX with KV cache (optimum) → int8 weights
+(onnxruntime's MatMulNBits quantizer). Bundles ship the fused layout (`fused_graph.py`); this one stays
+as the independent export that the fast engine is tested against."""
 
 from __future__ import annotations
 

@@ -3,10 +3,11 @@ tests of every stage.
 
 Same architecture family as SmolLM2 (grouped-query attention, RMSNorm, SwiGLU, tied embeddings, rotary
 positions), so the export, quantisation, engine and training code paths are the real ones; small
-enough (about 3 MB of weights, almost all of it the 49152 × 16 embedding) to commit and run in
-milliseconds. Weights are drawn with a large spread so the logits are peaked and greedy decoding is
-stable under int8 rounding. The tiny BERT goes through the sentence embedder's real export path; its
-embeddings mean nothing, so tests that judge retrieval use the real MiniLM.
+enough (about 2 MB as int8, almost all of it the 49152 × 32 embedding) to commit and run in
+milliseconds. The head size is 16 because onnxruntime's fused attention applies rotary positions only
+to heads of a multiple of 16. Weights are drawn with a large spread so the logits are peaked and greedy
+decoding is stable under int8 rounding. The tiny BERT goes through the sentence embedder's real export
+path; its embeddings mean nothing, so tests that judge retrieval use the real MiniLM.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pathlib import Path
 from .checkpoint import IM_END, IM_START, PAD
 
 TINY_CONFIG = dict(
-    hidden_size=16,
-    intermediate_size=32,
+    hidden_size=32,
+    intermediate_size=64,
     num_hidden_layers=2,
     num_attention_heads=2,
     num_key_value_heads=1,
-    head_dim=8,
+    head_dim=16,
     max_position_embeddings=2048,
     rope_theta=100000.0,
     rms_norm_eps=1e-5,
@@ -29,7 +30,7 @@ TINY_CONFIG = dict(
 )
 
 
-def make_tiny_checkpoint(out_dir: Path, tokenizer_json: Path, seed: int = 0, init_std: float = 0.5) -> Path:
+def make_tiny_checkpoint(out_dir: Path, tokenizer_json: Path, seed: int = 0, init_std: float = 0.3) -> Path:
     """Write a random tiny LLaMA checkpoint (float32 safetensors + tokenizer files) to `out_dir`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast

@@ -29,7 +29,7 @@ MANIFEST_NAME = "manifest.msgpack"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_MEMORIES_BYTES = 256 * 1024 * 1024
 # Graph layouts the engine knows how to drive (see engine.py).
-KNOWN_LAYOUTS = ("optimum-kv-concat",)
+KNOWN_LAYOUTS = ("optimum-kv-concat", "lmpc-gqa")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class ModelSpec:
     head_dim: int
     vocab_size: int
     context_length: int
+    # The weights, when the graph keeps them in a file of their own (onnxruntime maps it into memory).
+    data_file: str = ""
+    data_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,8 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         head_dim=m.get("head_dim", int),
         vocab_size=m.get("vocab_size", int),
         context_length=m.get("context_length", int),
+        data_file=m.get("data_file", str, ""),
+        data_sha256=m.get("data_sha256", str, ""),
     )
     for name, value in (("num_layers", model.num_layers), ("num_kv_heads", model.num_kv_heads),
                         ("head_dim", model.head_dim), ("vocab_size", model.vocab_size),
@@ -292,6 +297,8 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if bundle.chat_format != "chatml":
         raise BundleFormatError(f"{path}: chat format '{bundle.chat_format}' is not supported (only chatml)")
     _checked_file(path, model.file, model.sha256, verify)
+    if model.data_file:
+        _checked_file(path, model.data_file, model.data_sha256, verify)
     _checked_file(path, bundle.tokenizer_file, bundle.tokenizer_sha256, verify)
     _checked_file(path, embedder.file, embedder.sha256, verify)
     _checked_file(path, embedder.tokenizer_file, embedder.tokenizer_sha256, verify)

@@ -21,7 +21,7 @@ def _build(args: argparse.Namespace) -> int:
         raise LmpcError(f"`lmpc build` needs the export extra (pip install 'lmpc[export]'): {exc}") from exc
     out = build(Path(args.sheet), Path(args.output), source=Path(args.base) if args.base else None,
                 cache_dir=Path(args.cache_dir) if args.cache_dir else None, context_length=args.context,
-                log=lambda line: print(line, file=sys.stderr, flush=True))
+                layout=args.layout, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(out)
     return 0
 
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="a .gguf file or checkpoint directory (default: SmolLM2-135M-Instruct)")
     p.add_argument("--cache-dir", help="where exported models are cached (default: $LMPC_CACHE or ~/.cache/lmpc)")
     p.add_argument("--context", type=int, default=2048, help="context window in tokens")
+    p.add_argument("--layout", default="lmpc-gqa", choices=("lmpc-gqa", "optimum-kv-concat"),
+                   help="model graph: the fast fused one (default), or optimum's export (the slow reference)")
     p.set_defaults(run=_build)
 
     p = sub.add_parser("build-capi", help="compile the C library liblmpc.so (with lmpc.h) for engines")

@@ -1,12 +1,16 @@
 """Running the decoder: an onnxruntime session and the KV cache of each sequence it serves.
 
-The verbs mirror onnxruntime-genai's: `extend` appends tokens to a sequence (prefill, or one decode
-step) and returns the logits of its last position; `step` advances several sequences by one token each;
-`KvSequence.rewind` drops tokens from the end without recomputing what comes before.
+The verbs mirror onnxruntime-genai's: `new_sequence(prefix)` starts a sequence (from a cached prefix,
+such as an NPC's persona); `extend` appends tokens to a sequence (prefill, or one decode step) and
+returns the logits of its last position; `step` advances several sequences by one token each;
+`rewind` drops tokens from the end without recomputing what comes before; `fork` copies a sequence.
 
-This module drives graphs exported by optimum (`optimum-kv-concat` layout): past keys and values go in
-as `past_key_values.{i}.key/value` [batch, kv_heads, past, head_dim] and come back one position longer
-as `present.{i}.*`; the graph concatenates them itself.
+`open_engine` picks the engine for a bundle's graph layout:
+- `lmpc-gqa` (`fused_engine.FusedEngine`): the fast engine, fused graph with an in-place KV cache.
+- `optimum-kv-concat` (`Engine`, below): graphs exported by optimum. Past keys and values go in as
+  `past_key_values.{i}.key/value` [batch, kv_heads, past, head_dim] and come back one position longer
+  as `present.{i}.*`; the graph concatenates them itself. Simple and slow, it is kept as the reference
+  the fast engine is tested against.
 """
 
 from __future__ import annotations
@@ -14,33 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 
 from .bundle import ModelSpec
 from .errors import BundleFormatError, ContextOverflowError, ModelError
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Session settings suited to a game: few threads, and no spinning that would steal the game's cores."""
-
-    threads: int = 2
-    spinning: bool = False
-
-
-def make_session(path: str, options: EngineOptions) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = options.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Errors come back as exceptions; a library inside a game must not write to the console.
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
-    try:
-        return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-        raise BundleFormatError(f"{path}: onnxruntime cannot load the model: {exc}") from exc
+from .fused_engine import FusedEngine
+from .prefix_cache import PrefixCache
+from .session import EngineOptions, make_session
 
 
 @dataclass
@@ -77,6 +60,7 @@ class Engine:
         self._check_graph(model_path)
         self._kv_inputs = [f"past_key_values.{i}.{kind}" for i in range(spec.num_layers) for kind in ("key", "value")]
         self._outputs = ["logits"] + [f"present.{i}.{kind}" for i in range(spec.num_layers) for kind in ("key", "value")]
+        self.prefixes = PrefixCache(self)
 
     def _check_graph(self, model_path: str) -> None:
         spec = self.spec
@@ -96,7 +80,10 @@ class Engine:
                 f"{model_path}: the model's inputs do not match the manifest ({', '.join(map(str, problems[:5]))})"
             )
 
-    def new_sequence(self) -> KvSequence:
+    def new_sequence(self, prefix: list[int] = ()) -> KvSequence:
+        """An empty sequence, or one holding `prefix` (its cache computed once, then shared)."""
+        if prefix:
+            return self.prefixes.sequence(list(prefix))
         empty = np.zeros((1, self.spec.num_kv_heads, 0, self.spec.head_dim), dtype=np.float32)
         return KvSequence(self.spec.num_layers, [], [empty] * (2 * self.spec.num_layers))
 
@@ -127,3 +114,23 @@ class Engine:
     def step(self, seqs: list[KvSequence], tokens: list[int]) -> np.ndarray:
         """Advance each sequence by its token; returns logits [len(seqs), vocab]."""
         return np.stack([self.extend(seq, [tok]) for seq, tok in zip(seqs, tokens, strict=True)])
+
+    def read_kv(self, seq: KvSequence) -> np.ndarray:
+        """A copy of the sequence's cache, [layers * 2 (key, value), kv_heads, len, head_dim] float32."""
+        return np.concatenate(seq.kv, axis=0)
+
+    def load_kv(self, tokens: list[int], kv: np.ndarray) -> KvSequence:
+        """A new sequence holding `tokens` with the cache `kv` (as `read_kv` returns it)."""
+        return KvSequence(self.spec.num_layers, list(tokens), [layer[None].copy() for layer in kv])
+
+
+ENGINES = {"optimum-kv-concat": Engine, "lmpc-gqa": FusedEngine}
+
+
+def open_engine(model_path: str, spec: ModelSpec, options: EngineOptions = EngineOptions()) -> Engine | FusedEngine:
+    """The engine that drives `spec.layout` (bundle.py admits only layouts listed here)."""
+    try:
+        engine_class = ENGINES[spec.layout]
+    except KeyError:
+        raise BundleFormatError(f"model layout '{spec.layout}' is not one this runtime can run") from None
+    return engine_class(model_path, spec, options)

@@ -1,9 +1,10 @@
 """One NPC in a game: its persona, the conversation so far, what it knows, and the KV cache.
 
 Each new player line turns the whole conversation into the token ids the model should see, keeps the
-longest prefix the cache already holds, and prefills only the rest. So the persona is computed once
-and reused by every turn, a cancelled reply costs nothing to undo, and dropping old turns when the
-context fills re-reads only what follows the persona.
+longest prefix the cache already holds, and prefills only the rest. The cache starts out holding the
+persona, copied from the engine's prefix cache (computed once for all NPCs that share it), so the
+persona is never prefilled while the player waits, a cancelled reply costs nothing to undo, and
+dropping old turns when the context fills re-reads only what follows the persona.
 
 The prompt of a turn is: persona, the exchanges still in the history, the memory note (lore entries and
 retrieved memories, as a system turn), the player's line. The note of a turn is not kept afterwards, so
@@ -79,13 +80,14 @@ class Npc:
         self.sampling = sampling or bundle.sampling
         self.rng = np.random.default_rng(seed)
         self.history: list[tuple[str, str]] = []  # (player line, NPC reply), oldest first
-        self.seq = engine.new_sequence()
         self.current: Reply | None = None
         self._reply_ids = itertools.count(1)
         persona = bundle.persona
         self.persona_tokens = chat.turn("system", persona.system)
         for player, npc in persona.shots:
             self.persona_tokens += chat.turn("user", player) + chat.turn("assistant", npc)
+        # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
+        self.seq = engine.new_sequence(self.persona_tokens)
 
         # Memory and knowledge: what the game tells the NPC, what it remembers, and how it recalls it.
         self.facts = GameState()
@@ -188,12 +190,6 @@ class Npc:
             self.end_reply(reply)
         for job in self.background_jobs():
             yield from drive(self.engine, job)
-
-    def warm_up(self) -> None:
-        """Compute the persona's KV cache now (at load time), so the first reply starts from it."""
-        if common_prefix(self.seq.tokens, self.persona_tokens) < len(self.persona_tokens):
-            self.seq.rewind(0)
-            self.engine.extend(self.seq, self.persona_tokens)
 
     def reset(self) -> None:
         """Forget the conversation (the persona's cache is kept; memories, facts and summaries stay)."""

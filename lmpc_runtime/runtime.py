@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from .bundle import read_bundle
 from .chat import ChatFormat
-from .engine import Engine, EngineOptions
+from .engine import Engine, EngineOptions, open_engine
 from .errors import InvalidArgumentError, LmpcError, StateError
 from .memory.embedder import Embedder
 from .npc import Npc, clean_player_text
@@ -95,11 +95,11 @@ class Runtime:
     # -- NPCs ------------------------------------------------------------------------------------
 
     def load_npc(self, bundle_path: str | Path, npc_id: str | None = None, seed: int | None = None,
-                 sampling: SamplingConfig | None = None, priority: float = NORMAL, warm: bool = True) -> Npc:
+                 sampling: SamplingConfig | None = None, priority: float = NORMAL) -> Npc:
         """Load a bundle (validated and hash-checked) as a new NPC. Heavy: call it while loading a level.
 
-        With `warm` (the default) the persona is read into the NPC's cache now, so the first reply
-        only has to read the player's line. Raises a `BundleError` subclass for a bad bundle,
+        The persona's KV cache is computed now (once per model and persona, shared by the NPCs that use
+        it), so the first reply only reads the player's line. Raises a `BundleError` subclass for a bad bundle,
         `InvalidArgumentError` for a taken id.
         """
         self._check_thread()
@@ -112,7 +112,7 @@ class Runtime:
         key = (bundle.model.sha256, bundle.model.layout)
         engine = self._engines.get(key)
         if engine is None:
-            engine = Engine(str(bundle.model_path), bundle.model, self.options)
+            engine = open_engine(str(bundle.model_path), bundle.model, self.options)
         if seed is None:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
         embedder = self._embedders.get(bundle.embedder.sha256)
@@ -123,10 +123,9 @@ class Runtime:
         if tokenizer is None:  # parsing the 3.5 MB tokenizer takes a while: NPCs of one bundle share it
             tokenizer = self._tokenizers[bundle.tokenizer_sha256] = Tokenizer.from_file(str(bundle.tokenizer_path))
         chat = ChatFormat(tokenizer, bundle.special)
-        npc = Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling)
+        # The NPC's cache is taken from the engine's prefix cache, so it is made where the engine is driven.
+        npc = self._run(lambda: Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling))
         value = _priority_value(priority)
-        if warm:
-            npc.warm_up()
         self._registry[npc_id] = npc
         self._call(lambda: self._add_npc(npc, key, engine, value))
         return npc

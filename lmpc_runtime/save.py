@@ -174,7 +174,7 @@ def _state(npc: Npc, include_kv: bool) -> dict[str, Any]:
     }
     if include_kv:
         state["kv"] = {"tokens": list(npc.seq.tokens),
-                       "data": b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in npc.seq.kv)}
+                       "data": npc.engine.read_kv(npc.seq).astype("<f4").tobytes()}
     return state
 
 
@@ -270,21 +270,16 @@ def _restore_kv(npc: Npc, kv: Any):
         seq = npc.seq.fork()
         seq.rewind(common_prefix(seq.tokens, npc.persona_tokens))
         return seq
-    seq = npc.engine.new_sequence()
     kv = _mapping(kv, "kv")
     tokens, data = kv.get("tokens"), kv.get("data")
     spec = npc.engine.spec
     if not isinstance(tokens, list) or len(tokens) > spec.context_length or not all(
             isinstance(t, int) and not isinstance(t, bool) and 0 <= t < spec.vocab_size for t in tokens):
         raise InvalidArgumentError("kv.tokens must be token ids, at most the context length")
-    shape = (1, spec.num_kv_heads, len(tokens), spec.head_dim)
-    per_array = int(np.prod(shape))
-    if not isinstance(data, bytes) or len(data) != 2 * spec.num_layers * per_array * 4:
+    shape = (2 * spec.num_layers, spec.num_kv_heads, len(tokens), spec.head_dim)
+    if not isinstance(data, bytes) or len(data) != int(np.prod(shape)) * 4:
         raise InvalidArgumentError("kv.data does not match the model's cache shape")
-    flat = np.frombuffer(data, dtype="<f4").astype(np.float32)
-    seq.tokens = list(tokens)
-    seq.kv = [flat[i * per_array:(i + 1) * per_array].reshape(shape) for i in range(2 * spec.num_layers)]
-    return seq
+    return npc.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape))
 
 
 def _fsync_directory(directory: Path) -> None:

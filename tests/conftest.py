@@ -1,12 +1,17 @@
-"""Shared fixtures: the committed tiny bundle, and the real SmolLM2 demo bundle that `make test` builds."""
+"""Shared fixtures: the committed tiny bundle, tiny graphs built at test time, and the real SmolLM2 demo
+bundle that `make test` builds."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from lmpc_runtime.bundle import ModelSpec
 
 ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).parents[1]
@@ -36,3 +41,32 @@ def real_bundle() -> Path:
             pytest.fail(f"LMPC_REAL_BUNDLE={path} is not a built bundle")
         pytest.skip("the real demo bundle is not built (run `make bundle`)")
     return path
+
+
+@dataclass(frozen=True)
+class TinyGraphs:
+    """One fresh tiny checkpoint exported both ways, in float32: the fused graph and optimum's."""
+
+    fused: Path
+    fused_spec: ModelSpec
+    reference: Path
+    reference_spec: ModelSpec
+
+
+@pytest.fixture(scope="session")
+def tiny_graphs(tmp_path_factory) -> TinyGraphs:
+    """Needs the export extra (torch, optimum); about 10 s, once per test session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("optimum")
+    from lmpc_export import fused_graph, onnx_export
+    from lmpc_export.build import model_spec
+    from lmpc_export.tiny import make_tiny_checkpoint
+
+    tmp = tmp_path_factory.mktemp("tiny-graphs")
+    shutil.copyfile(TINY_BUNDLE / "tokenizer.json", tmp / "tokenizer.json")
+    checkpoint = make_tiny_checkpoint(tmp / "checkpoint", tmp / "tokenizer.json", seed=3)
+    config = json.loads((checkpoint / "config.json").read_text())
+    fused = fused_graph.export_fused(checkpoint, tmp / "fused.onnx", fused_graph.VARIANTS["fp32"])
+    reference = onnx_export.export_fp32(checkpoint, tmp / "optimum")
+    return TinyGraphs(fused, model_spec(config, fused_graph.LAYOUT, fused.name, "", 1024),
+                      reference, model_spec(config, "optimum-kv-concat", reference.name, "", 1024))

@@ -25,7 +25,8 @@ def test_tiny_bundle_reads(tiny_bundle):
     assert bundle.special.im_end == 2
     assert bundle.special.im_start not in (bundle.special.im_end,)
     assert bundle.special.im_start in bundle.special.banned
-    assert {p["variant"] for p in bundle.report["parity"]} == {"fp32", "int8"}
+    assert bundle.model.layout == "lmpc-gqa" and bundle.report["export"]["variant"] == "int8"
+    assert {p["variant"] for p in bundle.report["parity"]} == {"fp32", "int8", "int8-b16", "int4"}
 
 
 def test_missing_directory_manifest_and_model(tmp_path, tiny_copy):
@@ -39,8 +40,9 @@ def test_missing_directory_manifest_and_model(tmp_path, tiny_copy):
         read_bundle(tiny_copy)
 
 
-def test_swapped_or_damaged_model_fails_the_hash(tiny_copy):
-    model = tiny_copy / "model.onnx"
+@pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data"])
+def test_swapped_or_damaged_model_fails_the_hash(tiny_copy, name):
+    model = tiny_copy / name
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
     model.write_bytes(bytes(data))
@@ -103,6 +105,7 @@ def test_oversized_string_inside_a_small_file_is_not_allocated(tiny_copy):
     (lambda m: m["model"].update(num_layers="2"), "model.num_layers' has the wrong type"),
     (lambda m: m["model"].update(layout="mystery"), "layout 'mystery'"),
     (lambda m: m["model"].update(file="../../etc/passwd"), "plain name inside the bundle"),
+    (lambda m: m["model"].update(data_file="/etc/passwd"), "plain name inside the bundle"),
     (lambda m: m["special_tokens"].update(im_end=10**9), "inside the vocabulary"),
     (lambda m: m["sampling"].update(temperature=-1), "bad sampling"),
     (lambda m: m.pop("embedder"), "missing field 'embedder'"),

@@ -38,14 +38,36 @@ def embedder_exported(exported):
     return bert, prepare_embedder(tmp / "cache", log.append, source=bert, name="tiny-bert"), log
 
 
-def test_export_writes_a_parity_checked_int8_model(exported):
+def test_export_writes_a_parity_checked_fused_int8_model(exported):
     _, entry, _, log = exported
     report = json.loads((entry / "export.json").read_text())
+    assert report["layout"] == "lmpc-gqa" and report["variant"] == "int8"
     variants = {p["variant"]: p for p in report["parity"]}
+    assert set(variants) == {"fp32", "int8", "int8-b16", "int4"}
     assert variants["fp32"]["max_logit_diff"] < 1e-3 and variants["fp32"]["top1_agreement"] == 1.0
     assert variants["int8"]["top1_agreement"] >= 0.85
-    assert (entry / "model.int8.onnx").is_file() and not (entry / "onnx-fp32").exists()
-    assert any("quantising" in line for line in log)
+    # Only the shipped model stays: the other variants were measured, then removed.
+    assert sorted(p.name for p in entry.iterdir()) == ["checkpoint", "export.json", "model.onnx", "model.onnx.data"]
+    assert any("fused graph (int4 weights)" in line for line in log)
+
+
+def test_the_reference_layout_still_exports_and_talks(exported, embedder_exported):
+    from lmpc_export.build import prepare_model, write_bundle
+    from lmpc_runtime.engine import Engine
+    from lmpc_runtime.sheet import load_sheet
+
+    checkpoint, _, tmp, _ = exported
+    log = []
+    entry = prepare_model(checkpoint, tmp / "cache", log.append, context_length=1024, layout="optimum-kv-concat")
+    report = json.loads((entry / "export.json").read_text())
+    assert report["layout"] == "optimum-kv-concat" and {p["variant"] for p in report["parity"]} == {"fp32", "int8"}
+    assert any("quantising" in line for line in log) and not (entry / "onnx-fp32").exists()
+    out = write_bundle(load_sheet(ORLANDO_SHEET), entry, embedder_exported[1], tmp / "reference.lmpc",
+                       context_length=1024)
+    with Runtime() as rt:
+        npc = rt.load_npc(out, seed=0)
+        assert type(npc.engine) is Engine
+        assert [e for e in npc.ask("Hello") if e.kind == DONE][0].text
 
 
 def test_a_second_export_of_the_same_weights_is_cached(exported):

@@ -37,9 +37,10 @@ def test_npcs_share_one_model(tiny_bundle):
 
 def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
     with Runtime() as rt:
-        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1, warm=False)
+        npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1)
         first = npc.start_reply("Good day.")
-        assert len(npc.seq) == 0 and len(first.todo) > len(npc.persona_tokens)  # nothing cached yet
+        assert npc.seq.tokens == npc.persona_tokens  # the persona came from the prefix cache
+        assert len(first.todo) < len(npc.persona_tokens) // 2  # only the memory note and the line
         list(drive(npc.engine, first))
         npc.end_reply(first)
         second = npc.start_reply("Tell me more.")
@@ -49,13 +50,18 @@ def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
         assert len(second.todo) < len(npc.persona_tokens) // 2
 
 
-def test_warm_up_reads_the_persona_at_load(tiny_bundle):
+def test_npcs_of_one_bundle_share_the_persona_cache_and_reply_as_from_a_fresh_prompt(tiny_bundle):
+    greedy = SamplingConfig(temperature=0.0, repetition_penalty=1.0, max_tokens=12)
     with Runtime() as rt:
-        npc = rt.load_npc(tiny_bundle, sampling=SHORT)
-        assert npc.seq.tokens == npc.persona_tokens
-        # Only the memory note and the line are left to read.
-        reply = npc.start_reply("Good day.")
-        assert len(npc.seq) == len(npc.persona_tokens) and len(reply.todo) < len(npc.persona_tokens) // 2
+        a, b = rt.load_npc(tiny_bundle, sampling=greedy), rt.load_npc(tiny_bundle, sampling=greedy)
+        assert len(a.engine.prefixes) == 1 and a.seq is not b.seq
+        cached = reply_text(a, "Good day.")
+        # The same reply with nothing cached: the whole prompt prefilled from an empty sequence.
+        b.seq = b.engine.new_sequence()
+        reply = b.start_reply("Good day.")
+        assert len(reply.todo) > len(b.persona_tokens)
+        list(drive(b.engine, reply))
+        assert reply.final_text == cached
 
 
 def test_cancelled_reply_leaves_no_trace(tiny_bundle):

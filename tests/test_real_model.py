@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmpc_runtime import Runtime, SamplingConfig, read_bundle
@@ -40,11 +41,39 @@ def test_same_seed_same_reply(runtime, real_bundle):
 
 
 def test_parity_report_is_within_bounds(real_bundle):
-    report = read_bundle(real_bundle).report
+    bundle = read_bundle(real_bundle)
+    report = bundle.report
+    assert bundle.model.layout == report["export"]["layout"] == "lmpc-gqa"
     parity = {p["variant"]: p for p in report["parity"]}
+    assert set(parity) == {"fp32", "int8", "int8-b16", "int4"}, "every variant is measured and reported"
     assert parity["fp32"]["max_logit_diff"] < 0.05 and parity["fp32"]["top1_agreement"] >= 0.99
-    assert parity["int8"]["top1_agreement"] >= 0.85 and parity["int8"]["max_logit_diff"] < 8
-    assert parity["int8"]["positions"] >= 100
+    shipped = parity[report["export"]["variant"]]
+    assert shipped["top1_agreement"] >= 0.85 and shipped["max_logit_diff"] < 8
+    assert shipped["positions"] >= 100
+
+
+def test_npcs_decoding_together_say_what_each_says_alone(runtime, real_bundle):
+    npc = runtime.load_npc(real_bundle)
+    engine, chat = npc.engine, npc.chat
+    lines = ["Who are you?", "What do you think of the church?", "Where were you born?"]
+    prompts = [chat.turn("user", line) + chat.open_turn() for line in lines]
+
+    def greedy_alone(prompt):
+        seq = engine.new_sequence(npc.persona_tokens)
+        out = [int(np.argmax(engine.extend(seq, prompt)))]
+        for _ in range(15):
+            out.append(int(np.argmax(engine.extend(seq, out[-1:]))))
+        return out
+
+    alone = [greedy_alone(p) for p in prompts]
+    seqs = [engine.new_sequence(npc.persona_tokens) for _ in prompts]
+    together = [[int(np.argmax(engine.extend(seq, p)))] for seq, p in zip(seqs, prompts)]
+    for _ in range(15):
+        logits = engine.step(seqs, [out[-1] for out in together])
+        for out, row in zip(together, logits):
+            out.append(int(np.argmax(row)))
+    assert together == alone
+    assert len(engine.prefixes) == 1, "the persona is computed once and shared"
 
 
 def test_cli_ask_streams_a_reply(real_bundle):

@@ -1,0 +1,55 @@
+extends Control
+## The player talks to Ser Orlando Marlo: each line goes to the LmpcNpc, and his reply streams
+## into the dialogue panel as the Lmpc autoload (an LmpcRuntime) works on it every frame.
+
+var transcript := ""  # finished exchanges, as BBCode
+var answering := false
+
+@onready var orlando: LmpcNpc = $Orlando
+@onready var dialogue: RichTextLabel = $Panel/Margin/Column/Dialogue
+@onready var input: LineEdit = $Panel/Margin/Column/Input
+@onready var status: Label = $Panel/Margin/Column/Status
+
+
+func _ready() -> void:
+	orlando.reply_started.connect(func() -> void: status.text = "Ser Orlando is answering...")
+	orlando.reply_updated.connect(_show_reply_so_far)
+	orlando.error.connect(func(message: String) -> void: status.text = message)
+	input.text_submitted.connect(_on_line_submitted)
+	# The NPC node became ready (and loaded its bundle) before this one.
+	if orlando.is_loaded():
+		status.text = "Ser Orlando is listening."
+	else:
+		status.text = "Ser Orlando could not be loaded: see the errors in the Output panel."
+	input.grab_focus()
+
+
+func _on_line_submitted(line: String) -> void:
+	line = line.strip_edges()
+	if line.is_empty() or answering:
+		return
+	input.clear()
+	transcript += "[b]You:[/b] %s\n" % _plain(line)
+	dialogue.text = transcript
+	if not orlando.say(line):
+		return  # the error signal has put the reason in the status line
+	answering = true
+	var reply: String = await orlando.reply_finished
+	answering = false
+	transcript += "[b]Ser Orlando:[/b] %s\n\n" % _plain(reply)
+	dialogue.text = transcript
+	status.text = "Ser Orlando is listening."
+
+
+func _show_reply_so_far(text: String) -> void:
+	dialogue.text = transcript + "[b]Ser Orlando:[/b] " + _plain(text)
+
+
+func _input(event: InputEvent) -> void:
+	if answering and event.is_action_pressed("ui_cancel"):
+		orlando.cancel()  # reply_finished still comes, with what he had said
+
+
+## Text shown as written: "[" would otherwise start a BBCode tag.
+func _plain(text: String) -> String:
+	return text.replace("[", "[lb]")

@@ -1,0 +1,46 @@
+"""KV caches of fixed prompt starts (an NPC's persona), computed once per engine and copied for each user.
+
+Every conversation of an NPC begins with the same persona tokens, and every NPC built from the same
+bundle shares them, so their keys and values are computed once; a new conversation starts from a fork
+and prefills only what follows. Time to the first token then no longer grows with the persona.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+# Prefill in chunks: attention scratch memory grows with chunk length × context.
+PREFILL_CHUNK = 256
+
+
+class PrefixCache:
+    """Sequences holding given prefixes, least recently used dropped beyond `max_entries`."""
+
+    def __init__(self, engine: Any, max_entries: int = 8):
+        # Weak: the engine owns this cache, and a cycle would keep a closed engine's session (native
+        # memory the garbage collector does not see) alive until a full collection.
+        self._engine = weakref.ref(engine)
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, prefix: list[int]) -> bool:
+        return tuple(prefix) in self._entries
+
+    def sequence(self, prefix: list[int]) -> Any:
+        """A new sequence of the engine that already holds `prefix` (computed now if not cached)."""
+        key = tuple(prefix)
+        cached = self._entries.pop(key, None)
+        if cached is None:
+            engine = self._engine()
+            cached = engine.new_sequence()
+            for start in range(0, len(key), PREFILL_CHUNK):
+                engine.extend(cached, list(key[start:start + PREFILL_CHUNK]))
+        self._entries[key] = cached
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return cached.fork()

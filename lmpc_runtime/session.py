@@ -1,0 +1,32 @@
+"""onnxruntime session settings for a library that runs inside a game."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from .errors import BundleFormatError
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Session settings suited to a game: few threads, and no spinning that would steal the game's cores."""
+
+    threads: int = 2
+    spinning: bool = False
+
+
+def make_session(path: str, options: EngineOptions) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors come back as exceptions; a library inside a game must not write to the console.
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
+    try:
+        return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        raise BundleFormatError(f"{path}: onnxruntime cannot load the model: {exc}") from exc

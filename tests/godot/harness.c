@@ -1,0 +1,1111 @@
+/*
+** harness.c — a stand-in for Godot 4 that loads the LMPC GDExtension the way the engine does and
+** exercises it: no Godot 4 binary can be installed on these machines.
+**
+** It dlopens the built extension (RTLD_NOW | RTLD_DEEPBIND, like Godot on Linux), calls its entry
+** symbol with a get_proc_address that serves recording implementations of every interface function the
+** extension asks for, then plays the engine's part: registers what the extension declares (checking
+** classes, methods, properties and signals), instantiates nodes, sends notifications (enter tree, ready,
+** process every frame), calls methods through both calling conventions (Variants and raw pointers),
+** and records emitted signals and printed errors. Strings, StringNames and Variants are counted, so a
+** leak or a double free by the extension shows as a failure.
+**
+** Usage: harness EXTENSION.so SCENARIO [BUNDLE]
+**   registration   classes, methods, properties, signals, defaults, bad values, editor mode
+**   nolib          liblmpc.so missing: every use reports an error, nothing crashes; a second runtime
+**   nohome BUNDLE  a python_home that is not a Python installation
+**   bad BUNDLE     bad input with a working library (BUNDLE: the tiny test bundle), handlers that free
+**                  nodes while signals are emitted
+**   talk BUNDLE    a conversation with a real NPC: streaming, facts, save and load, cancel
+** res:// maps to $HARNESS_RES_DIR (default: the working directory), user:// to $HARNESS_USER_DIR.
+** Exit status 0 when every check passed; each failure is printed as "FAIL line N: ...".
+*/
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "gdextension.h"
+
+/* ---- checks ------------------------------------------------------------------------------------ */
+
+static int checks, failures;
+
+#define CHECK(condition) check((condition), __LINE__, #condition)
+static bool check(bool ok, int line, const char *what) {
+    checks++;
+    if (!ok) {
+        failures++;
+        printf("FAIL line %d: %s\n", line, what);
+        fflush(stdout);
+    }
+    return ok;
+}
+
+/* ---- fake values: Strings, StringNames and Variants -------------------------------------------- */
+
+/* A String or StringName slot holds a malloc'd UTF-8 copy; `live_texts` counts those not yet freed. */
+static long live_texts;
+
+static char *text_new(const char *utf8, size_t length) {
+    char *text = malloc(length + 1);
+    memcpy(text, utf8, length);
+    text[length] = '\0';
+    live_texts++;
+    return text;
+}
+
+static void text_free(char *text) {
+    if (!text) return;
+    live_texts--;
+    free(text);
+}
+
+#define POISON 0xdead /* the type of a destroyed Variant */
+
+typedef struct {
+    uint32_t type;
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        char *text;   /* STRING, STRING_NAME */
+        void *object; /* OBJECT */
+    };
+} fake_variant;
+_Static_assert(sizeof(fake_variant) <= 24, "a Variant is 24 bytes in Godot");
+
+static const char *text_of(const void *slot) { return *(char *const *)slot; }
+
+static fake_variant v_nil(void) { return (fake_variant){.type = GDX_TYPE_NIL}; }
+static fake_variant v_bool(bool b) { return (fake_variant){.type = GDX_TYPE_BOOL, .b = b}; }
+static fake_variant v_int(int64_t i) { return (fake_variant){.type = GDX_TYPE_INT, .i = i}; }
+static fake_variant v_float(double f) { return (fake_variant){.type = GDX_TYPE_FLOAT, .f = f}; }
+static fake_variant v_string(const char *s) {
+    return (fake_variant){.type = GDX_TYPE_STRING, .text = text_new(s, strlen(s))};
+}
+
+static int double_destroys;
+
+static void fake_variant_destroy(gd_variant *variant) {
+    fake_variant *v = (fake_variant *)variant;
+    if (v->type == POISON) double_destroys++;
+    if (v->type == GDX_TYPE_STRING || v->type == GDX_TYPE_STRING_NAME) text_free(v->text);
+    v->type = POISON;
+}
+
+static void stringify(const fake_variant *v, char *out, size_t size) {
+    switch (v->type) {
+    case GDX_TYPE_NIL: snprintf(out, size, "<null>"); break;
+    case GDX_TYPE_BOOL: snprintf(out, size, "%s", v->b ? "true" : "false"); break;
+    case GDX_TYPE_INT: snprintf(out, size, "%lld", (long long)v->i); break;
+    case GDX_TYPE_FLOAT: snprintf(out, size, "%.14g", v->f); break;
+    case GDX_TYPE_STRING:
+    case GDX_TYPE_STRING_NAME: snprintf(out, size, "%s", v->text); break;
+    default: snprintf(out, size, "<Object>"); break;
+    }
+}
+
+static void fake_variant_stringify(const gd_variant *variant, gd_string *r_string) {
+    char text[8192];
+    stringify((const fake_variant *)variant, text, sizeof text);
+    *(char **)r_string = text_new(text, strlen(text));
+}
+
+static gdx_variant_type fake_variant_get_type(const gd_variant *variant) {
+    return (gdx_variant_type)((const fake_variant *)variant)->type;
+}
+
+static void from_bool(gd_variant *r, void *p) { *(fake_variant *)r = v_bool(*(gdx_bool *)p); }
+static void from_int(gd_variant *r, void *p) { *(fake_variant *)r = v_int(*(int64_t *)p); }
+static void from_float(gd_variant *r, void *p) { *(fake_variant *)r = v_float(*(double *)p); }
+static void from_string(gd_variant *r, void *p) { *(fake_variant *)r = v_string(text_of(p)); }
+static void from_string_name(gd_variant *r, void *p) {
+    *(fake_variant *)r = v_string(text_of(p));
+    ((fake_variant *)r)->type = GDX_TYPE_STRING_NAME;
+}
+static void from_object(gd_variant *r, void *p) {
+    *(fake_variant *)r = (fake_variant){.type = GDX_TYPE_OBJECT, .object = *(void **)p};
+}
+
+static gdx_variant_from_type fake_get_variant_from_type_constructor(gdx_variant_type type) {
+    switch (type) {
+    case GDX_TYPE_BOOL: return from_bool;
+    case GDX_TYPE_INT: return from_int;
+    case GDX_TYPE_FLOAT: return from_float;
+    case GDX_TYPE_STRING: return from_string;
+    case GDX_TYPE_STRING_NAME: return from_string_name;
+    case GDX_TYPE_OBJECT: return from_object;
+    default: return NULL;
+    }
+}
+
+/* Like Godot, these convert (an int Variant read as a float is a float). */
+static void to_bool(void *r, gd_variant *variant) {
+    const fake_variant *v = (const fake_variant *)variant;
+    *(gdx_bool *)r = v->type == GDX_TYPE_BOOL ? v->b : v->type == GDX_TYPE_INT ? v->i != 0 : 0;
+}
+static void to_int(void *r, gd_variant *variant) {
+    const fake_variant *v = (const fake_variant *)variant;
+    *(int64_t *)r = v->type == GDX_TYPE_INT ? v->i : v->type == GDX_TYPE_FLOAT ? (int64_t)v->f : 0;
+}
+static void to_float(void *r, gd_variant *variant) {
+    const fake_variant *v = (const fake_variant *)variant;
+    *(double *)r = v->type == GDX_TYPE_FLOAT ? v->f : v->type == GDX_TYPE_INT ? (double)v->i : 0.0;
+}
+static void to_string(void *r, gd_variant *variant) { fake_variant_stringify(variant, r); }
+
+static gdx_type_from_variant fake_get_variant_to_type_constructor(gdx_variant_type type) {
+    switch (type) {
+    case GDX_TYPE_BOOL: return to_bool;
+    case GDX_TYPE_INT: return to_int;
+    case GDX_TYPE_FLOAT: return to_float;
+    case GDX_TYPE_STRING: return to_string;
+    default: return NULL;
+    }
+}
+
+static void destroy_text_slot(void *slot) { text_free(*(char **)slot); }
+
+static gdx_destructor fake_variant_get_ptr_destructor(gdx_variant_type type) {
+    return type == GDX_TYPE_STRING || type == GDX_TYPE_STRING_NAME ? destroy_text_slot : NULL;
+}
+
+static void fake_string_new_with_utf8_chars_and_len(gd_string *r, const char *utf8, gdx_int bytes) {
+    *(char **)r = text_new(utf8, (size_t)bytes);
+}
+
+static gdx_int fake_string_to_utf8_chars(const gd_string *s, char *r_utf8, gdx_int capacity) {
+    gdx_int length = (gdx_int)strlen(text_of(s));
+    if (r_utf8) memcpy(r_utf8, text_of(s), (size_t)(length < capacity ? length : capacity));
+    return length;
+}
+
+static void fake_string_name_new_with_utf8_chars(gd_string_name *r, const char *utf8) {
+    *(char **)r = text_new(utf8, strlen(utf8));
+}
+
+/* ---- the engine's records: classes, objects, signals, errors ----------------------------------- */
+
+typedef struct {
+    char name[64];
+    gdx_variant_type type;
+    uint32_t hint, usage;
+    char hint_string[128];
+} fake_info;
+
+typedef struct {
+    char name[64];
+    gdx_method_call call;
+    gdx_method_ptrcall ptrcall;
+    void *userdata;
+    bool has_return;
+    fake_info result;
+    int argc;
+    fake_info args[4];
+} fake_method;
+
+typedef struct {
+    fake_info info;
+    char setter[64], getter[64];
+} fake_property;
+
+typedef struct {
+    char name[64];
+    int argc;
+    fake_info args[2];
+} fake_signal;
+
+typedef struct {
+    char name[64], parent[64];
+    gdx_class_info2 info;
+    fake_method methods[32];
+    int method_count;
+    fake_property properties[16];
+    int property_count;
+    fake_signal signals[8];
+    int signal_count;
+    bool unregistered;
+} fake_class;
+
+static fake_class classes[8];
+static int class_count;
+
+typedef struct fake_object {
+    const char *engine_class; /* "Node", or a singleton's class */
+    fake_class *extension;
+    void *instance;
+    bool processing;
+    const char *label; /* for the output */
+} fake_object;
+
+static fake_object engine_singleton = {.engine_class = "Engine", .label = "Engine"};
+static fake_object settings_singleton = {.engine_class = "ProjectSettings", .label = "ProjectSettings"};
+static bool editor_hint;
+static long live_objects;
+
+typedef struct {
+    fake_object *object;
+    char signal[64];
+    char *text; /* NULL for no argument */
+    int frame;
+} emission;
+
+static emission emissions[20000];
+static int emission_count;
+static int frame_number;
+
+static char *errors[1000];
+static int error_count;
+static int warning_count;
+
+static const char gdx_library_token[] = "the library handle Godot passes";
+
+static fake_class *find_class(const char *name) {
+    for (int i = 0; i < class_count; i++)
+        if (!strcmp(classes[i].name, name)) return &classes[i];
+    return NULL;
+}
+
+static fake_method *find_method(fake_class *cls, const char *name) {
+    for (int i = 0; cls && i < cls->method_count; i++)
+        if (!strcmp(cls->methods[i].name, name)) return &cls->methods[i];
+    return NULL;
+}
+
+static fake_property *find_property(fake_class *cls, const char *name) {
+    for (int i = 0; cls && i < cls->property_count; i++)
+        if (!strcmp(cls->properties[i].info.name, name)) return &cls->properties[i];
+    return NULL;
+}
+
+static fake_signal *find_signal(fake_class *cls, const char *name) {
+    for (int i = 0; cls && i < cls->signal_count; i++)
+        if (!strcmp(cls->signals[i].name, name)) return &cls->signals[i];
+    return NULL;
+}
+
+/* A PropertyInfo the engine copies: every pointer in it must be a valid value. */
+static fake_info copy_info(const gdx_property_info *p) {
+    fake_info info = {.type = p->type, .hint = p->hint, .usage = p->usage};
+    CHECK(p->name && p->class_name && p->hint_string);
+    snprintf(info.name, sizeof info.name, "%s", text_of(p->name));
+    snprintf(info.hint_string, sizeof info.hint_string, "%s", text_of(p->hint_string));
+    CHECK(strlen(text_of(p->class_name)) == 0); /* no Object-typed values here */
+    return info;
+}
+
+/* ---- interface functions: ClassDB ---------------------------------------------------------------- */
+
+static void fake_register_class2(gdx_library library, const gd_string_name *name, const gd_string_name *parent,
+                                 const gdx_class_info2 *info) {
+    CHECK(library == (gdx_library)gdx_library_token);
+    CHECK(class_count < 8 && !find_class(text_of(name)));
+    CHECK(!strcmp(text_of(parent), "Node") || find_class(text_of(parent)));
+    fake_class *cls = &classes[class_count++];
+    snprintf(cls->name, sizeof cls->name, "%s", text_of(name));
+    snprintf(cls->parent, sizeof cls->parent, "%s", text_of(parent));
+    cls->info = *info;
+}
+
+static void fake_register_method(gdx_library library, const gd_string_name *class_name, const gdx_method_info *m) {
+    fake_class *cls = find_class(text_of(class_name));
+    CHECK(library == (gdx_library)gdx_library_token && cls && cls->method_count < 32);
+    if (!cls || cls->method_count >= 32) return;
+    CHECK(!find_method(cls, text_of(m->name)));
+    CHECK(m->call_func && m->ptrcall_func);
+    CHECK(m->argument_count <= 4 && m->default_argument_count == 0);
+    fake_method *fm = &cls->methods[cls->method_count++];
+    snprintf(fm->name, sizeof fm->name, "%s", text_of(m->name));
+    fm->call = m->call_func;
+    fm->ptrcall = m->ptrcall_func;
+    fm->userdata = m->method_userdata;
+    fm->has_return = m->has_return_value;
+    if (m->has_return_value) fm->result = copy_info(m->return_value_info);
+    fm->argc = (int)m->argument_count;
+    for (int i = 0; i < fm->argc; i++) fm->args[i] = copy_info(&m->arguments_info[i]);
+}
+
+static void fake_register_property(gdx_library library, const gd_string_name *class_name, const gdx_property_info *p,
+                                   const gd_string_name *setter, const gd_string_name *getter) {
+    fake_class *cls = find_class(text_of(class_name));
+    CHECK(library == (gdx_library)gdx_library_token && cls && cls->property_count < 16);
+    if (!cls || cls->property_count >= 16) return;
+    fake_property *fp = &cls->properties[cls->property_count++];
+    fp->info = copy_info(p);
+    snprintf(fp->setter, sizeof fp->setter, "%s", text_of(setter));
+    snprintf(fp->getter, sizeof fp->getter, "%s", text_of(getter));
+    /* As ClassDB::add_property checks: the accessors are registered methods of matching types. */
+    fake_method *set = find_method(cls, fp->setter), *get = find_method(cls, fp->getter);
+    CHECK(set && set->argc == 1 && !set->has_return && set->args[0].type == fp->info.type);
+    CHECK(get && get->argc == 0 && get->has_return && get->result.type == fp->info.type);
+}
+
+static void fake_register_signal(gdx_library library, const gd_string_name *class_name, const gd_string_name *name,
+                                 const gdx_property_info *args, gdx_int count) {
+    fake_class *cls = find_class(text_of(class_name));
+    CHECK(library == (gdx_library)gdx_library_token && cls && cls->signal_count < 8 && count <= 2);
+    if (!cls || cls->signal_count >= 8 || count > 2) return;
+    fake_signal *s = &cls->signals[cls->signal_count++];
+    snprintf(s->name, sizeof s->name, "%s", text_of(name));
+    s->argc = (int)count;
+    for (int i = 0; i < count; i++) s->args[i] = copy_info(&args[i]);
+}
+
+static void fake_unregister_class(gdx_library library, const gd_string_name *name) {
+    fake_class *cls = find_class(text_of(name));
+    CHECK(library == (gdx_library)gdx_library_token && cls && !cls->unregistered);
+    if (!cls) return;
+    for (int i = 0; i < class_count; i++) /* inheritors first */
+        if (!strcmp(classes[i].parent, cls->name)) CHECK(classes[i].unregistered);
+    cls->unregistered = true;
+}
+
+static gdx_object fake_construct_object(const gd_string_name *class_name) {
+    CHECK(!strcmp(text_of(class_name), "Node"));
+    fake_object *object = calloc(1, sizeof *object);
+    object->engine_class = "Node";
+    live_objects++;
+    return object;
+}
+
+static void fake_object_set_instance(gdx_object object, const gd_string_name *class_name, void *instance) {
+    fake_object *o = object;
+    fake_class *cls = find_class(text_of(class_name));
+    CHECK(cls && !strcmp(cls->parent, o->engine_class) && !o->extension);
+    o->extension = cls;
+    o->instance = instance;
+}
+
+static gdx_object fake_global_get_singleton(const gd_string_name *name) {
+    if (!strcmp(text_of(name), "Engine")) return &engine_singleton;
+    if (!strcmp(text_of(name), "ProjectSettings")) return &settings_singleton;
+    return NULL;
+}
+
+/* ---- interface functions: calls into the engine --------------------------------------------------- */
+
+static void (*on_emit)(fake_object *object, const char *signal); /* a scenario's "signal handler" */
+
+static void record_emission(fake_object *o, const fake_variant *const *args, gdx_int count) {
+    CHECK(count >= 1 && args[0]->type == GDX_TYPE_STRING_NAME);
+    const char *signal = args[0]->text;
+    fake_signal *s = find_signal(o->extension, signal);
+    CHECK(s && s->argc == count - 1); /* declared, with this many arguments */
+    if (count == 2) CHECK(args[1]->type == GDX_TYPE_STRING);
+    CHECK(emission_count < 20000);
+    if (emission_count >= 20000) return;
+    emission *e = &emissions[emission_count++];
+    e->object = o;
+    e->frame = frame_number;
+    snprintf(e->signal, sizeof e->signal, "%s", signal);
+    e->text = count == 2 ? strdup(args[1]->text) : NULL;
+    if (on_emit) on_emit(o, signal);
+}
+
+static const char *globalize(const char *path, char *out, size_t size) {
+    const char *res = getenv("HARNESS_RES_DIR"), *user = getenv("HARNESS_USER_DIR");
+    if (!strncmp(path, "res://", 6)) snprintf(out, size, "%s/%s", res ? res : ".", path + 6);
+    else if (!strncmp(path, "user://", 7)) snprintf(out, size, "%s/%s", user ? user : "/tmp", path + 7);
+    else snprintf(out, size, "%s", path);
+    return out;
+}
+
+static void fake_variant_call(gd_variant *self, const gd_string_name *method, const gd_variant *const *args,
+                              gdx_int count, gd_variant *r_return, gdx_call_error *r_error) {
+    const fake_variant *target = (const fake_variant *)self;
+    const fake_variant *const *argv = (const fake_variant *const *)args;
+    fake_variant *result = (fake_variant *)r_return;
+    const char *name = text_of(method);
+    *result = v_nil();
+    *r_error = (gdx_call_error){GDX_CALL_OK, 0, 0};
+    CHECK(target->type == GDX_TYPE_OBJECT && target->object);
+    fake_object *o = target->object;
+    if (o == &engine_singleton && !strcmp(name, "is_editor_hint") && count == 0) {
+        *result = v_bool(editor_hint);
+    } else if (o == &settings_singleton && !strcmp(name, "globalize_path") && count == 1) {
+        char path[4096];
+        CHECK(argv[0]->type == GDX_TYPE_STRING);
+        *result = v_string(globalize(argv[0]->text, path, sizeof path));
+    } else if (o->extension && !strcmp(name, "set_process") && count == 1 && argv[0]->type == GDX_TYPE_BOOL) {
+        o->processing = argv[0]->b;
+    } else if (o->extension && !strcmp(name, "emit_signal")) {
+        record_emission(o, argv, count);
+    } else {
+        printf("FAIL: unexpected engine call %s.%s\n", o->engine_class, name);
+        failures++;
+        r_error->error = GDX_CALL_ERROR_INVALID_METHOD;
+    }
+}
+
+static void fake_print(const char *kind, const char *description, const char *function, const char *file,
+                       int32_t line) {
+    printf("%s: %s\n   at: %s (%s:%d)\n", kind, description, function, file, line);
+    fflush(stdout);
+}
+
+static void fake_print_error(const char *description, const char *function, const char *file, int32_t line,
+                             gdx_bool notify) {
+    (void)notify;
+    fake_print("ERROR", description, function, file, line);
+    if (error_count < 1000) errors[error_count++] = strdup(description);
+}
+
+static void fake_print_warning(const char *description, const char *function, const char *file, int32_t line,
+                               gdx_bool notify) {
+    (void)notify;
+    fake_print("WARNING", description, function, file, line);
+    warning_count++;
+}
+
+static gdx_godot_version engine_version = {4, 2, 2, "4.2.2.stable (LMPC harness)"};
+static void fake_get_godot_version(gdx_godot_version *r) { *r = engine_version; }
+
+/* ---- get_proc_address ------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    gdx_function function;
+    int requests;
+} served;
+
+#define SERVE(name) {#name, (gdx_function)(void *)fake_##name, 0}
+static served interface[] = {
+    SERVE(get_godot_version),
+    SERVE(print_error),
+    SERVE(print_warning),
+    SERVE(variant_destroy),
+    SERVE(variant_call),
+    SERVE(variant_get_type),
+    SERVE(variant_stringify),
+    SERVE(get_variant_from_type_constructor),
+    SERVE(get_variant_to_type_constructor),
+    SERVE(variant_get_ptr_destructor),
+    SERVE(string_new_with_utf8_chars_and_len),
+    SERVE(string_to_utf8_chars),
+    SERVE(string_name_new_with_utf8_chars),
+    SERVE(global_get_singleton),
+    {"classdb_construct_object", (gdx_function)(void *)fake_construct_object, 0},
+    {"object_set_instance", (gdx_function)(void *)fake_object_set_instance, 0},
+    {"classdb_register_extension_class2", (gdx_function)(void *)fake_register_class2, 0},
+    {"classdb_register_extension_class_method", (gdx_function)(void *)fake_register_method, 0},
+    {"classdb_register_extension_class_property", (gdx_function)(void *)fake_register_property, 0},
+    {"classdb_register_extension_class_signal", (gdx_function)(void *)fake_register_signal, 0},
+    {"classdb_unregister_extension_class", (gdx_function)(void *)fake_unregister_class, 0},
+};
+#define INTERFACE_SIZE (int)(sizeof interface / sizeof interface[0])
+static int unknown_requests;
+
+static gdx_function fake_get_proc_address(const char *name) {
+    for (int i = 0; i < INTERFACE_SIZE; i++) {
+        if (!strcmp(interface[i].name, name)) {
+            interface[i].requests++;
+            return interface[i].function;
+        }
+    }
+    printf("FAIL: the extension asked for %s, which this harness does not serve\n", name);
+    unknown_requests++;
+    return NULL;
+}
+
+/* ---- playing the engine ----------------------------------------------------------------------- */
+
+static void *extension;
+static gdx_initialization init;
+
+static bool load_extension(const char *path) {
+    /* Godot opens extensions with RTLD_DEEPBIND on Linux, except in sanitizer builds (which refuse it). */
+#if defined(__SANITIZE_ADDRESS__)
+    extension = dlopen(path, RTLD_NOW);
+#else
+    extension = dlopen(path, RTLD_NOW | RTLD_DEEPBIND);
+#endif
+    if (!CHECK(extension != NULL)) {
+        printf("dlopen: %s\n", dlerror());
+        return false;
+    }
+    gdx_bool (*entry)(gdx_get_proc_address, gdx_library, gdx_initialization *);
+    *(void **)&entry = dlsym(extension, "lmpc_godot_init");
+    if (!CHECK(entry != NULL)) return false;
+    if (!CHECK(entry(fake_get_proc_address, (gdx_library)gdx_library_token, &init))) return false;
+    CHECK(init.minimum_initialization_level == GDX_INIT_SCENE && init.initialize && init.deinitialize);
+    for (int level = GDX_INIT_CORE; level <= GDX_INIT_SCENE; level++) {
+        if (level == GDX_INIT_SCENE) CHECK(class_count == 0); /* Node classes register at the scene level */
+        init.initialize(init.userdata, (gdx_init_level)level);
+    }
+    return true;
+}
+
+static void unload_extension(void) {
+    for (int level = GDX_INIT_SCENE; level >= GDX_INIT_CORE; level--) init.deinitialize(init.userdata, (gdx_init_level)level);
+    for (int i = 0; i < class_count; i++) CHECK(classes[i].unregistered);
+    dlclose(extension);
+}
+
+static fake_object *instantiate(const char *class_name, const char *label) {
+    fake_class *cls = find_class(class_name);
+    if (!CHECK(cls != NULL)) exit(1);
+    fake_object *o = cls->info.create_instance_func(cls->info.class_userdata);
+    CHECK(o && o->extension == cls && o->instance);
+    o->label = label;
+    return o;
+}
+
+static void notify(fake_object *o, int what) { o->extension->info.notification_func(o->instance, what, 0); }
+
+/* Object destruction: NOTIFICATION_PREDELETE (reversed), then the extension's free_instance. */
+static void destroy(fake_object *o) {
+    o->extension->info.notification_func(o->instance, GDX_NOTIFICATION_PREDELETE, 1);
+    o->extension->info.free_instance_func(o->extension->info.class_userdata, o->instance);
+    free(o);
+    live_objects--;
+}
+
+static void enter_tree(fake_object *o) {
+    notify(o, GDX_NOTIFICATION_ENTER_TREE);
+    notify(o, GDX_NOTIFICATION_READY);
+}
+
+static double seconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + now.tv_nsec / 1e9;
+}
+
+/* One frame: _process for every node that asked for it (as SceneTree::process does), then a wait for
+** the rest of the frame at 60 frames per second, as vsync would. */
+static double process_seconds; /* time spent in the nodes' _process, all frames */
+
+static void frame(fake_object *const *nodes, int count) {
+    double start = seconds();
+    frame_number++;
+    for (int i = 0; i < count; i++)
+        if (nodes[i] && nodes[i]->processing) notify(nodes[i], GDX_NOTIFICATION_PROCESS);
+    process_seconds += seconds() - start;
+    double rest = 1.0 / 60 - (seconds() - start);
+    if (rest > 0) nanosleep(&(struct timespec){0, (long)(rest * 1e9)}, NULL);
+}
+
+/* A method call with Variants (GDScript's dynamic calls). The result must be destroyed by the caller. */
+static fake_variant call_v(fake_object *o, const char *method, int count, fake_variant *args, gdx_call_error *error) {
+    fake_method *m = find_method(o->extension, method);
+    fake_variant result = v_nil();
+    gdx_call_error ignored;
+    if (!error) error = &ignored;
+    *error = (gdx_call_error){GDX_CALL_OK, 0, 0};
+    const gd_variant *argv[4];
+    for (int i = 0; i < count; i++) argv[i] = (const gd_variant *)&args[i];
+    if (!CHECK(m != NULL)) return result;
+    m->call(m->userdata, o->instance, argv, count, (gd_variant *)&result, error);
+    return result;
+}
+
+/* The same with the arguments' Variants destroyed, and the result as a bool. */
+static bool call_bool(fake_object *o, const char *method, int count, fake_variant *args) {
+    fake_variant result = call_v(o, method, count, args, NULL);
+    for (int i = 0; i < count; i++) fake_variant_destroy((gd_variant *)&args[i]);
+    CHECK(result.type == GDX_TYPE_BOOL);
+    return result.type == GDX_TYPE_BOOL && result.b;
+}
+
+/* A method call with pointers to raw values (typed GDScript, other extensions). */
+static void call_p(fake_object *o, const char *method, const void **args, void *result) {
+    fake_method *m = find_method(o->extension, method);
+    if (CHECK(m != NULL)) m->ptrcall(m->userdata, o->instance, args, result);
+}
+
+static int count_signals(fake_object *o, const char *signal, int since) {
+    int n = 0;
+    for (int i = since; i < emission_count; i++)
+        if (emissions[i].object == o && !strcmp(emissions[i].signal, signal)) n++;
+    return n;
+}
+
+static const emission *last_signal(fake_object *o, const char *signal) {
+    for (int i = emission_count - 1; i >= 0; i--)
+        if (emissions[i].object == o && !strcmp(emissions[i].signal, signal)) return &emissions[i];
+    return NULL;
+}
+
+/* A failure reported both ways: an error print containing `needle`, and the NPC's `error` signal. */
+static bool reported(fake_object *npc, int errors_before, int emissions_before, const char *needle) {
+    const emission *e = last_signal(npc, "error");
+    return error_count > errors_before && strstr(errors[error_count - 1], needle) &&
+           count_signals(npc, "error", emissions_before) == 1 && e && strstr(e->text, needle);
+}
+
+#define EXPECT_REPORTED(npc, needle, ...)                                                                     \
+    do {                                                                                                      \
+        int errors_before_ = error_count, emissions_before_ = emission_count;                                 \
+        __VA_ARGS__;                                                                                          \
+        if (!CHECK(reported(npc, errors_before_, emissions_before_, needle)))                                 \
+            printf("  expected an error with \"%s\"; last error: %s\n", needle,                               \
+                   error_count ? errors[error_count - 1] : "(none)");                                         \
+    } while (0)
+
+/* Drive frames until `npc` emits reply_finished (or `limit` frames pass). */
+static bool run_until_finished(fake_object *const *nodes, int count, fake_object *npc, int limit) {
+    int before = count_signals(npc, "reply_finished", 0);
+    for (int i = 0; i < limit; i++) {
+        frame(nodes, count);
+        if (count_signals(npc, "reply_finished", 0) > before) return true;
+    }
+    return false;
+}
+
+/* The streamed updates since `since`: each is the whole reply so far, so each extends the last. */
+static void check_stream(fake_object *npc, int since, int *updates, int *frames_with_updates) {
+    const char *previous = "";
+    int last_frame = -1;
+    *updates = *frames_with_updates = 0;
+    bool started = false;
+    for (int i = since; i < emission_count; i++) {
+        const emission *e = &emissions[i];
+        if (e->object != npc) continue;
+        if (!strcmp(e->signal, "reply_started")) started = true;
+        if (strcmp(e->signal, "reply_updated") != 0) continue;
+        CHECK(started); /* reply_started comes first */
+        CHECK(strncmp(e->text, previous, strlen(previous)) == 0 && strlen(e->text) > strlen(previous));
+        previous = e->text;
+        (*updates)++;
+        if (e->frame != last_frame) (*frames_with_updates)++;
+        last_frame = e->frame;
+    }
+}
+
+/* ---- scenarios --------------------------------------------------------------------------------- */
+
+static void expect_method(const char *class_name, const char *name, gdx_variant_type result, int argc,
+                          gdx_variant_type arg0, gdx_variant_type arg1) {
+    fake_method *m = find_method(find_class(class_name), name);
+    if (!CHECK(m != NULL)) {
+        printf("  missing %s.%s\n", class_name, name);
+        return;
+    }
+    CHECK(m->argc == argc);
+    CHECK(result == GDX_TYPE_NIL ? !m->has_return : m->has_return && m->result.type == result);
+    if (argc > 0) CHECK(m->args[0].type == arg0);
+    if (argc > 1) CHECK(m->args[1].type == arg1);
+}
+
+static void expect_property(const char *class_name, const char *name, gdx_variant_type type, uint32_t hint) {
+    fake_property *p = find_property(find_class(class_name), name);
+    if (!CHECK(p != NULL)) {
+        printf("  missing property %s.%s\n", class_name, name);
+        return;
+    }
+    CHECK(p->info.type == type && p->info.hint == hint && p->info.usage == GDX_USAGE_DEFAULT);
+}
+
+static void expect_signal(const char *name, const char *argument) {
+    fake_signal *s = find_signal(find_class("LmpcNpc"), name);
+    if (!CHECK(s != NULL)) return;
+    CHECK(s->argc == (argument ? 1 : 0));
+    if (argument) CHECK(s->args[0].type == GDX_TYPE_STRING && !strcmp(s->args[0].name, argument));
+}
+
+static double get_float(fake_object *o, const char *getter) {
+    fake_variant v = call_v(o, getter, 0, NULL, NULL);
+    CHECK(v.type == GDX_TYPE_FLOAT);
+    return v.f;
+}
+
+static int64_t get_int(fake_object *o, const char *getter) {
+    fake_variant v = call_v(o, getter, 0, NULL, NULL);
+    CHECK(v.type == GDX_TYPE_INT);
+    return v.i;
+}
+
+static void set_v(fake_object *o, const char *setter, fake_variant value) {
+    fake_variant result = call_v(o, setter, 1, &value, NULL);
+    CHECK(result.type == GDX_TYPE_NIL); /* setters return nothing */
+    fake_variant_destroy((gd_variant *)&value);
+}
+
+static void set_string(fake_object *o, const char *setter, const char *text) {
+    char *slot = text_new(text, strlen(text)); /* a String, passed by pointer */
+    const void *args[1] = {&slot};
+    call_p(o, setter, args, NULL);
+    text_free(slot);
+}
+
+static void scenario_registration(void) {
+    CHECK(class_count == 2);
+    fake_class *runtime = find_class("LmpcRuntime"), *npc = find_class("LmpcNpc");
+    if (!CHECK(runtime && npc)) return;
+    for (int i = 0; i < class_count; i++) {
+        gdx_class_info2 *info = &classes[i].info;
+        CHECK(!strcmp(classes[i].parent, "Node"));
+        CHECK(info->is_exposed && !info->is_virtual && !info->is_abstract);
+        CHECK(info->create_instance_func && info->free_instance_func && info->notification_func);
+    }
+    expect_method("LmpcNpc", "say", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
+    expect_method("LmpcNpc", "cancel", GDX_TYPE_NIL, 0, 0, 0);
+    expect_method("LmpcNpc", "set_fact", GDX_TYPE_BOOL, 2, GDX_TYPE_STRING, GDX_TYPE_NIL);
+    CHECK(find_method(npc, "set_fact")->args[1].usage & GDX_USAGE_NIL_IS_VARIANT); /* any Variant */
+    expect_method("LmpcNpc", "save_state", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
+    expect_method("LmpcNpc", "load_state", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
+    expect_method("LmpcNpc", "load_bundle", GDX_TYPE_BOOL, 0, 0, 0);
+    expect_method("LmpcNpc", "is_loaded", GDX_TYPE_BOOL, 0, 0, 0);
+    expect_property("LmpcNpc", "bundle_path", GDX_TYPE_STRING, GDX_HINT_DIR);
+    expect_property("LmpcNpc", "priority", GDX_TYPE_FLOAT, GDX_HINT_RANGE);
+    expect_property("LmpcRuntime", "budget_ms", GDX_TYPE_FLOAT, GDX_HINT_RANGE);
+    expect_property("LmpcRuntime", "seed", GDX_TYPE_INT, GDX_HINT_NONE);
+    expect_property("LmpcRuntime", "threads", GDX_TYPE_INT, GDX_HINT_RANGE);
+    expect_property("LmpcRuntime", "worker", GDX_TYPE_BOOL, GDX_HINT_NONE);
+    expect_property("LmpcRuntime", "python_home", GDX_TYPE_STRING, GDX_HINT_GLOBAL_DIR);
+    expect_property("LmpcRuntime", "site_packages", GDX_TYPE_STRING, GDX_HINT_GLOBAL_DIR);
+    CHECK(npc->method_count == 7 + 2 * npc->property_count && npc->property_count == 2);
+    CHECK(runtime->method_count == 2 * runtime->property_count && runtime->property_count == 6);
+    expect_signal("reply_started", NULL);
+    expect_signal("reply_updated", "text");
+    expect_signal("reply_finished", "text");
+    expect_signal("error", "message");
+    CHECK(npc->signal_count == 4 && runtime->signal_count == 0);
+    for (int c = 0; c < class_count; c++) { /* for the test to compare with what the demo's GDScript uses */
+        printf("class %s:", classes[c].name);
+        for (int i = 0; i < classes[c].method_count; i++) printf(" %s()", classes[c].methods[i].name);
+        for (int i = 0; i < classes[c].property_count; i++) printf(" %s", classes[c].properties[i].info.name);
+        for (int i = 0; i < classes[c].signal_count; i++) printf(" %s!", classes[c].signals[i].name);
+        printf("\n");
+    }
+
+    /* Defaults, read both ways. */
+    fake_object *rt = instantiate("LmpcRuntime", "runtime"), *orlando = instantiate("LmpcNpc", "orlando");
+    CHECK(get_float(rt, "get_budget_ms") == 4.0 && get_int(rt, "get_seed") == -1 && get_int(rt, "get_threads") == 0);
+    CHECK(!call_bool(rt, "get_worker", 0, NULL));
+    set_v(rt, "set_worker", v_bool(true));
+    gdx_bool worker = 0;
+    call_p(rt, "get_worker", NULL, &worker);
+    CHECK(worker == 1);
+    double budget = 0;
+    call_p(rt, "get_budget_ms", NULL, &budget);
+    CHECK(budget == 4.0);
+    char *path = text_new("junk", 4); /* a ptrcall result is an initialized String the callee replaces */
+    call_p(orlando, "get_bundle_path", NULL, &path);
+    CHECK(!strcmp(path, ""));
+    CHECK(get_float(orlando, "get_priority") == 0.0);
+
+    /* Values set one way read back the other; an int is a fine float. */
+    set_v(rt, "set_budget_ms", v_float(8.5));
+    call_p(rt, "get_budget_ms", NULL, &budget);
+    CHECK(budget == 8.5);
+    set_v(rt, "set_budget_ms", v_int(3));
+    CHECK(get_float(rt, "get_budget_ms") == 3.0);
+    set_string(orlando, "set_bundle_path", "res://npcs/orlando_marlo.lmpc");
+    call_p(orlando, "get_bundle_path", NULL, &path);
+    CHECK(!strcmp(path, "res://npcs/orlando_marlo.lmpc"));
+    fake_variant got = call_v(orlando, "get_bundle_path", 0, NULL, NULL);
+    CHECK(got.type == GDX_TYPE_STRING && !strcmp(got.text, "res://npcs/orlando_marlo.lmpc"));
+    fake_variant_destroy((gd_variant *)&got);
+    text_free(path);
+    double focus = 10.0;
+    const void *priority_args[1] = {&focus};
+    call_p(orlando, "set_priority", priority_args, NULL);
+    CHECK(get_float(orlando, "get_priority") == 10.0);
+
+    /* Bad values: an error print, and the value stays. For the NPC, also its error signal. */
+    int errors_before = error_count;
+    set_v(rt, "set_budget_ms", v_float(-1));
+    set_v(rt, "set_budget_ms", v_float(NAN));
+    set_v(rt, "set_budget_ms", v_string("fast"));
+    set_v(rt, "set_threads", v_int(1000));
+    set_v(rt, "set_seed", v_float(2.5));
+    CHECK(error_count == errors_before + 5 && strstr(errors[errors_before], "budget_ms must be in [0, 1000]"));
+    CHECK(get_float(rt, "get_budget_ms") == 3.0 && get_int(rt, "get_threads") == 0 && get_int(rt, "get_seed") == -1);
+    EXPECT_REPORTED(orlando, "argument 1 (priority) must be a float, not a String",
+                    set_v(orlando, "set_priority", v_string("high")));
+    EXPECT_REPORTED(orlando, "argument 1 (bundle_path) must be a String, not null",
+                    set_v(orlando, "set_bundle_path", v_nil()));
+    CHECK(get_float(orlando, "get_priority") == 10.0);
+
+    /* Wrong argument counts are the engine's call errors, as for any method. */
+    gdx_call_error error;
+    fake_variant result = call_v(orlando, "say", 0, NULL, &error);
+    CHECK(error.error == GDX_CALL_ERROR_TOO_FEW_ARGUMENTS && error.expected == 1 && result.type == GDX_TYPE_NIL);
+    fake_variant two[2] = {v_string("a"), v_string("b")};
+    call_v(orlando, "say", 2, two, &error);
+    CHECK(error.error == GDX_CALL_ERROR_TOO_MANY_ARGUMENTS);
+    fake_variant_destroy((gd_variant *)&two[0]);
+    fake_variant_destroy((gd_variant *)&two[1]);
+
+    /* In the editor nothing loads or ticks (with no liblmpc.so beside the addon, trying would print). */
+    editor_hint = true;
+    errors_before = error_count;
+    enter_tree(rt);
+    enter_tree(orlando);
+    CHECK(!rt->processing && error_count == errors_before);
+    CHECK(!call_bool(orlando, "is_loaded", 0, NULL));
+    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
+    editor_hint = false;
+    destroy(orlando);
+    destroy(rt);
+}
+
+static void scenario_nolib(void) {
+    fake_object *npc = instantiate("LmpcNpc", "npc");
+    set_string(npc, "set_bundle_path", "res://npcs/orlando_marlo.lmpc");
+    EXPECT_REPORTED(npc, "no LmpcRuntime is in the scene tree", enter_tree(npc));
+
+    fake_object *rt = instantiate("LmpcRuntime", "runtime");
+    int errors_before = error_count;
+    enter_tree(rt);
+    CHECK(rt->processing); /* it asked for _process */
+    CHECK(error_count == errors_before + 1 && strstr(errors[errors_before], "cannot load the LMPC library") &&
+          strstr(errors[errors_before], "liblmpc.so"));
+    EXPECT_REPORTED(npc, "cannot load the LMPC library", CHECK(!call_bool(npc, "load_bundle", 0, NULL)));
+    fake_variant line = v_string("Hello?");
+    EXPECT_REPORTED(npc, "no NPC is loaded", CHECK(!call_bool(npc, "say", 1, &line)));
+    fake_object *nodes[] = {rt, npc};
+    int emissions_before = emission_count;
+    for (int i = 0; i < 10; i++) frame(nodes, 2);
+    CHECK(emission_count == emissions_before);
+    CHECK(!call_bool(npc, "is_loaded", 0, NULL));
+
+    /* A second runtime is told it is idle and does nothing. */
+    fake_object *second = instantiate("LmpcRuntime", "second");
+    int warnings_before = warning_count;
+    errors_before = error_count;
+    enter_tree(second);
+    CHECK(warning_count == warnings_before + 1 && error_count == errors_before && !second->processing);
+    notify(second, GDX_NOTIFICATION_EXIT_TREE);
+    destroy(second);
+
+    destroy(npc);
+    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
+    destroy(rt);
+}
+
+/* A python_home that is not one: the library says so before starting Python, and nothing crashes. */
+static void scenario_nohome(const char *bundle) {
+    fake_object *rt = instantiate("LmpcRuntime", "runtime");
+    set_string(rt, "set_python_home", "/nonexistent/python");
+    int errors_before = error_count;
+    enter_tree(rt);
+    CHECK(error_count == errors_before + 1 && strstr(errors[errors_before], "/nonexistent/python"));
+    fake_object *npc = instantiate("LmpcNpc", "npc");
+    set_string(npc, "set_bundle_path", bundle);
+    EXPECT_REPORTED(npc, "lmpc_boot: /nonexistent/python is not a Python home", enter_tree(npc));
+    destroy(npc);
+    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
+    destroy(rt);
+}
+
+/* Signal handlers that free nodes while the extension is emitting (GDScript may call free()). */
+static fake_object *free_on_update, *free_on_finish, *free_on_error;
+
+static void handler_frees_nodes(fake_object *object, const char *signal) {
+    if (object == free_on_error && !strcmp(signal, "error")) {
+        free_on_error = NULL;
+        destroy(object);
+    } else if (object == free_on_update && !strcmp(signal, "reply_updated")) {
+        free_on_update = NULL;
+        destroy(object);
+    } else if (free_on_finish && !strcmp(signal, "reply_finished")) {
+        fake_object *victim = free_on_finish;
+        free_on_finish = NULL;
+        destroy(victim);
+    }
+}
+
+static void scenario_bad(const char *bundle) {
+    fake_object *rt = instantiate("LmpcRuntime", "runtime");
+    set_v(rt, "set_seed", v_int(5));
+    fake_object *npc = instantiate("LmpcNpc", "npc");
+    fake_object *nodes[3] = {rt, npc, NULL};
+
+    set_string(npc, "set_bundle_path", bundle);
+    EXPECT_REPORTED(npc, "no LmpcRuntime is in the scene tree", enter_tree(npc));
+    int errors_before = error_count;
+    enter_tree(rt); /* boots the embedded Python */
+    CHECK(rt->processing && error_count == errors_before);
+
+    set_string(npc, "set_bundle_path", "");
+    EXPECT_REPORTED(npc, "bundle_path is not set", CHECK(!call_bool(npc, "load_bundle", 0, NULL)));
+    fake_variant args[2];
+    args[0] = v_string("Hello?");
+    EXPECT_REPORTED(npc, "LmpcNpc.say: no NPC is loaded", CHECK(!call_bool(npc, "say", 1, args)));
+    args[0] = v_string("quest.stage"), args[1] = v_int(2);
+    EXPECT_REPORTED(npc, "LmpcNpc.set_fact: no NPC is loaded", CHECK(!call_bool(npc, "set_fact", 2, args)));
+    args[0] = v_string("user://x.save");
+    EXPECT_REPORTED(npc, "LmpcNpc.save_state: no NPC is loaded", CHECK(!call_bool(npc, "save_state", 1, args)));
+
+    set_string(npc, "set_bundle_path", "res://missing.lmpc");
+    EXPECT_REPORTED(npc, "res://missing.lmpc", CHECK(!call_bool(npc, "load_bundle", 0, NULL)));
+
+    set_string(npc, "set_bundle_path", bundle);
+    errors_before = error_count;
+    CHECK(call_bool(npc, "load_bundle", 0, NULL) && call_bool(npc, "is_loaded", 0, NULL));
+    CHECK(error_count == errors_before);
+
+    args[0] = v_nil();
+    EXPECT_REPORTED(npc, "argument 1 (text) must be a String, not null", CHECK(!call_bool(npc, "say", 1, args)));
+    args[0] = v_string("");
+    EXPECT_REPORTED(npc, "LmpcNpc.say: ", CHECK(!call_bool(npc, "say", 1, args)));
+    args[0] = v_nil(), args[1] = v_int(3);
+    EXPECT_REPORTED(npc, "argument 1 (key) must be a String, not null", CHECK(!call_bool(npc, "set_fact", 2, args)));
+    args[0] = v_string("user://no-such.save");
+    EXPECT_REPORTED(npc, "LmpcNpc.load_state: user://no-such.save", CHECK(!call_bool(npc, "load_state", 1, args)));
+    errors_before = error_count;
+    call_v(npc, "cancel", 0, NULL, NULL); /* nothing to cancel: fine */
+    CHECK(error_count == errors_before);
+
+    /* A handler frees the NPC on its error signal, inside the call that failed: for a bad argument, and
+    ** for a call the NPC refuses. */
+    on_emit = handler_frees_nodes;
+    for (int refusal = 0; refusal < 2; refusal++) {
+        fake_object *doomed = instantiate("LmpcNpc", "doomed");
+        free_on_error = doomed;
+        args[0] = refusal ? v_string("Hello?") : v_nil();
+        CHECK(!call_bool(doomed, "say", 1, args));
+        CHECK(free_on_error == NULL); /* the handler ran */
+    }
+    on_emit = NULL;
+
+    /* The tiny model streams (random) text. */
+    int since = emission_count;
+    args[0] = v_string("Hello there.");
+    CHECK(call_bool(npc, "say", 1, args));
+    CHECK(run_until_finished(nodes, 2, npc, 6000));
+    int updates, frames;
+    check_stream(npc, since, &updates, &frames);
+    CHECK(count_signals(npc, "reply_started", since) == 1 && updates >= 1);
+    printf("tiny reply: %d updates over %d frames\n", updates, frames);
+
+    /* A handler frees the NPC at its first update; the runtime goes on; events of the freed NPC vanish. */
+    fake_object *other = instantiate("LmpcNpc", "other");
+    set_string(other, "set_bundle_path", bundle);
+    enter_tree(other);
+    nodes[2] = other;
+    args[0] = v_string("Who are you?");
+    CHECK(call_bool(npc, "say", 1, args));
+    args[0] = v_string("And you?");
+    CHECK(call_bool(other, "say", 1, args));
+    free_on_update = npc;
+    on_emit = handler_frees_nodes;
+    nodes[1] = NULL;
+    CHECK(run_until_finished(nodes, 3, other, 6000));
+    CHECK(free_on_update == NULL); /* the handler ran */
+
+    /* A handler frees the runtime itself while it dispatches; the NPC loses its runtime, not its mind. */
+    args[0] = v_string("Tell me more.");
+    CHECK(call_bool(other, "say", 1, args));
+    free_on_finish = rt;
+    for (int i = 0; i < 6000 && free_on_finish; i++) frame(nodes, 3);
+    CHECK(free_on_finish == NULL);
+    nodes[0] = NULL;
+    on_emit = NULL;
+    CHECK(!call_bool(other, "is_loaded", 0, NULL));
+    args[0] = v_string("Still there?");
+    EXPECT_REPORTED(other, "no NPC is loaded", CHECK(!call_bool(other, "say", 1, args)));
+    destroy(other);
+}
+
+static void scenario_talk(const char *bundle) {
+    fake_object *rt = instantiate("LmpcRuntime", "runtime");
+    set_v(rt, "set_seed", v_int(7));
+    set_v(rt, "set_threads", v_int(2));
+    set_v(rt, "set_budget_ms", v_float(4.0));
+    enter_tree(rt);
+    fake_object *orlando = instantiate("LmpcNpc", "orlando");
+    set_string(orlando, "set_bundle_path", bundle);
+    set_v(orlando, "set_priority", v_float(10));
+    int errors_before = error_count;
+    double start = seconds();
+    enter_tree(orlando); /* loads the bundle when ready */
+    CHECK(call_bool(orlando, "is_loaded", 0, NULL) && error_count == errors_before);
+    printf("loaded in %.1f s\n", seconds() - start);
+    fake_object *nodes[] = {rt, orlando};
+
+    fake_variant args[2] = {v_string("player.name"), v_string("Mira")};
+    bool fact = call_bool(orlando, "set_fact", 2, args);
+    printf("set_fact: %s\n", fact ? "ok" : errors[error_count - 1]);
+
+    /* The first reply, streamed frame by frame. */
+    int since = emission_count, start_frame = frame_number;
+    args[0] = v_string("Who are you?");
+    CHECK(call_bool(orlando, "say", 1, args));
+    start = seconds();
+    CHECK(run_until_finished(nodes, 2, orlando, 20000));
+    double elapsed = seconds() - start;
+    int updates, frames;
+    check_stream(orlando, since, &updates, &frames);
+    const emission *finished = last_signal(orlando, "reply_finished"), *update = last_signal(orlando, "reply_updated");
+    CHECK(count_signals(orlando, "reply_started", since) == 1 && updates >= 3 && frames >= 3);
+    CHECK(finished && strlen(finished->text) > 0 && update);
+    printf("streamed: %d updates over %d frames (%d frames in all, %.1f s, %.0f ms per frame)\n", updates, frames,
+           frame_number - start_frame, elapsed, 1000 * elapsed / (frame_number - start_frame));
+    printf("last update: %s\n", update ? update->text : "");
+    printf("reply: %s\n", finished ? finished->text : "");
+
+    /* Save and load (user:// is a folder of the test's). */
+    args[0] = v_string("user://orlando.save");
+    bool saved = call_bool(orlando, "save_state", 1, args);
+    char path[4096];
+    struct stat st;
+    if (saved) {
+        CHECK(stat(globalize("user://orlando.save", path, sizeof path), &st) == 0 && st.st_size > 0);
+        args[0] = v_string("user://orlando.save");
+        CHECK(call_bool(orlando, "load_state", 1, args));
+        printf("save_state: ok, %lld bytes\n", (long long)st.st_size);
+    } else {
+        printf("save_state: %s\n", errors[error_count - 1]);
+    }
+
+    /* A second line, cancelled after a few updates: reply_finished still comes, so awaits resume. */
+    since = emission_count;
+    args[0] = v_string("What do you want most in life?");
+    CHECK(call_bool(orlando, "say", 1, args));
+    for (int i = 0; i < 20000 && count_signals(orlando, "reply_updated", since) < 3; i++) frame(nodes, 2);
+    call_v(orlando, "cancel", 0, NULL, NULL);
+    CHECK(run_until_finished(nodes, 2, orlando, 100));
+    check_stream(orlando, since, &updates, &frames);
+    printf("cancelled after %d updates: %s\n", updates, last_signal(orlando, "reply_finished")->text);
+
+    /* What the runtime costs a frame when nobody is talking. */
+    double before = process_seconds;
+    for (int i = 0; i < 120; i++) frame(nodes, 2);
+    printf("idle frames: %.0f us of _process each\n", 1e6 * (process_seconds - before) / 120);
+
+    destroy(orlando);
+    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
+    destroy(rt);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 3) {
+        fprintf(stderr, "usage: harness EXTENSION.so registration|nolib|nohome BUNDLE|bad BUNDLE|talk BUNDLE\n");
+        return 2;
+    }
+    const char *scenario = argv[2], *bundle = argc > 3 ? argv[3] : NULL;
+    if (!load_extension(argv[1])) return 1;
+    for (int i = 0; i < INTERFACE_SIZE; i++) CHECK(interface[i].requests == 1); /* each fetched once */
+    CHECK(unknown_requests == 0);
+
+    if (!strcmp(scenario, "registration")) scenario_registration();
+    else if (!strcmp(scenario, "nolib")) scenario_nolib();
+    else if (!strcmp(scenario, "nohome") && bundle) scenario_nohome(bundle);
+    else if (!strcmp(scenario, "bad") && bundle) scenario_bad(bundle);
+    else if (!strcmp(scenario, "talk") && bundle) scenario_talk(bundle);
+    else {
+        fprintf(stderr, "unknown scenario %s\n", scenario);
+        return 2;
+    }
+
+    unload_extension();
+    CHECK(live_objects == 0);
+    CHECK(live_texts == 0); /* every String, StringName and Variant the extension made was released */
+    CHECK(double_destroys == 0);
+    if (live_texts) printf("  %ld Strings/StringNames/Variants leaked\n", live_texts);
+    printf("%d errors, %d warnings printed; %d signals emitted\n", error_count, warning_count, emission_count);
+    printf("%s: %d checks, %d failed\n", failures ? "FAILED" : "passed", checks, failures);
+    return failures ? 1 : 0;
+}

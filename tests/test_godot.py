@@ -1,0 +1,148 @@
+"""The Godot addon (examples/godot) without Godot: no Godot 4 binary can be installed here, so
+tests/godot/harness.c plays the engine. It loads the extension built by examples/godot/build.sh, serves
+recording implementations of the GDExtension interface, and drives nodes frame by frame; these tests run
+its scenarios and read what it printed. Each scenario exits non-zero if any of its checks failed."""
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmpc_runtime import Runtime
+
+REPO = Path(__file__).parents[1]
+GODOT = REPO / "examples" / "godot"
+HARNESS = Path(__file__).parent / "godot" / "harness.c"
+CC = shutil.which("cc") or shutil.which("gcc")
+ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
+SANITIZERS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+
+pytestmark = pytest.mark.skipif(CC is None or sys.platform != "linux" or ARCH is None,
+                                reason="the addon is built for Linux x86-64/arm64 with a C compiler")
+
+
+class Build:
+    """An extension built into `folder` (with liblmpc.so beside it or not), and a harness for it."""
+
+    def __init__(self, folder: Path, liblmpc: Path | None, sanitize: bool = False):
+        flags = SANITIZERS if sanitize else []
+        env = {**os.environ, "CC": CC, "CFLAGS": " ".join(["-Werror", *flags]), "LIBLMPC": str(liblmpc or "none")}
+        subprocess.run(["sh", str(GODOT / "build.sh"), str(folder)], env=env, check=True, capture_output=True)
+        self.extension = folder / f"liblmpc_godot.linux.{ARCH}.so"
+        self.harness = folder / "harness"
+        subprocess.run([CC, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", *flags,
+                        f"-I{GODOT / 'addons' / 'lmpc' / 'src'}", str(HARNESS), "-ldl", "-lm", "-o",
+                        str(self.harness)], check=True)
+        self.sanitize = sanitize
+
+    def run(self, scenario: str, *args, folder: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+        (folder / "user").mkdir(exist_ok=True)
+        env = {**os.environ, "HARNESS_RES_DIR": str(folder), "HARNESS_USER_DIR": str(folder / "user")}
+        if self.sanitize:
+            env["ASAN_OPTIONS"] = "detect_leaks=0"  # the embedded Python keeps its memory to the end
+        return subprocess.run([str(self.harness), str(self.extension), scenario, *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory) -> dict[str, Build]:
+    from lmpc_bindings.build import build_capi
+
+    root = tmp_path_factory.mktemp("godot")
+    liblmpc = build_capi(root / "capi")
+    return {"plain": Build(root / "plain", liblmpc), "nolib": Build(root / "nolib", None),
+            "asan": Build(root / "asan", liblmpc, sanitize=True)}
+
+
+def passed(out: subprocess.CompletedProcess) -> bool:
+    return out.returncode == 0 and re.search(r"^passed: \d+ checks, 0 failed$", out.stdout, re.M) is not None
+
+
+def test_only_the_entry_symbol_is_exported_and_the_gdextension_file_names_it(builds):
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(builds["plain"].extension)],
+                             capture_output=True, text=True, check=True).stdout
+    config = (GODOT / "addons" / "lmpc" / "lmpc.gdextension").read_text()
+    entry = re.search(r'^entry_symbol = "(\w+)"$', config, re.M).group(1)
+    assert re.findall(r" T (\w+)$", symbols, re.M) == [entry]
+    assert re.search(r'^compatibility_minimum = "4\.2"$', config, re.M)
+    assert re.search(r"^reloadable = false$", config, re.M)
+    library = re.search(rf'^linux\.{ARCH} = "res://addons/lmpc/(bin/[\w.]+)"$', config, re.M).group(1)
+    assert library == f"bin/{builds['plain'].extension.name}"
+    assert re.search(rf'^linux\.{ARCH} = {{ "res://addons/lmpc/bin/liblmpc\.so": "" }}$', config, re.M)
+
+
+def test_classes_methods_properties_and_signals_are_registered_as_godot_expects(builds, tmp_path):
+    # Built without liblmpc.so: in editor mode the harness checks nothing tries to load it.
+    out = builds["nolib"].run("registration", folder=tmp_path)
+    assert passed(out), out.stdout + out.stderr
+    assert "budget_ms must be in [0, 1000], not -1" in out.stdout
+    assert "LmpcNpc.set_bundle_path: argument 1 (bundle_path) must be a String, not null" in out.stdout
+
+
+def test_the_demo_uses_only_what_the_extension_registers(builds, tmp_path):
+    out = builds["nolib"].run("registration", folder=tmp_path)
+    npc = re.search(r"^class LmpcNpc: (.*)$", out.stdout, re.M).group(1).split()
+    script = (GODOT / "demo" / "main.gd").read_text()
+    used = set(re.findall(r"\borlando\.(\w+)", script))
+    assert used and used <= {name.rstrip("()!") for name in npc}, used
+    scene = (GODOT / "demo" / "main.tscn").read_text()
+    assert 'type="LmpcNpc"' in scene and 'bundle_path = "res://npcs/orlando_marlo.lmpc"' in scene
+    autoload = re.search(r'^Lmpc="\*res://(.+)"$', (GODOT / "demo" / "project.godot").read_text(), re.M).group(1)
+    assert 'type="LmpcRuntime"' in (GODOT / "demo" / autoload).read_text()
+
+
+def test_without_liblmpc_every_use_reports_an_error_and_nothing_crashes(builds, tmp_path):
+    out = builds["nolib"].run("nolib", folder=tmp_path)
+    assert passed(out), out.stdout + out.stderr
+    assert "LmpcRuntime: the LMPC runtime could not start: cannot load the LMPC library" in out.stdout
+    assert "WARNING: LmpcRuntime: another LmpcRuntime is already active" in out.stdout
+
+
+def test_a_wrong_python_home_is_reported_before_python_starts(builds, tmp_path, tiny_bundle):
+    out = builds["plain"].run("nohome", tiny_bundle, folder=tmp_path)
+    assert passed(out), out.stdout + out.stderr
+    assert "lmpc_boot: /nonexistent/python is not a Python home" in out.stdout
+
+
+def test_bad_input_gives_the_error_signal_and_an_error_print_under_sanitizers(builds, tmp_path, tiny_bundle):
+    # Address and undefined-behaviour sanitizers watch the extension (not the embedded Python) throughout,
+    # including signal handlers that free the NPC, or the runtime itself, while it dispatches events.
+    for scenario in (["registration"], ["bad", tiny_bundle]):
+        out = builds["asan"].run(*scenario, folder=tmp_path)
+        assert "Sanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr[-4000:]
+        assert passed(out), out.stdout[-4000:] + out.stderr[-4000:]
+    for message in ["LmpcNpc.load_bundle: bundle_path is not set",
+                    "LmpcNpc.say: no NPC is loaded",
+                    "LmpcNpc.load_bundle: res://missing.lmpc: ",
+                    "LmpcNpc.say: argument 1 (text) must be a String, not null",
+                    "LmpcNpc.say: the player line is empty"]:
+        assert message in out.stdout
+    assert re.search(r"^tiny reply: \d+ updates over \d+ frames$", out.stdout, re.M)
+
+
+@pytest.mark.skipif(not os.environ.get("GODOT_GDEXTENSION_INCLUDE"),
+                    reason="set GODOT_GDEXTENSION_INCLUDE to a folder with Godot's gdextension_interface.h")
+def test_interface_declarations_match_godots_header():
+    # The harness shares the addon's declarations, so only Godot's own header can check them.
+    subprocess.run([CC, "-std=c11", "-fsyntax-only", f"-I{os.environ['GODOT_GDEXTENSION_INCLUDE']}",
+                    f"-I{GODOT / 'addons' / 'lmpc' / 'src'}", str(HARNESS.with_name("layout_check.c"))], check=True)
+
+
+@pytest.mark.real_model
+def test_orlando_streams_into_signals_frame_by_frame(builds, tmp_path, real_bundle):
+    out = builds["plain"].run("talk", real_bundle, folder=tmp_path)
+    assert passed(out), out.stdout + out.stderr
+    updates, frames = map(int, re.search(r"^streamed: (\d+) updates over (\d+) frames", out.stdout, re.M).groups())
+    assert updates >= 3 and frames >= 3
+    last_update = re.search(r"^last update: (.*)$", out.stdout, re.M).group(1)
+    reply = re.search(r"^reply: (.*)$", out.stdout, re.M).group(1)
+    assert reply.strip() and reply.strip()[:20] == last_update.strip()[:20]
+    assert re.search(r"^cancelled after \d+ updates: ", out.stdout, re.M)
+    # Facts and saves work once the runtime has them; until then they fail with a message, not a crash.
+    assert ("set_fact: ok" in out.stdout) == hasattr(Runtime, "set_fact")
+    assert ("save_state: ok" in out.stdout) == hasattr(Runtime, "save_state")
