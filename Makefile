@@ -16,7 +16,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed')
 
-.PHONY: setup bundle regulars capi demo pygame-demo test clean
+.PHONY: setup bundle regulars capi demo pygame-demo test bench clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -68,6 +68,12 @@ pygame-demo: bundle regulars
 
 test: bundle regulars
 	LMPC_REAL_BUNDLE=$(DEMO_BUNDLE) LMPC_EXPECT_INSTALLED=1 $(BIN)/pytest -q
+
+# The benchmark harness: benchmarks/RESULTS.md and benchmarks/results/. The `bench` extra compiles llama.cpp
+# once (8-20 minutes); peers that are not installed are reported as skipped.
+bench: bundle
+	$(BIN)/python -m pip install --quiet ".[bench]"
+	nice -n 10 $(BIN)/python -m benchmarks
 
 clean:
 	rm -rf build $(VENV)
