@@ -151,6 +151,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "transformers than the export extra allows)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--report", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    p.add_argument("--from-json", type=Path, help="measure nothing: redraw the plots and report from a results.json")
     args = p.parse_args(argv)
     args.peers = list(PEERS) if args.peers == "all" else [] if args.peers == "none" else args.peers.split(",")
     unknown = [name for name in args.peers if name not in PEERS]
@@ -162,9 +163,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = run(args)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     made = plots.draw(results, args.out)
     args.report.write_text(report.markdown(results, made, relative_to=args.report.parent))
     print(f"wrote {args.report} and {args.out}/ ({len(made)} plots)", file=sys.stderr)

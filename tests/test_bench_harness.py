@@ -76,3 +76,13 @@ def test_a_missing_peer_is_skipped_with_its_reason(tmp_path, monkeypatch):
     systems, status = open_systems(["llama.cpp Q8_0"], src, threads=1)
     assert [s.name for s in systems] == ["lmpc"]
     assert status["llama.cpp Q8_0"]["status"] == "skipped" and status["llama.cpp Q8_0"]["reason"]
+
+
+def test_the_report_is_redrawn_from_the_raw_json_alone(harness_run, tmp_path):
+    out, _ = harness_run
+    command = [sys.executable, "-m", "benchmarks", "--from-json", str(out / "results" / "results.json"),
+               "--out", str(tmp_path), "--report", str(tmp_path / "RESULTS.md")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    redrawn = (tmp_path / "RESULTS.md").read_text()
+    assert redrawn.replace("results/", "") == (out / "RESULTS.md").read_text().replace("results/", "")
