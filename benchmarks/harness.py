@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from . import engine, machine, memory, plots, profiles, report, rss_child, scheduler
+from .llama_peer import EXTRA_BUFFER_TYPES
 from .peers import PEERS, Sources, Unavailable, open_system
 from .progress import Progress
 
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> dict:
     steps = sum(len(p.threads) * (4 + args.warmup + args.reps) for p in chosen) + (1 if args.memories else 0)
     bar = Progress(steps)
     results = {"machine": info, "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "prompt": engine.prompt_sizes(ids), "profiles": []}
+               "prompt": engine.prompt_sizes(ids), "llama_extra_buffers": EXTRA_BUFFER_TYPES,
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "profiles": []}
     measured: dict[int, dict] = {}  # CPU runs by thread count, for a GPU profile that falls back to the CPU
     for profile in chosen:
         described = profiles.describe(profile, info)

@@ -140,6 +140,13 @@ def markdown(results: dict, plots: list[Path], relative_to: Path) -> str:
         "Median [min–max]. The machine is shared with other jobs, so absolute numbers drift; the same-run "
         "ratios are what to read.",
         "",
+        f"**Peers' settings:** OpenMP threads (llama.cpp, torch) run with OMP_WAIT_POLICY="
+        f"{results.get('omp_wait_policy') or 'PASSIVE'}: they do not spin between steps, as ours do not (spinning "
+        "collapses them on a shared machine). llama.cpp runs with its extra "
+        "buffer types " + ("on." if results.get("llama_extra_buffers") else "off (its AMX matmul crashes on these "
+        "VMs), which also turns off its repacked Q4/Q8 kernels: llama.cpp may be faster elsewhere.") +
+        " onnxruntime-genai keeps its own session defaults (its threads spin).",
+        "",
         "## Headline",
         "",
         *headline(results),
