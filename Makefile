@@ -16,7 +16,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed' -o -name '*.txt')
 
-.PHONY: setup bundle regulars capi demo pygame-demo test fuzz kill9 soak train-demo clean
+.PHONY: setup bundle regulars capi demo pygame-demo test bench fuzz kill9 soak train-demo clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -90,6 +90,12 @@ train-demo: setup
 	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
 		--adapter-out build/orlando_marlo.lora --generate 0 --writer-weight 1 --epochs 1 --batch-size 6 \
 		--lora-layers 12 --lr 3e-4 --threads 2
+
+# The benchmark harness: benchmarks/RESULTS.md and benchmarks/results/. The `bench` extra compiles llama.cpp
+# once (8-20 minutes); peers that are not installed are reported as skipped.
+bench: bundle
+	$(BIN)/python -m pip install --quiet ".[bench]"
+	nice -n 10 $(BIN)/python -m benchmarks
 
 clean:
 	rm -rf build $(VENV)

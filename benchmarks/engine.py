@@ -18,126 +18,38 @@ apart: read the same-run ratios.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
 
 from lmpc_runtime import Runtime, read_bundle
 from lmpc_runtime.chat import ChatFormat
-from lmpc_runtime.engine import EngineOptions, open_engine
 
+from . import machine, rss_child
 from .llama_peer import LlamaPeer, q8_0_gguf, require_llama_cpp
+from .peers import Llama, Ours
+from .stats import ratios, spread
 
 REPO = Path(__file__).resolve().parents[1]
 # 15 tokens of text, as the issue's time-to-first-token target specifies.
 PLAYER_LINE = "What do you think of the High Priestess and her new tithe?"
 SHORT_SYSTEM = "You are Ser Orlando Marlo, a knight of House Marlo. Answer in two sentences."
+# The lines a fresh process answers when its peak RSS is measured.
+RSS_LINES = (PLAYER_LINE, "Who are you?", "Tell me of your father.")
+OTHER_LINES = ("Who are you?", "Where is the capital?", "Do you trust the church?", "Tell me of your father.",
+               "What is the Unblessed's fate?", "Will you be Chancellor?", "What is Solaris?")
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
-
-
-class Ours:
-    """Our engine, driven with token ids and greedy argmax (no sampler), like the peer."""
-
-    name = "lmpc"
-
-    def __init__(self, bundle_path: Path, threads: int, model: tuple[Path, str] | None = None):
-        """`model`: (an ONNX file, its layout) to time instead of the bundle's own model."""
-        spec = read_bundle(bundle_path).model
-        path = spec.file
-        if model is not None:
-            path, layout = model
-            spec = dataclasses.replace(spec, file=path.name, layout=layout)
-        self.engine = open_engine(str(bundle_path / path), spec, EngineOptions(threads=threads))
-
-    def decode(self, prompt: list[int], new_tokens: int) -> tuple[float, list[int]]:
-        seq = self.engine.new_sequence()
-        token = int(np.argmax(self._prefill(seq, prompt)))
-        out = [token]
-        start = time.perf_counter()
-        for _ in range(new_tokens):
-            token = int(np.argmax(self.engine.extend(seq, [token])))
-            out.append(token)
-        return new_tokens / (time.perf_counter() - start), out
-
-    def ttft_cold(self, persona: list[int], line: list[int]) -> float:
-        start = time.perf_counter()
-        seq = self.engine.new_sequence()
-        np.argmax(self._prefill(seq, persona + line))
-        return (time.perf_counter() - start) * 1000
-
-    def ttft_cached(self, persona: list[int], line: list[int]) -> float:
-        seq = self.engine.new_sequence(persona)  # at NPC load, or after the previous reply
-        start = time.perf_counter()
-        np.argmax(self.engine.extend(seq, line))
-        return (time.perf_counter() - start) * 1000
-
-    def batched(self, persona: list[int], lines: list[list[int]], steps: int) -> float:
-        """Aggregate tok/s of len(lines) NPCs, each from the cached persona, decoding together."""
-        seqs = [self.engine.new_sequence(persona) for _ in lines]
-        tokens = [int(np.argmax(self.engine.extend(seq, line))) for seq, line in zip(seqs, lines)]
-        start = time.perf_counter()
-        for _ in range(steps):
-            tokens = [int(t) for t in np.argmax(self.engine.step(seqs, tokens), axis=1)]
-        return len(lines) * steps / (time.perf_counter() - start)
-
-    def _prefill(self, seq, prompt: list[int]) -> np.ndarray:
-        for start in range(0, len(prompt), 512):
-            logits = self.engine.extend(seq, prompt[start:start + 512])
-        return logits
-
-
-class Llama:
-    name = "llama.cpp"
-
-    def __init__(self, gguf: Path, threads: int):
-        self.peer = LlamaPeer(gguf, threads)
-
-    def decode(self, prompt: list[int], new_tokens: int) -> tuple[float, list[int]]:
-        self.peer.rewind(0)
-        token = int(np.argmax(self.peer.extend(prompt)))
-        out = [token]
-        start = time.perf_counter()
-        for _ in range(new_tokens):
-            token = int(np.argmax(self.peer.extend([token])))
-            out.append(token)
-        return new_tokens / (time.perf_counter() - start), out
-
-    def ttft_cold(self, persona: list[int], line: list[int]) -> float:
-        self.peer.rewind(0)
-        start = time.perf_counter()
-        np.argmax(self.peer.extend(persona + line))
-        return (time.perf_counter() - start) * 1000
-
-    def ttft_cached(self, persona: list[int], line: list[int]) -> float:
-        if self.peer.llm.input_ids[: len(persona)].tolist() != persona or len(self.peer) < len(persona):
-            self.peer.rewind(0)
-            self.peer.extend(persona)
-        self.peer.rewind(len(persona))  # llama.cpp keeps the persona's cache, as llama-server's prompt cache
-        start = time.perf_counter()
-        np.argmax(self.peer.extend(line))
-        return (time.perf_counter() - start) * 1000
+# What is timed, each system in turn: decode speed (higher is better) and time to first token (lower).
+MEASURES: dict[str, Callable] = {
+    "decode_short_tok_s": lambda side, ids, n: side.decode(ids["short"], n)[0],
+    "decode_npc_tok_s": lambda side, ids, n: side.decode(ids["persona"] + ids["line"], n)[0],
+    "ttft_cold_ms": lambda side, ids, n: side.ttft_cold(ids["persona"], ids["line"]),
+    "ttft_cached_ms": lambda side, ids, n: side.ttft_cached(ids["persona"], ids["line"]),
+}
 
 
 def prompts(bundle_path: Path) -> dict:
@@ -146,83 +58,94 @@ def prompts(bundle_path: Path) -> dict:
         npc = rt.load_npc(bundle_path)
         persona, chat = npc.persona_tokens, npc.chat
     line = chat.turn("user", PLAYER_LINE) + chat.open_turn()
-    others = ["Who are you?", "Where is the capital?", "Do you trust the church?", "Tell me of your father.",
-              "What is the Unblessed's fate?", "Will you be Chancellor?", "What is Solaris?"]
     return {"persona": persona, "line": line, "short": chat.turn("system", SHORT_SYSTEM) + line,
             "line_text_tokens": len(chat.encode_text(PLAYER_LINE)),
-            "npc_lines": [line] + [chat.turn("user", t) + chat.open_turn() for t in others]}
+            "npc_lines": [line] + [chat.turn("user", t) + chat.open_turn() for t in OTHER_LINES]}
 
 
-def rss(side: str, path: Path, job: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.rss_child", side, str(path)], input=json.dumps(job),
-                         capture_output=True, text=True, cwd=REPO, check=True)
-    return json.loads(out.stdout)
+def prompt_sizes(ids: dict) -> dict:
+    return {"persona_tokens": len(ids["persona"]), "line_tokens": len(ids["line"]),
+            "line_text_tokens": ids["line_text_tokens"], "short_tokens": len(ids["short"])}
+
+
+def compare(systems: list, ids: dict, new_tokens: int, reps: int, warmup: int,
+            on_rep: Callable[[int], None] | None = None) -> dict:
+    """Time every measure on every system, rep after rep; the systems take turns in an order that rotates
+    each rep, so none always runs first (or right after the same neighbour). `systems[0]` is ours: the
+    ratios are ours against each of the others, pairing reps that ran back to back."""
+    runs = {side.name: {name: [] for name in MEASURES} for side in systems}
+    for rep in range(warmup + reps):
+        order = systems[rep % len(systems):] + systems[: rep % len(systems)]
+        for name, measure in MEASURES.items():
+            for side in order:
+                value = measure(side, ids, new_tokens)
+                if rep >= warmup:
+                    runs[side.name][name].append(value)
+        if on_rep is not None:
+            on_rep(rep)
+    ours, peers = systems[0], systems[1:]
+    prompt = ids["persona"] + ids["line"]
+    our_tokens = ours.decode(prompt, new_tokens)[1]
+    agreement = {}
+    for peer in peers:
+        peer_tokens = peer.decode(prompt, new_tokens)[1]
+        agreement[peer.name] = next((i for i, (a, b) in enumerate(zip(our_tokens, peer_tokens)) if a != b),
+                                    min(len(our_tokens), len(peer_tokens)))
+    return {
+        "results": {side: {name: spread(v) for name, v in by_measure.items()} for side, by_measure in runs.items()},
+        # Both read as "times as fast": tok/s ours over theirs, first-token time theirs over ours.
+        "ratios": {peer.name: {name: ratios(runs[ours.name][name], runs[peer.name][name]) if name.endswith("tok_s")
+                               else ratios(runs[peer.name][name], runs[ours.name][name]) for name in MEASURES}
+                   for peer in peers},
+        "greedy_agreement": agreement,
+        "greedy_tokens": new_tokens + 1,
+    }
+
+
+def batched(ours: Ours, ids: dict, sizes: list[int], steps: int, reps: int) -> dict:
+    """Aggregate decode tok/s of 1..N NPCs stepped together in one forward pass (ours only: the peers
+    as run here serve one sequence at a time)."""
+    runs = {b: [] for b in sizes}
+    for _ in range(reps):
+        for b in sizes:
+            lines = [ids["npc_lines"][i % len(ids["npc_lines"])] for i in range(b)]
+            runs[b].append(ours.batched(ids["persona"], lines, steps))
+    return {str(b): spread(v) for b, v in runs.items()}
 
 
 def run(args: argparse.Namespace) -> dict:
-    require_llama_cpp()
-    import llama_cpp
-
+    llama_cpp = require_llama_cpp()
     from lmpc_export.checkpoint import base_gguf
 
     ids = prompts(args.bundle)
-    persona, line = ids["persona"], ids["line"]
     gguf = q8_0_gguf(base_gguf(), args.model_cache / "bench" / "SmolLM2-135M-Instruct.Q8_0.gguf")
-    ours, peer = Ours(args.bundle, args.threads), Llama(gguf, args.threads)
-    measures = {
-        "decode_short_tok_s": lambda side: side.decode(ids["short"], args.new_tokens)[0],
-        "decode_npc_tok_s": lambda side: side.decode(persona + line, args.new_tokens)[0],
-        "ttft_cold_ms": lambda side: side.ttft_cold(persona, line),
-        "ttft_cached_ms": lambda side: side.ttft_cached(persona, line),
-    }
-    results = {name: {ours.name: [], peer.name: []} for name in measures}
-    batch = {b: [] for b in args.batch_sizes}
-    for rep in range(args.warmup + args.reps):
-        sides = (ours, peer) if rep % 2 == 0 else (peer, ours)
-        for name, measure in measures.items():
-            for side in sides:
-                value = measure(side)
-                if rep >= args.warmup:
-                    results[name][side.name].append(value)
-        for b in args.batch_sizes:
-            lines = [ids["npc_lines"][i % len(ids["npc_lines"])] for i in range(b)]
-            value = ours.batched(persona, lines, args.batch_steps)
-            if rep >= args.warmup:
-                batch[b].append(value)
-        print(f"rep {rep + 1}/{args.warmup + args.reps} done", file=sys.stderr, flush=True)
-
-    _, our_tokens = ours.decode(persona + line, args.new_tokens)
-    _, peer_tokens = peer.decode(persona + line, args.new_tokens)
-    same = next((i for i, (a, b) in enumerate(zip(our_tokens, peer_tokens)) if a != b), len(our_tokens))
-    summary = {name: {side: spread(v) for side, v in by_side.items()} for name, by_side in results.items()}
-    for name, by_side in results.items():
-        ratios = [a / b for a, b in zip(by_side[ours.name], by_side[peer.name])]
-        summary[name]["ratio_lmpc_over_llama"] = spread(ratios)
-    single = statistics.median(results["decode_npc_tok_s"][peer.name])
+    ours, peer = Ours(args.bundle, args.threads), Llama("llama.cpp", gguf, args.threads)
+    summary = compare([ours, peer], ids, args.new_tokens, args.reps, args.warmup,
+                      on_rep=lambda rep: print(f"rep {rep + 1}/{args.warmup + args.reps} done", file=sys.stderr))
+    single = statistics.median(summary["results"][peer.name]["decode_npc_tok_s"]["runs"])
     summary["batched_aggregate_tok_s"] = {
-        str(b): {**spread(v), "over_llama_single_stream": statistics.median(v) / single} for b, v in batch.items()}
-    summary["greedy_tokens_identical_before_divergence"] = same
+        b: {**v, "over_llama_single_stream": v["median"] / single}
+        for b, v in batched(ours, ids, args.batch_sizes, args.batch_steps, args.reps).items()}
     del ours, peer
 
-    job = {"threads": args.threads, "new_tokens": args.new_tokens, "lines": [PLAYER_LINE, "Who are you?",
-                                                                             "Tell me of your father."],
-           "prompts": [persona + line, persona + ids["npc_lines"][1], persona + ids["npc_lines"][4]]}
-    summary["peak_rss_mb"] = {"lmpc": rss("ours", args.bundle, job), "llama.cpp": rss("llama", gguf, job)}
+    job = {"threads": args.threads, "new_tokens": args.new_tokens, "lines": list(RSS_LINES),
+           "prompts": [ids["persona"] + line for line in ids["npc_lines"][: len(RSS_LINES)]]}
+    summary["peak_rss_mb"] = {"lmpc": rss_child.measure("ours", args.bundle, job),
+                              "llama.cpp": rss_child.measure("llama", gguf, job)}
     if args.variants:
-        summary["variants_decode_npc_tok_s"] = variants(args, persona + line)
+        summary["variants_decode_npc_tok_s"] = variants(args, ids["persona"] + ids["line"])
     if args.quality:
         summary["agreement_with_checkpoint"] = quality(args, gguf)
     bundle = read_bundle(args.bundle, verify=False)
+    info = machine.describe()
     return {
-        "machine": {"cpu": cpu_name(), "threads": args.threads, "cores_visible": os.cpu_count(),
-                    "onnxruntime": ort.__version__, "llama_cpp_python": llama_cpp.__version__,
-                    "python": platform.python_version()},
+        "machine": {"cpu": info["cpu"], "threads": args.threads, "cores_visible": info["cores_visible"],
+                    "onnxruntime": info["libraries"].get("onnxruntime"), "llama_cpp_python": llama_cpp.__version__,
+                    "python": info["python"]},
         "setup": {"bundle": str(args.bundle), "layout": bundle.model.layout, "model_bytes": bundle.model_path.stat().st_size,
                   "llama_gguf": gguf.name, "llama_gguf_bytes": gguf.stat().st_size, "reps": args.reps,
-                  "warmup": args.warmup, "new_tokens": args.new_tokens, "persona_tokens": len(persona),
-                  "player_line": PLAYER_LINE, "player_line_text_tokens": ids["line_text_tokens"],
-                  "player_turn_tokens": len(line), "short_prompt_tokens": len(ids["short"]),
-                  "batch_steps": args.batch_steps},
+                  "warmup": args.warmup, "new_tokens": args.new_tokens, **prompt_sizes(ids),
+                  "player_line": PLAYER_LINE, "batch_steps": args.batch_steps},
         "parity": bundle.report.get("parity", []),
         "results": summary,
     }
@@ -283,17 +206,19 @@ def markdown(report: dict) -> str:
         f"({s['model_bytes'] / 1e6:.0f} MB); llama.cpp: {s['llama_gguf']} ({s['llama_gguf_bytes'] / 1e6:.0f} MB).",
         f"Greedy, {s['new_tokens']} new tokens, {s['reps']} alternating reps after {s['warmup']} warm-up; "
         f"medians with [min–max]. NPC prompt: persona {s['persona_tokens']} tokens + player turn "
-        f"{s['player_turn_tokens']} tokens ({s['player_line_text_tokens']} of text); short prompt "
-        f"{s['short_prompt_tokens']} tokens.",
+        f"{s['line_tokens']} tokens ({s['line_text_tokens']} of text); short prompt "
+        f"{s['short_tokens']} tokens. Ratios: times as fast as llama.cpp (tok/s ours ÷ theirs; "
+        "first token their ms ÷ ours), per rep.",
         "",
-        "| measure | lmpc | llama.cpp | lmpc / llama.cpp |",
+        "| measure | lmpc | llama.cpp | lmpc vs llama.cpp |",
         "|---|---|---|---|",
     ]
     labels = {"decode_short_tok_s": "decode tok/s, short prompt", "decode_npc_tok_s": "decode tok/s, NPC prompt",
               "ttft_cold_ms": "time to first token, persona not cached (ms)",
               "ttft_cached_ms": "time to first token, persona cached (ms)"}
     for key, label in labels.items():
-        a, b, q = r[key]["lmpc"], r[key]["llama.cpp"], r[key]["ratio_lmpc_over_llama"]
+        a, b = r["results"]["lmpc"][key], r["results"]["llama.cpp"][key]
+        q = r["ratios"]["llama.cpp"][key]
         rows.append(f"| {label} | {_fmt(a)} | {_fmt(b)} | {q['median']:.2f} [{q['min']:.2f}–{q['max']:.2f}] |")
     rows += ["", "| NPCs decoding together (one forward pass) | aggregate tok/s | over llama.cpp single stream |",
              "|---|---|---|"]
@@ -315,7 +240,7 @@ def markdown(report: dict) -> str:
         rows.append(f"| {name} | {p['top1_agreement']:.3f} | {p['max_logit_diff']:.2f} | {p['mean_logit_diff']:.2f} | "
                     f"{p['greedy_match']:.3f} |")
     rows += ["", f"Greedy tokens identical (ours vs llama.cpp) before the first divergence: "
-                 f"{r['greedy_tokens_identical_before_divergence']} of {s['new_tokens'] + 1}."]
+                 f"{r['greedy_agreement']['llama.cpp']} of {r['greedy_tokens']}."]
     return "\n".join(rows) + "\n"
 
 

@@ -7,7 +7,9 @@ llama.cpp, ~8 minutes on 2 cores), never a runtime dependency.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +40,40 @@ def q8_0_gguf(source: Path, out: Path) -> Path:
     return out
 
 
+# llama.cpp's "extra buffer types" hold weights for special CPU kernels: the AMX one (on CPUs with AMX) and
+# the repacked (interleaved) Q4/Q8 layouts. Its AMX matmul crashes (SIGSEGV in ggml_backend_amx_mul_mat) on
+# the Sapphire Rapids VMs these benchmarks run on, and llama-cpp-python has no switch for it, so they are
+# off unless LMPC_LLAMA_EXTRA_BUFFERS=1. That costs llama.cpp its repacked kernels too: reports say so.
+EXTRA_BUFFER_TYPES = os.environ.get("LMPC_LLAMA_EXTRA_BUFFERS") == "1"
+
+
+@contextlib.contextmanager
+def _extra_buffer_types(llama_cpp, enabled: bool):
+    """Model parameters with `use_extra_bufts` set, for the Llama constructor (which does not expose it)."""
+    module = llama_cpp.llama_cpp
+    defaults = module.llama_model_default_params
+
+    def params():
+        p = defaults()
+        p.use_extra_bufts = enabled
+        return p
+
+    module.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = defaults
+
+
 class LlamaPeer:
     """One llama.cpp context: a single sequence whose cache can be truncated and extended."""
 
     def __init__(self, gguf: Path, threads: int, context: int = 2048, batch: int = 512):
         llama_cpp = require_llama_cpp()
         self._llama_cpp = llama_cpp
-        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=context, n_batch=batch, n_ubatch=batch,
-                                   n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
+        with _extra_buffer_types(llama_cpp, EXTRA_BUFFER_TYPES):
+            self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=context, n_batch=batch, n_ubatch=batch,
+                                       n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
         self.vocab = self.llm.n_vocab()
 
     def __len__(self) -> int:

@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from lmpc_runtime import Runtime, SamplingConfig
 from lmpc_runtime.nullhost import PLAYER_LINES, HostConfig, run
 from lmpc_runtime.reply import DONE
 
+from . import machine
+
 RESULTS = Path(__file__).parent / "results"
 
 
-def unscheduled_tok_s(bundle: str, max_tokens: int, rounds: int = 3) -> float:
+def unscheduled_tok_s(bundle: str, max_tokens: int, threads: int = 2, rounds: int = 3) -> float:
     """Decode speed of the focused NPC's replies with nothing else running and no budget."""
     tokens, seconds = 0, 0.0
-    with Runtime(threads=2, seed=1) as rt:
+    with Runtime(threads=threads, seed=1) as rt:
         npc = rt.load_npc(bundle, sampling=SamplingConfig(max_tokens=max_tokens))
         for line in PLAYER_LINES[:rounds]:
             first = None
@@ -39,6 +41,31 @@ def unscheduled_tok_s(bundle: str, max_tokens: int, rounds: int = 3) -> float:
     return tokens / seconds if seconds else 0.0
 
 
+def frame_simulation(bundle: str, threads: int = 2, frames: int = 900, budget_ms: float = 4.0,
+                     game_ms: float = 6.0, npcs: int = 5, keep_series: bool = False) -> dict:
+    """The game alone, then with `npcs` NPCs on the budget, then the focused NPC unscheduled.
+    With `keep_series`, the per-frame times come back too (for plots)."""
+    base = HostConfig(bundle, npcs=npcs, frames=frames, budget_ms=budget_ms, game_ms=game_ms, player_every=300,
+                      max_tokens=48)
+    off = run(HostConfig(bundle, npcs=0, frames=frames, game_ms=game_ms))
+    with Runtime(threads=threads, seed=base.seed) as rt:
+        on = run(base, runtime=rt)
+    full_speed = unscheduled_tok_s(bundle, base.max_tokens, threads)
+    share = budget_ms / (1000 / base.fps)
+    focus = on.summary(budget_ms)["focus_tok_s"]
+    report = {
+        "config": {**asdict(base), "threads": threads},
+        "runtime_off": off.summary(0),
+        "runtime_on": on.summary(budget_ms),
+        "unscheduled_focus_tok_s": full_speed,
+        "cpu_share_of_budget": share,
+        "focus_tok_s_vs_same_share": focus / (full_speed * share) if full_speed else 0.0,
+    }
+    if keep_series:
+        report["series"] = {"tick_ms": on.tick_ms, "frame_ms": on.frame_ms, "frame_ms_off": off.frame_ms}
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", nargs="?", default="build/orlando_marlo.lmpc")
@@ -46,23 +73,11 @@ def main() -> int:
     parser.add_argument("--budget-ms", type=float, default=4.0)
     parser.add_argument("--game-ms", type=float, default=6.0)
     parser.add_argument("--npcs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    base = HostConfig(args.bundle, npcs=args.npcs, frames=args.frames, budget_ms=args.budget_ms,
-                      game_ms=args.game_ms, player_every=300, max_tokens=48)
-    off = run(HostConfig(args.bundle, npcs=0, frames=args.frames, game_ms=args.game_ms)).summary(0)
-    on = run(base).summary(args.budget_ms)
-    full_speed = unscheduled_tok_s(args.bundle, base.max_tokens)
-    share = args.budget_ms / (1000 / base.fps)
-    report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "config": {"frames": args.frames, "budget_ms": args.budget_ms, "game_ms": args.game_ms, "npcs": args.npcs},
-        "runtime_off": off,
-        "runtime_on": on,
-        "unscheduled_focus_tok_s": full_speed,
-        "cpu_share_of_budget": share,
-        "focus_tok_s_vs_same_share": on["focus_tok_s"] / (full_speed * share) if full_speed else 0.0,
-    }
+    report = {"machine": machine.describe(),
+              **frame_simulation(args.bundle, args.threads, args.frames, args.budget_ms, args.game_ms, args.npcs)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scheduler.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "scheduler.md").write_text(markdown(report))

@@ -1,0 +1,5 @@
+"""`python -m benchmarks`: the benchmark harness (harness.py)."""
+
+from .harness import main
+
+raise SystemExit(main())
