@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_SHEET := examples/characters/orlando_marlo.toml
 DEMO_BUNDLE := build/orlando_marlo.lmpc
+# The demo NPC's LoRA adapter (`make train-demo`; chosen over base + prompt by benchmarks/persona_eval.py, see
+# its persona_eval.md), merged into the model at export.
+DEMO_ADAPTER := examples/characters/orlando_marlo.lora
 # The two regulars who chatter in the pygame game; on the cached model each builds in about a second.
 REGULARS := build/marta_greyhand.lmpc build/jory_tallow.lmpc
 # Exported models are cached here, keyed by the weights they came from.
@@ -38,8 +41,8 @@ $(VENV)/.lmpc-installed: $(VENV)/.deps $(SOURCES)
 
 bundle: $(DEMO_BUNDLE)/manifest.msgpack
 
-$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET)
-	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE)
+$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors
+	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE) --adapter $(DEMO_ADAPTER)
 
 regulars: $(REGULARS:%=%/manifest.msgpack)
 
@@ -84,8 +87,8 @@ soak: bundle
 	nice -n 10 $(BIN)/python -m benchmarks.soak --bundle $(DEMO_BUNDLE)
 
 # Fine-tune the demo NPC on its sheet and dialogue file (LoRA on the last 12 layers, one epoch: about
-# 45 minutes on 2 busy CPU cores). The bundle keeps using the base model until an adapter proves better
-# on benchmarks/persona_eval.py.
+# 45 minutes on 2 busy CPU cores). Copy the adapter to $(DEMO_ADAPTER) only if it does better on
+# benchmarks/persona_eval.py than the one there.
 train-demo: setup
 	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
 		--adapter-out build/orlando_marlo.lora --generate 0 --writer-weight 1 --epochs 1 --batch-size 6 \
