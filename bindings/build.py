@@ -7,6 +7,7 @@ defaults of `lmpc_boot(NULL, NULL)`. A game that ships its own Python passes its
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import sysconfig
@@ -19,25 +20,12 @@ HERE = Path(__file__).resolve().parent
 HEADER = HERE / "lmpc.h"
 C_SOURCE = HERE / "lmpc_capi.c"
 
-# What Python implements, declared for cffi (kept out of the public header).
-PYTHON_API = """
-int _lmpc_py_boot(void);
-int _lmpc_py_open(int threads, int has_seed, uint64_t seed, int max_npcs, int worker, double duty_cycle,
-                  uint64_t *out);
-int _lmpc_py_close(uint64_t rt);
-int _lmpc_py_npc_load(uint64_t rt, const char *path, const char *npc_id, uint64_t *out);
-int _lmpc_py_npc_unload(uint64_t npc);
-int _lmpc_py_say(uint64_t npc, const char *text, int *reply_id);
-int _lmpc_py_cancel(uint64_t npc);
-int _lmpc_py_set_priority(uint64_t npc, double priority);
-int _lmpc_py_set_fact(uint64_t npc, const char *key, const char *value);
-int _lmpc_py_tick(uint64_t rt, int64_t budget_us);
-int _lmpc_py_poll(uint64_t rt, lmpc_event *event, char *text, size_t text_cap);
-int _lmpc_py_save_state(uint64_t npc, const char *path);
-int _lmpc_py_load_state(uint64_t npc, const char *path);
-int _lmpc_py_save_state_buffer(uint64_t npc, void *buffer, size_t capacity, size_t *len);
-int _lmpc_py_load_state_buffer(uint64_t npc, const void *buffer, size_t len);
-"""
+
+def python_api() -> str:
+    """What Python implements, declared for cffi (kept out of the public header): the `_lmpc_py_*`
+    prototypes at the top of lmpc_capi.c, which is where the C side declares them too."""
+    return "\n".join(re.findall(r"^int _lmpc_py_\w+\([^;]*\);", C_SOURCE.read_text(), re.M))
+
 
 # Types and the C helpers the Python side calls.
 C_API = """
@@ -89,7 +77,7 @@ def build_capi(out_dir: Path) -> Path:
 
     ffi = cffi.FFI()
     ffi.cdef(C_API)
-    ffi.embedding_api(PYTHON_API)
+    ffi.embedding_api(python_api())
     ffi.set_source(
         "_lmpc_capi",
         C_SOURCE.read_text(),

@@ -23,7 +23,7 @@ from .bundle import ModelSpec
 from .errors import BundleFormatError, ContextOverflowError, ModelError
 from .fused_engine import FusedEngine
 from .prefix_cache import PrefixCache
-from .session import EngineOptions, make_session
+from .session import EngineOptions, make_session, refuse_mismatched_graph
 
 
 @dataclass
@@ -75,10 +75,7 @@ class Engine:
                 problems.append(f"past_key_values.{i}.key has shape {shape}")
         if "logits" not in outputs:
             problems.append("no 'logits' output")
-        if problems:
-            raise BundleFormatError(
-                f"{model_path}: the model's inputs do not match the manifest ({', '.join(map(str, problems[:5]))})"
-            )
+        refuse_mismatched_graph(model_path, problems)
 
     def new_sequence(self, prefix: list[int] = ()) -> KvSequence:
         """An empty sequence, or one holding `prefix` (its cache computed once, then shared)."""

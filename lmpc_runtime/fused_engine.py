@@ -19,9 +19,9 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import ModelSpec
-from .errors import BundleFormatError, ContextOverflowError, ModelError
+from .errors import ContextOverflowError, ModelError
 from .prefix_cache import PrefixCache
-from .session import EngineOptions, make_session
+from .session import EngineOptions, make_session, refuse_mismatched_graph
 
 KINDS = ("key", "value")
 
@@ -171,10 +171,7 @@ class FusedEngine:
                 problems.append(f"{name} has shape {shape}")
         missing = {"logits"} | {n.replace("past_", "present_") for n in kv}
         problems += sorted(missing - outputs)
-        if problems:
-            raise BundleFormatError(
-                f"{model_path}: the model's inputs do not match the manifest ({', '.join(map(str, problems[:5]))})"
-            )
+        refuse_mismatched_graph(model_path, problems)
 
     def new_sequence(self, prefix: list[int] = ()) -> PooledSequence:
         """An empty sequence, or one holding `prefix` (its cache computed once, then copied)."""

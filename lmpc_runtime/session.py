@@ -30,3 +30,11 @@ def make_session(path: str, options: EngineOptions) -> ort.InferenceSession:
         return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
         raise BundleFormatError(f"{path}: onnxruntime cannot load the model: {exc}") from exc
+
+
+def refuse_mismatched_graph(model_path: str, problems: list[str]) -> None:
+    """Raise BundleFormatError if checking a graph against its manifest found problems (the first few named)."""
+    if problems:
+        raise BundleFormatError(
+            f"{model_path}: the model's inputs do not match the manifest ({', '.join(map(str, problems[:5]))})"
+        )
