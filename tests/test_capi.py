@@ -95,3 +95,16 @@ def test_python_side_maps_every_failure_to_a_code():
 def test_fact_values_are_read_as_json_scalars_or_text():
     assert fact_value("3") == 3 and fact_value("2.5") == 2.5 and fact_value("true") is True
     assert fact_value("Mira") == "Mira" and fact_value("[1, 2]") == "[1, 2]" and fact_value("NaN") == "NaN"
+
+
+def test_the_readme_c_example_compiles_and_talks(capi_dir, tiny_bundle, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"```c\n(.*?)```", readme, re.S).group(1)
+    source = tmp_path / "readme_example.c"
+    source.write_text(example)
+    exe = tmp_path / "readme_example"
+    subprocess.run([CC, "-Wall", "-Werror", f"-I{capi_dir}", str(source), f"-L{capi_dir}", "-llmpc",
+                    f"-Wl,-rpath,{capi_dir}", "-o", str(exe)], check=True)
+    out = run(exe, tiny_bundle)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip(), "the NPC's reply is streamed to stdout"
