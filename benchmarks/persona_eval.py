@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lmpc_export.hygiene import Hygiene
-from lmpc_runtime import Runtime
+from lmpc_runtime import Runtime, read_bundle
 from lmpc_runtime.reply import DONE
 
 
@@ -43,11 +43,13 @@ def read_questions(path: Path) -> list[Question]:
     return questions
 
 
-def evaluate(bundle: Path, questions: list[Question], seeds: list[int]) -> list[dict]:
+def evaluate(bundle: Path, questions: list[Question], seeds: list[int], temperature: float | None = None) -> list[dict]:
+    """Answers to every question with every seed; `temperature` overrides the bundle's own."""
+    sampling = None if temperature is None else replace(read_bundle(bundle).sampling, temperature=temperature)
     rows = []
     with Runtime(threads=2) as rt:
         for seed in seeds:
-            npc = rt.load_npc(bundle, seed=seed)
+            npc = rt.load_npc(bundle, seed=seed, sampling=sampling)
             hygiene = Hygiene(npc.bundle.character)
             for q in questions:
                 npc.reset()
@@ -96,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("questions", type=Path)
     parser.add_argument("bundles", type=Path, nargs="+")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[None],
+                        help="sample at each of these temperatures instead of the bundle's own")
     parser.add_argument("--out", type=Path, help="write the Markdown report here (default: stdout)")
     args = parser.parse_args(argv)
     questions = read_questions(args.questions)
-    results = {b.name: evaluate(b, questions, args.seeds) for b in args.bundles}
+    results = {b.name + ("" if t is None else f" (temperature {t:g})"): evaluate(b, questions, args.seeds, t)
+               for b in args.bundles for t in args.temperatures}
     text = markdown(results)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
