@@ -192,7 +192,7 @@ def _state(npc: Npc, include_kv: bool) -> dict[str, Any]:
     }
     if include_kv:
         state["kv"] = {"tokens": list(npc.seq.tokens),
-                       "data": npc.engine.read_kv(npc.seq).astype("<f4").tobytes()}
+                       "data": npc.engine.read_kv(npc.seq).astype("<f4", copy=False).tobytes()}
     return state
 
 
@@ -297,7 +297,8 @@ def _restore_kv(npc: Npc, kv: Any):
     shape = (2 * spec.num_layers, spec.num_kv_heads, len(tokens), spec.head_dim)
     if not isinstance(data, bytes) or len(data) != int(np.prod(shape)) * 4:
         raise InvalidArgumentError("kv.data does not match the model's cache shape")
-    return npc.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape))
+    # load_kv copies the cache into the engine's own memory: the bytes are read in place, not copied first.
+    return npc.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").reshape(shape))
 
 
 def _fsync_directory(directory: Path) -> None:
