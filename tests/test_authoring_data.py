@@ -1,7 +1,9 @@
-"""The demo character's authoring data: hand-written dialogues that pass hygiene, and an evaluation set that
-no training line copies."""
+"""The demo character's authoring data: hand-written dialogues that pass hygiene, evaluation sets that no
+training line copies, and the hand-labelled APC calibration pairs."""
 
 import sys
+import tomllib
+from collections import Counter
 from pathlib import Path
 
 from lmpc_export.dialogues import dialogue_file_for, writer_dialogues
@@ -14,6 +16,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from persona_eval import read_questions  # noqa: E402
 
 EVAL = REPO / "examples" / "eval" / "orlando_questions.txt"
+EVAL_SET = REPO / "examples" / "characters" / "orlando_marlo.eval.toml"
+CALIBRATION = REPO / "examples" / "characters" / "orlando_marlo.apc_calibration.toml"
+PROBE_TOPICS = {"drink", "weapons", "religion", "crime", "violence", "romance"}
 
 
 def _written():
@@ -27,13 +32,59 @@ def test_the_eval_set_has_fifteen_questions_with_key_facts():
     assert questions[0].hits("I am Orlando Marlo of Brightwater Hall.") == 3
 
 
-def test_no_training_line_copies_an_eval_question():
+def _assert_no_training_line_copies(lines):
     _, dialogues = _written()
     players = [player for d in dialogues for player, _ in d.turns]
-    for q in read_questions(EVAL):
-        grams = trigrams(q.text)
-        close = [p for p in players if p.lower() == q.text.lower() or jaccard(grams, trigrams(p)) >= 0.4]
-        assert not close, f"{q.text!r} is too close to training lines {close}"
+    for line in lines:
+        grams = trigrams(line)
+        close = [p for p in players if p.lower() == line.lower() or jaccard(grams, trigrams(p)) >= 0.4]
+        assert not close, f"{line!r} is too close to training lines {close}"
+
+
+def test_no_training_line_copies_an_eval_question():
+    _assert_no_training_line_copies(q.text for q in read_questions(EVAL))
+
+
+def _eval_set():
+    with open(EVAL_SET, "rb") as f:
+        return tomllib.load(f)
+
+
+def test_the_eval_set_holds_the_old_questions_plus_multi_turn_talks_and_probes():
+    held_out = _eval_set()
+    conversations, probes = held_out["conversation"], held_out["probe"]
+    single = [c["lines"][0] for c in conversations if len(c["lines"]) == 1]
+    assert len(single) == 20 and single[:15] == [q.text for q in read_questions(EVAL)]
+    assert sorted(len(c["lines"]) for c in conversations if len(c["lines"]) > 1) == [3] * 6
+    assert Counter(p["topic"] for p in probes) == {topic: 2 for topic in PROBE_TOPICS}
+
+
+def test_no_training_line_copies_a_line_of_the_eval_set():
+    held_out = _eval_set()
+    lines = [line for c in held_out["conversation"] for line in c["lines"]] + [p["line"] for p in held_out["probe"]]
+    _assert_no_training_line_copies(lines)
+
+
+def _sheet_statements(sheet):
+    """Every persona statement in the exact forms the calibration pairs quote them."""
+    return (set(sheet.facts)
+            | {f"Orlando values: {v}" for v in sheet.values}
+            | {f"Orlando's aim: {o}" for o in sheet.objectives}
+            | {f"Orlando's opinion of {topic}: {opinion}" for topic, opinion in sheet.opinions.items()})
+
+
+def test_the_calibration_pairs_quote_the_sheet_and_carry_valid_labels():
+    with open(CALIBRATION, "rb") as f:
+        pairs = tomllib.load(f)["pair"]
+    statements = _sheet_statements(load_sheet(ORLANDO_SHEET))
+    assert len(pairs) >= 150
+    for pair in pairs:
+        assert pair["statement"] in statements, f"not a sheet statement: {pair['statement']!r}"
+        assert pair["label"] in ("entail", "contradict", "neutral")
+        assert isinstance(pair["relevant"], bool)
+        assert pair["question"].strip() and pair["reply"].strip()
+    labels = Counter(pair["label"] for pair in pairs)
+    assert min(labels[label] for label in ("entail", "contradict", "neutral")) >= 40, labels
 
 
 def test_every_hand_written_reply_passes_hygiene():
