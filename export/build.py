@@ -44,6 +44,7 @@ from . import checkpoint as ckpt
 from . import fused_graph, onnx_export, parity
 from .dataset import persona_digest
 from .embedder import prepare_embedder
+from .evaluate import CALIBRATION_SET, EVAL_SET, REPORT_JSON, REPORT_MD
 from .memories import memories_state, sheet_statements
 
 DEFAULT_CONTEXT = 2048
@@ -210,11 +211,13 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 
 def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
-                 training: dict | None = None) -> Path:
+                 training: dict | None = None, attachments: dict[str, Path] | None = None) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
     `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
-    `training` is the adapter's training report, kept in the bundle's report.
+    `training` is the adapter's training report, kept in the bundle's report. `attachments` (name in
+    the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
+    never reads.
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -262,6 +265,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                        **({"training": training} if training else {})},
         }
         (tmp / MANIFEST_NAME).write_bytes(pack_manifest(manifest))
+        for name, source in (attachments or {}).items():
+            shutil.copyfile(source, tmp / name)
         for path in tmp.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
@@ -287,7 +292,20 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
     entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout, adapter)
     embedder_entry = prepare_embedder(cache_dir, log)
     log(f"bundle: writing {out}")
-    return write_bundle(sheet, entry, embedder_entry, out, context_length, training=training)
+    return write_bundle(sheet, entry, embedder_entry, out, context_length, training=training,
+                        attachments=attachments(sheet_path, adapter))
+
+
+def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:
+    """What a bundle carries for `lmpc eval`: the sheet's evaluation and calibration sets
+    (`<sheet>.eval.toml`, `<sheet>.apc_calibration.toml`), and the adapter's evaluation report, made on
+    a bundle of the same model."""
+    stem = sheet_path.with_suffix("")
+    found = {EVAL_SET: stem.with_name(stem.name + ".eval.toml"),
+             CALIBRATION_SET: stem.with_name(stem.name + ".apc_calibration.toml")}
+    if adapter is not None:
+        found |= {REPORT_JSON: adapter / REPORT_JSON, REPORT_MD: adapter / REPORT_MD}
+    return {name: path for name, path in found.items() if path.is_file()}
 
 
 def _write_embedder(embedder_entry: Path, report: dict, bundle_dir: Path) -> EmbedderSpec:

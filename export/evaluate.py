@@ -263,10 +263,16 @@ def markdown(report: dict) -> str:
         where = f"probe: {r['topic']}" if "topic" in r else f"conversation {r['conversation'] + 1}, turn {r['turn'] + 1}"
         flags = [*r["problems"], *(["repetitive"] if r["repetitive"] else [])]
         score = f"APC {r['apc']:.2f}; " if "apc" in r else ""
-        lines.append(f"- ({where}, seed {r['seed']}) **{r['line']}** → {r['reply']} [{score}{r['words']} words"
+        lines.append(f"- ({where}, seed {r['seed']}) **{_one_line(r['line'])}** → {_one_line(r['reply'])} "
+                     f"[{score}{r['words']} words"
                      + (f"; {', '.join(flags)}" if flags else "")
                      + (f"; contradicts: {' | '.join(r['contradicts'])}" if r.get("contradicts") else "") + "]")
     return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """A reply as one Markdown line: its line breaks (and any carriage returns) as spaces."""
+    return " ".join(text.split())
 
 
 def bundle_embeddings(bundle_path: Path, threads: int = 2) -> Embeddings:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,18 +34,15 @@ from .apc import LABELS
 
 Pair = tuple[str, str]  # (reply, statement)
 
-# The answer words, in LABELS order; the judge is asked to answer with one of them.
-ANSWERS = ("agree", "contradict", "neither")
+# The answer words, by label; the judge is asked to answer with one of them.
 ANSWER_OF = {"entail": "agree", "neutral": "neither", "contradict": "contradict"}
-JUDGE_SYSTEM = ("You check what a character in a story says against facts about him. You answer with one "
-                "word: agree, contradict or neither.")
+JUDGE_SYSTEM = "You check what a character in a story says against facts about him."
+ASK = "Does what the character said agree with the fact, contradict it, or neither?"
 
 
 def judge_question(reply: str, statement: str) -> tuple[str, str]:
     """The judging question in two parts: the reply (shared by all statements), then the statement."""
-    return (f"The character said: \"{reply}\"\n",
-            f"Fact: {statement}\nDoes what the character said agree with the fact, contradict it, or "
-            "neither (it does not talk about it)? Answer agree, contradict or neither.")
+    return f"The character said: \"{reply}\"\n", f"Fact: {statement}\n{ASK}"
 
 
 class NliJudge(Protocol):
@@ -55,14 +53,16 @@ class NliJudge(Protocol):
 
 
 class LocalJudge:
-    """A local model asked `judge_question`, read through its next-token log-probabilities."""
+    """A local model asked `judge_question`, its answer begun with "Answer:", read through the
+    log-probabilities of the three answer words as the next token. (A 135M model asked for a bare word
+    starts with "The" or "No"; the prefix puts the answer where it can be read.)"""
 
     def __init__(self, engine: Engine, chat: ChatFormat, name: str = "local"):
         self.engine = engine
         self.chat = chat
         self.name = name
-        # The first token of each answer word as the model would start its turn with it.
-        firsts = [chat.encode_text(ANSWER_OF[label])[0] for label in LABELS]
+        # The first token of each answer word after "Answer:".
+        firsts = [chat.encode_text(" " + ANSWER_OF[label])[0] for label in LABELS]
         if len(set(firsts)) != 3:
             raise ExportError("the judge's tokenizer starts two answer words with the same token")
         self._answer_ids = np.array(firsts)
@@ -80,7 +80,8 @@ class LocalJudge:
                 self.engine.extend(prefix_seq, start)
             seq = prefix_seq.fork()
             logits = self.engine.extend(seq, [*self.chat.encode_text(own), self.chat.special.im_end,
-                                              *self.chat.close_turn(), *self.chat.open_turn()])
+                                              *self.chat.close_turn(), *self.chat.open_turn(),
+                                              *self.chat.encode_text("Answer:")])
             out[row] = _log_softmax(logits)[self._answer_ids]
         return out
 
@@ -104,7 +105,8 @@ class EndpointJudge:
     def _one(self, reply: str, statement: str) -> list[float]:
         body = {"model": self.model, "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 10,
                 "messages": [{"role": "system", "content": JUDGE_SYSTEM},
-                             {"role": "user", "content": "".join(judge_question(reply, statement))}]}
+                             {"role": "user", "content": "".join(judge_question(reply, statement))
+                              + " Answer with one word: agree, contradict or neither."}]}
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -181,6 +183,43 @@ class CrossEncoderJudge:
                 raise ExportError(f"{self.name}: expected logits [{len(batch)}, 3], got {list(logits.shape)}")
             out[start:start + len(batch)] = np.asarray(logits)[:, self._order]
         return out
+
+
+def surface_cues(reply: str, statement: str) -> list[float]:
+    """Cheap textual evidence for NLI, [5]: the share of the statement's content words the reply uses;
+    whether the reply gives numbers where the statement has others; names the reply uses that the statement,
+    which names people, does not (at most 3); negations in the reply beyond the statement's; reply words."""
+    reply_words, statement_words = _words(reply), _words(statement)
+    content = {w for w in statement_words if len(w) > 3 and w not in _STOPWORDS}
+    overlap = len(content & set(reply_words)) / max(len(content), 1)
+    numbers_r = {w for w in reply_words if w.isdigit() or w in _NUMBER_WORDS}
+    numbers_s = {w for w in statement_words if w.isdigit() or w in _NUMBER_WORDS}
+    other_numbers = float(bool(numbers_r) and bool(numbers_s) and not numbers_r <= numbers_s)
+    names_s = _names(statement)
+    new_names = min(len(_names(reply) - names_s), 3) if names_s else 0
+    negations = sum(w in _NEGATIONS for w in reply_words) - sum(w in _NEGATIONS for w in statement_words)
+    return [overlap, other_numbers, float(new_names), float(negations), float(len(reply_words))]
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+")
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
+_STOPWORDS = frozenset("""the a an and or of to in on at for with by from is are was were be been his her he him she
+it its that this as not no but who which what when where has have had than into over under there their they them you
+your me my we our""".split())
+_NUMBER_WORDS = frozenset("""one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred first second
+third""".split())
+_NEGATIONS = frozenset("""not never no none nor cannot can't don't didn't won't isn't wasn't haven't hasn't nothing
+neither unmarried""".split())
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _names(text: str) -> set[str]:
+    """Capitalised words not at the start of a sentence."""
+    return {m.group() for m in _NAME.finditer(text)} - {"I"}
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -226,7 +226,7 @@ def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered
         model.save_pretrained(out)
         trainer.processing_class.save_pretrained(out)
     else:
-        _save_adapter(model, out, adapter_info)
+        save_adapter(model, out, adapter_info)
     shutil.rmtree(work, ignore_errors=True)
     return TrainResult(
         output=out, kind="full" if config.full else "lora", epochs=epochs, best_epoch=best.epoch,
@@ -241,7 +241,7 @@ def _epoch_losses(history: list[dict]) -> list[EpochLoss]:
             for h in history if "eval_loss" in h]
 
 
-def _save_adapter(model, out: Path, info: dict) -> None:
+def save_adapter(model, out: Path, info: dict) -> None:
     import torch
 
     for param in model.parameters():

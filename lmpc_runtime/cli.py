@@ -55,6 +55,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.dpo:
+        return _train_dpo(args)
     pipeline = _export_module("pipeline", "train", "train")
     train = _export_module("train", "train", "train")
     config = train.TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
@@ -72,6 +74,44 @@ def _train(args: argparse.Namespace) -> int:
     report = pipeline.train_npc(Path(args.sheet), Path(args.output), options, log=_log)
     if "training" in report:
         print(args.output)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    evaluate = _export_module("evaluate", "eval")
+    bundle = Path(args.bundle)
+    evalset = evaluate.load_eval_set(evaluate.bundle_file(bundle, Path(args.set) if args.set else None,
+                                                          evaluate.EVAL_SET, "evaluation set"))
+    calibration = evaluate.bundle_file(bundle, Path(args.calibration) if args.calibration else None,
+                                       evaluate.CALIBRATION_SET, "calibration set")
+    judge = evaluate.make_judge(args.judge, Path(args.cache_dir) if args.cache_dir else None, args.threads)
+    scorer, estimators = evaluate.prepare_scorer(bundle, calibration, judge, args.threads, _log)
+    report = evaluate.evaluate(bundle, evalset, scorer, estimators, args.seeds, args.threads, _log)
+    evaluate.write_report(report, bundle, Path(args.out) if args.out else None)
+    s = report["summary"]
+    _log(f"eval: APC {s['apc']:.2f} of {s['statements']}, relevant entailed {s['relevant_entailed']:.0%}, "
+         f"slop {s['slop_rate']:.0%}, assistant speak {s['assistant_speak_rate']:.0%}, "
+         f"repetition {s['repetition_rate']:.0%}, refusal {s['refusal_rate'] or 0:.0%}, {s['mean_words']:.0f} words")
+    print(bundle / evaluate.REPORT_MD)
+    return 0
+
+
+def _train_dpo(args: argparse.Namespace) -> int:
+    dpo = _export_module("dpo", "train --dpo", "train")
+    out = Path(args.output)
+    sheet = Path(args.sheet)
+    sft = Path(args.from_adapter) if args.from_adapter else sheet.with_suffix(".lora")
+    adapter_out = Path(args.adapter_out) if args.adapter_out else out.with_name(out.name.removesuffix(".lmpc") + ".dpo.lora")
+    config = dpo.DpoConfig(samples=args.samples, margin=args.margin, max_prompts=args.dpo_prompts,
+                           epochs=args.epochs, learning_rate=args.lr or dpo.DpoConfig.learning_rate,
+                           batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+    report = dpo.dpo_npc(sheet, out, sft, adapter_out, config, args.judge,
+                         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                         base=Path(args.base) if args.base else None, log=_log)
+    before, after = report["apc_before"], report["apc_after"]
+    _log(f"dpo: held-out APC {before['apc']:.2f} -> {after['apc']:.2f}; relevant entailed "
+         f"{before['relevant_entailed']:.0%} -> {after['relevant_entailed']:.0%}")
+    print(out)
     return 0
 
 
@@ -196,12 +236,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
     p.add_argument("--adapter-out", help="where the adapter and report go (default: BUNDLE with .lora)")
     p.add_argument("--prepare-only", action="store_true", help="stop after the dataset and hygiene report")
+    p.add_argument("--dpo", action="store_true", help="instead of SFT: one round of APC-ranked DPO on top of the "
+                   "SFT adapter (--from-adapter), evaluated before and after on the held-out set")
+    p.add_argument("--from-adapter", help="the SFT adapter DPO starts from (default: SHEET's name with .lora)")
+    p.add_argument("--samples", type=int, default=4, help="DPO: replies sampled per prompt")
+    p.add_argument("--margin", type=float, default=0.5, help="DPO: least APC gap between chosen and rejected")
+    p.add_argument("--dpo-prompts", type=int, help="DPO: at most this many prompts (default: all)")
+    p.add_argument("--judge", default="local", help="DPO: the NLI judge (as for `lmpc eval`)")
     p.add_argument("--base", help="a .gguf file or checkpoint directory (default: SmolLM2-135M-Instruct)")
     p.add_argument("--cache-dir", help="where exported models are cached")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads for training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("eval", help="score a bundle's faithfulness (APC) and manners on held-out lines")
+    p.add_argument("bundle")
+    p.add_argument("--set", help="evaluation set TOML (default: the bundle's eval_set.toml, from the sheet's .eval.toml)")
+    p.add_argument("--calibration", help="hand-labelled pairs for the estimators (default: the bundle's "
+                   "apc_calibration.toml)")
+    p.add_argument("--judge", default="local", help="NLI judge: local (the base model), local:BUNDLE, an "
+                   "OpenAI-compatible http(s) URL (URL#MODEL), or onnx:MODEL.onnx:TOKENIZER.json")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="one pass over the set per seed")
+    p.add_argument("--out", help="also write the Markdown report here")
+    p.add_argument("--cache-dir", help="where exported models are cached (for the local judge)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(run=_eval)
 
     p = sub.add_parser("build-capi", help="compile the C library liblmpc.so (with lmpc.h) for engines")
     p.add_argument("-o", "--output", required=True, help="directory to write liblmpc.so and lmpc.h into")
