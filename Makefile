@@ -41,7 +41,11 @@ $(VENV)/.lmpc-installed: $(VENV)/.deps $(SOURCES)
 
 bundle: $(DEMO_BUNDLE)/manifest.msgpack
 
-$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors
+# The bundle also carries the sheet's evaluation and calibration sets and the adapter's evaluation report.
+DEMO_EVAL := $(wildcard $(DEMO_SHEET:.toml=.eval.toml) $(DEMO_SHEET:.toml=.apc_calibration.toml) \
+	$(DEMO_ADAPTER)/eval_report.json $(DEMO_ADAPTER)/eval_report.md)
+
+$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors $(DEMO_EVAL)
 	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE) --adapter $(DEMO_ADAPTER)
 
 regulars: $(REGULARS:%=%/manifest.msgpack)
@@ -93,6 +97,17 @@ train-demo: setup
 	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
 		--adapter-out build/orlando_marlo.lora --generate 0 --writer-weight 1 --epochs 1 --batch-size 6 \
 		--lora-layers 12 --lr 3e-4 --threads 2
+
+# One round of APC-based DPO on top of the demo adapter (about 45 minutes on 2 busy cores): samples, scores,
+# pairs, trains, and evaluates before and after on the held-out set (docs/evaluation.md).
+.PHONY: dpo-demo eval-demo
+dpo-demo: setup
+	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_dpo.lmpc --dpo --from-adapter $(DEMO_ADAPTER) \
+		--dpo-prompts 80 --samples 4 --epochs 2 --batch-size 4 --threads 2
+
+# The demo bundle's evaluation report (APC, slop, assistant speak, repetition, refusals; ~10 minutes).
+eval-demo: bundle
+	$(BIN)/lmpc eval $(DEMO_BUNDLE) --seeds 1 2
 
 # The benchmark harness: benchmarks/RESULTS.md and benchmarks/results/. The `bench` extra compiles llama.cpp
 # once (8-20 minutes); peers that are not installed are reported as skipped.

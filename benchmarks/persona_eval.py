@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from lmpc_export.evaluate import answer
 from lmpc_export.hygiene import Hygiene
-from lmpc_runtime import Runtime, read_bundle
-from lmpc_runtime.reply import DONE
+from lmpc_runtime import read_bundle
 
 
 @dataclass(frozen=True)
@@ -45,22 +45,15 @@ def read_questions(path: Path) -> list[Question]:
 
 def evaluate(bundle: Path, questions: list[Question], seeds: list[int], temperature: float | None = None) -> list[dict]:
     """Answers to every question with every seed; `temperature` overrides the bundle's own."""
-    sampling = None if temperature is None else replace(read_bundle(bundle).sampling, temperature=temperature)
+    hygiene = Hygiene(read_bundle(bundle).character)
     rows = []
-    with Runtime(threads=2) as rt:
-        for seed in seeds:
-            npc = rt.load_npc(bundle, seed=seed, sampling=sampling)
-            hygiene = Hygiene(npc.bundle.character)
-            for q in questions:
-                npc.reset()
-                done = [e for e in npc.ask(q.text) if e.kind == DONE][0]
-                problems = hygiene.reply_problems(done.text, q.text)
-                if done.finish == "repetition":
-                    problems.append("loop")
-                rows.append({"seed": seed, "question": q.text, "answer": done.text, "finish": done.finish,
-                             "facts": q.hits(done.text), "keys": len(q.keys),
-                             "problems": sorted(set(problems))})
-            rt.unload_npc(npc.id)
+    for a in answer(bundle, [(i, 0, "", q.text) for i, q in enumerate(questions)], seeds, temperature=temperature):
+        q = questions[a.conversation]
+        problems = hygiene.reply_problems(a.text, q.text)
+        if a.finish == "repetition":
+            problems.append("loop")
+        rows.append({"seed": a.seed, "question": q.text, "answer": a.text, "finish": a.finish,
+                     "facts": q.hits(a.text), "keys": len(q.keys), "problems": sorted(set(problems))})
     return rows
 
 

@@ -194,7 +194,9 @@ def _report(bundle, scorer: ApcScorer, estimators: dict, seeds: list[int], rows:
     order = np.argsort(satisfaction, kind="stable")
     return {
         "bundle": bundle.name,
-        "model": {"sha256": bundle.model.sha256, "adapter": (bundle.report.get("export") or {}).get("adapter")},
+        # The export's fingerprint names the base weights and the adapter merged into them.
+        "model": {"fingerprint": (bundle.report.get("export") or {}).get("fingerprint"),
+                  "data_sha256": bundle.model.data_sha256},
         "seeds": seeds,
         "seconds": {"generate": round(generated, 1), "total": round(seconds, 1)},
         "judged_per_reply": 2 * scorer.judged,

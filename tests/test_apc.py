@@ -308,3 +308,32 @@ def test_eval_without_a_set_is_a_clear_error(tiny_copy):
     lmpc = str(Path(sys.executable).with_name("lmpc"))
     run = subprocess.run([lmpc, "eval", str(tiny_copy)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "eval_set.toml" in run.stderr and "Traceback" not in run.stderr
+
+
+# The real model --------------------------------------------------------------------------------------------
+
+def test_apc_with_the_real_models_ranks_a_faithful_reply_above_a_false_one(real_bundle):
+    from lmpc_export.evaluate import prepare_scorer
+
+    judge = make_judge(f"local:{real_bundle}")
+    scorer, estimators = prepare_scorer(real_bundle, CALIBRATION, judge)
+    assert estimators["nli"]["accuracy"] > estimators["nli"]["majority_baseline"] + 0.15
+    assert estimators["relevance"]["auc"] > 0.75
+    question = "Who are you, and how old are you?"
+    true = scorer.score(question, "Orlando Marlo, head of House Marlo, and I am twenty-nine this spring.")
+    false = scorer.score(question, "My name is Alessia of Rome, and I am forty years old.")
+    assert true.score > false.score
+    age = scorer.statements.index(next(s for s in scorer.statements if "twenty-nine" in s))
+    assert false.nli[age, 2] > true.nli[age, 2]  # the false reply contradicts his age more
+
+
+def test_the_demo_bundle_carries_its_evaluation(real_bundle):
+    report = json.loads((real_bundle / "eval_report.json").read_text())
+    # Made on this very model: the base weights and the adapter merged into them.
+    assert report["model"]["fingerprint"] == read_bundle(real_bundle).report["export"]["fingerprint"]
+    s = report["summary"]
+    assert s["replies"] >= 38 and s["probes"] >= 12 and 0 < s["apc"] <= s["statements"]
+    assert report["estimators"]["pairs"] >= 150
+    assert (real_bundle / "eval_report.md").read_text().startswith("# Evaluation of orlando_marlo")
+    assert load_eval_set(real_bundle / "eval_set.toml").conversations
+    assert len(load_calibration(real_bundle / "apc_calibration.toml")) >= 150

@@ -94,5 +94,7 @@ def test_lmpc_train_dpo_on_the_tiny_model_changes_it_and_reports_apc_before_and_
     sft_bundle = out.with_name("short.sft.lmpc")
     assert json.loads((out / "eval_report.json").read_text())["summary"] == report["apc_after"]
     assert json.loads((sft_bundle / "eval_report.json").read_text())["summary"] == report["apc_before"]
-    assert read_bundle(out).model.sha256 != read_bundle(sft_bundle).model.sha256
+    weights = lambda b: (b.model.sha256, b.model.data_sha256)  # noqa: E731
+    assert weights(read_bundle(out)) != weights(read_bundle(sft_bundle))
+    assert read_bundle(out).report["export"]["fingerprint"] != read_bundle(sft_bundle).report["export"]["fingerprint"]
     shutil.rmtree(tmp / "dpo")
