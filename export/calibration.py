@@ -14,7 +14,7 @@ accuracy reported is that on pairs the calibration never saw, then fitted on all
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,6 +22,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lmpc_runtime.errors import ExportError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from .apc import LABELS
 from .judges import NliJudge, Pair, surface_cues
@@ -39,12 +44,16 @@ class LabelledPair:
     label: str
 
 
+def read_toml(path: Path, what: str) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ExportError(f"{path}: cannot read the {what}: {exc}") from exc
+
+
 def load_calibration(path: str | Path) -> list[LabelledPair]:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ExportError(f"{path}: cannot read the calibration set: {exc}") from exc
+    data = read_toml(path, "calibration set")
     pairs = []
     for i, entry in enumerate(data.get("pair", [])):
         where = f"{path}: pair {i + 1}"
@@ -119,14 +128,40 @@ class Embeddings:
 
 
 class Relevance:
-    """P(statement relevant to a question), from the cosine of their embeddings."""
+    """P(statement relevant to a question), from the cosine of their embeddings.
 
-    def __init__(self, embeddings: Embeddings, model: Logistic):
-        self.embeddings, self.model = embeddings, model
+    The labelled pairs were chosen to be about half relevant, but of all a character's statements only a
+    few bear on any one line: probabilities fitted at the labelled set's base rate overstate relevance
+    everywhere. `adapt_prior` re-estimates the base rate on the lines actually scored (every line against
+    every statement) by the EM procedure of Saerens, Latinne & Decaestecker (2002, "Adjusting the outputs
+    of a classifier to new a priori probabilities") and shifts the probabilities to it."""
+
+    def __init__(self, embeddings: Embeddings, model: Logistic, trained_prior: float):
+        self.embeddings, self.model, self.trained_prior = embeddings, model, trained_prior
+        self.prior = trained_prior
 
     def probabilities(self, question: str, statements: Sequence[str]) -> np.ndarray:
         cos = self.embeddings.cosines([question] * len(statements), statements)
-        return self.model.probabilities(cos[:, None])[:, 1]
+        return self._shift(self.model.probabilities(cos[:, None])[:, 1], self.prior)
+
+    def adapt_prior(self, questions: Sequence[str], statements: Sequence[str], steps: int = 100) -> float:
+        """Set and return the base rate of relevance among all (question, statement) pairs."""
+        self.prior = self.trained_prior
+        fitted = np.concatenate([self.model.probabilities(
+            self.embeddings.cosines([q] * len(statements), statements)[:, None])[:, 1] for q in questions])
+        prior = self.trained_prior
+        for _ in range(steps):
+            updated = float(self._shift(fitted, prior).mean())
+            if abs(updated - prior) < 1e-6:
+                break
+            prior = updated
+        self.prior = prior
+        return prior
+
+    def _shift(self, p: np.ndarray, prior: float) -> np.ndarray:
+        """Posteriors fitted at `trained_prior`, re-weighted to `prior`."""
+        up, down = prior / self.trained_prior, (1 - prior) / (1 - self.trained_prior)
+        return up * p / (up * p + down * (1 - p))
 
 
 class Nli:
@@ -191,7 +226,7 @@ def calibrate(pairs: list[LabelledPair], judge: NliJudge, embeddings: Embeddings
         },
         "models": {"relevance": relevance.to_dict(), "nli": nli.to_dict()},
     }
-    return Relevance(embeddings, relevance), Nli(judge, embeddings, nli), report
+    return Relevance(embeddings, relevance, float(relevant.mean())), Nli(judge, embeddings, nli), report
 
 
 def _share(hits: np.ndarray) -> float:

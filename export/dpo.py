@@ -73,6 +73,7 @@ def preference_pairs(bundle_path: Path, prompts: list[str], scorer: ApcScorer, c
     answers = answer(bundle_path, rows, list(range(config.seed, config.seed + config.samples)),
                      temperature=config.temperature, keep_prompts=True)
     log(f"dpo: {len(answers)} replies sampled in {time.perf_counter() - t:.0f} s; scoring them")
+    scorer.relevance.adapt_prior(prompts, scorer.statements)
     by_prompt: dict[int, list] = {}
     for a in answers:
         clean = not hygiene.reply_problems(a.text, a.line) and not repetitive(a.text, a.finish)

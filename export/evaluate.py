@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.reply import DONE, drive
 
 from .apc import LABELS, NEUTRAL_ROW, ScoredReply, apc_terms, persona_statements, statement_satisfaction, to_judge
-from .calibration import Embeddings, Nli, Relevance, calibrate, load_calibration
+from .calibration import Embeddings, Nli, Relevance, calibrate, load_calibration, read_toml
 from .hygiene import Hygiene
 from .judges import CrossEncoderJudge, EndpointJudge, LocalJudge, NliJudge
 
@@ -52,10 +51,7 @@ class EvalSet:
 
 def load_eval_set(path: str | Path) -> EvalSet:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ExportError(f"{path}: cannot read the evaluation set: {exc}") from exc
+    data = read_toml(path, "evaluation set")
     conversations = []
     for i, entry in enumerate(data.get("conversation", [])):
         lines = entry.get("lines") if isinstance(entry, dict) else None
@@ -139,14 +135,20 @@ def repetitive(text: str, finish: str) -> bool:
 
 
 def evaluate(bundle_path: Path, evalset: EvalSet, scorer: ApcScorer, estimators: dict, seeds: list[int],
-             threads: int = 2, log: Log = lambda _: None) -> dict:
-    """Answer the set with each seed, score every reply; returns the report (see `write_report`)."""
+             threads: int = 2, log: Log = lambda _: None, answers: list[Answer] | None = None) -> dict:
+    """Answer the set with each seed (or take `answers` given), score every reply; returns the report
+    (see `write_report`)."""
     bundle = read_bundle(bundle_path)
     hygiene = Hygiene(bundle.character)
     t0 = time.perf_counter()
-    answers = answer(bundle_path, eval_rows(evalset), seeds, threads)
+    if answers is None:
+        answers = answer(bundle_path, eval_rows(evalset), seeds, threads)
+        log(f"eval: {len(answers)} replies in {time.perf_counter() - t0:.0f} s; scoring")
     generated = time.perf_counter() - t0
-    log(f"eval: {len(answers)} replies in {generated:.0f} s; scoring")
+    prior = scorer.relevance.adapt_prior([line for lines in evalset.conversations for line in lines],
+                                         scorer.statements)
+    estimators = {**estimators, "relevance": {**estimators["relevance"], "trained_prior": scorer.relevance.trained_prior,
+                                              "adapted_prior": prior}}
     rows, scored = [], []
     for a in answers:
         problems = sorted(set(hygiene.reply_problems(a.text, a.line)))
@@ -208,6 +210,13 @@ def _report(bundle, scorer: ApcScorer, estimators: dict, seeds: list[int], rows:
     }
 
 
+def answers_from_report(report: dict) -> list[Answer]:
+    """The replies of an earlier report, to score again (another judge, other calibration) without
+    sampling them again."""
+    return [Answer(r["seed"], r["conversation"], r["turn"], r["line"], r["reply"], r["finish"], r.get("topic", ""))
+            for r in report["replies"]]
+
+
 def write_report(report: dict, bundle_path: Path, markdown_out: Path | None = None) -> None:
     (bundle_path / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     text = markdown(report)
@@ -224,8 +233,10 @@ def markdown(report: dict) -> str:
         f"# Evaluation of {report['bundle']}",
         "",
         f"Seeds {', '.join(map(str, report['seeds']))}; {s['replies']} scored replies to held-out lines, "
-        f"{s['probes'] * len(report['seeds'])} replies to in-world probes. APC sums {s['statements']} persona statements "
-        f"(the judge reads the {report['judged_per_reply']} most relevant or similar per reply; see export/apc.py).",
+        f"{s['probes']} replies to in-world probes. APC sums {s['statements']} persona statements "
+        f"(the judge reads the {report['judged_per_reply']} most relevant or similar per reply; see export/apc.py). "
+        f"Relevance is re-weighted from the labelled set's base rate ({e['relevance']['trained_prior']:.0%}) to the "
+        f"one estimated on this set's lines ({e['relevance']['adapted_prior']:.1%}).",
         "",
         "| APC (max {n}) | APC per statement | relevant statements entailed | contradictions per reply "
         "| slop | assistant speak | repetition | refusal on probes | mean words | invented names |".format(

@@ -86,7 +86,12 @@ def _eval(args: argparse.Namespace) -> int:
                                        evaluate.CALIBRATION_SET, "calibration set")
     judge = evaluate.make_judge(args.judge, Path(args.cache_dir) if args.cache_dir else None, args.threads)
     scorer, estimators = evaluate.prepare_scorer(bundle, calibration, judge, args.threads, _log)
-    report = evaluate.evaluate(bundle, evalset, scorer, estimators, args.seeds, args.threads, _log)
+    earlier = None
+    if args.rescore:
+        earlier = json.loads(evaluate.bundle_file(bundle, None, evaluate.REPORT_JSON, "earlier report").read_text())
+        args.seeds = earlier["seeds"]
+    report = evaluate.evaluate(bundle, evalset, scorer, estimators, args.seeds, args.threads, _log,
+                               answers=evaluate.answers_from_report(earlier) if earlier else None)
     evaluate.write_report(report, bundle, Path(args.out) if args.out else None)
     s = report["summary"]
     _log(f"eval: APC {s['apc']:.2f} of {s['statements']}, relevant entailed {s['relevant_entailed']:.0%}, "
@@ -259,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                    "OpenAI-compatible http(s) URL (URL#MODEL), or onnx:MODEL.onnx:TOKENIZER.json")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="one pass over the set per seed")
     p.add_argument("--out", help="also write the Markdown report here")
+    p.add_argument("--rescore", action="store_true", help="score the replies of the bundle's earlier report "
+                   "again (e.g. with another judge) instead of sampling new ones")
     p.add_argument("--cache-dir", help="where exported models are cached (for the local judge)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(run=_eval)

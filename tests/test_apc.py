@@ -131,6 +131,24 @@ def test_calibration_reports_cross_validated_accuracy_of_each_estimator():
     assert 0 < relevance.probabilities(pairs[0].question, [pairs[0].statement])[0] < 1
 
 
+def test_relevance_is_re_weighted_to_the_base_rate_of_the_lines_scored():
+    from lmpc_export.calibration import Relevance
+
+    # Fitted where half the pairs were relevant; scored where one statement in ten bears on the line.
+    embeddings = Embeddings(word_embeddings)
+    statements = [f"fact number {i} about the {w}" for i, w in enumerate("horse sword mother cider river".split())]
+    statements += [f"an unrelated word {w}" for w in "apple pear plum fig kiwi lime date nut yam oat".split()]
+    x = np.linspace(-1, 1, 200)[:, None]
+    model = Logistic(2).fit(x, (x[:, 0] > 0.3).astype(int))
+    relevance = Relevance(embeddings, model, trained_prior=0.5)
+    before = relevance.probabilities("tell me about the horse", statements)
+    prior = relevance.adapt_prior(["tell me about the horse", "and the river?"], statements)
+    after = relevance.probabilities("tell me about the horse", statements)
+    assert prior < 0.5 and np.all(after < before)
+    assert np.argmax(after) == np.argmax(before)  # the order of statements is kept
+    assert relevance.adapt_prior(["tell me about the horse", "and the river?"], statements) == pytest.approx(prior)
+
+
 def test_surface_cues_see_other_numbers_names_and_negations():
     statement = "Orlando's horse is a grey mare named Vesper, named by his sister Isolde."
     same, other_name = surface_cues("My grey mare Vesper, a gift of my sister Isolde.", statement), \
@@ -302,6 +320,16 @@ def test_lmpc_eval_writes_its_report_into_the_bundle(tiny_copy, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert md == (tiny_copy / "eval_report.md").read_text() and "## Worst-kept statements" in md
     assert md == markdown(report)
+    assert report["estimators"]["relevance"]["adapted_prior"] < report["estimators"]["relevance"]["trained_prior"]
+
+    # Scored again from the report's own replies: the same replies, the same scores.
+    run = subprocess.run([lmpc, "eval", str(tiny_copy), "--set", str(tmp_path / "set.toml"), "--rescore",
+                          "--calibration", str(tmp_path / "cal.toml"), "--judge", f"local:{TINY_BUNDLE}",
+                          "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    again = json.loads((tiny_copy / "eval_report.json").read_text())
+    assert again["seeds"] == [1, 2] and again["replies"] == report["replies"]
+    assert again["summary"] == report["summary"]
 
 
 def test_eval_without_a_set_is_a_clear_error(tiny_copy):
