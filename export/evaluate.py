@@ -255,7 +255,7 @@ def markdown(report: dict) -> str:
         f"| relevance (embedder cosine, logistic) | {e['relevance']['accuracy']:.0%} | "
         f"{e['relevance']['majority_baseline']:.0%} | AUC {e['relevance']['auc']:.2f} |",
         f"| NLI: judge alone (argmax) | {e['nli']['judge_alone_accuracy']:.0%} | {e['nli']['majority_baseline']:.0%} | |",
-        f"| NLI: judge + cosine, calibrated | {e['nli']['accuracy']:.0%} | {e['nli']['majority_baseline']:.0%} | "
+        f"| NLI: judge + cosine + surface cues, calibrated | {e['nli']['accuracy']:.0%} | {e['nli']['majority_baseline']:.0%} | "
         + ", ".join(f"recall {k} {v:.0%}" for k, v in e["nli"]["recall"].items()) + " |",
         "",
         "Confusion of the calibrated NLI (rows: hand label; columns: estimate "
