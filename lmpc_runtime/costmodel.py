@@ -1,17 +1,20 @@
-"""Predicting how long the next step of the model will take, from steps already timed on this machine.
+"""Predicting how long the next segment of a forward pass will take, from segments already timed here.
 
-Two kinds of step are timed, each with its own linear model refitted after every step on the most
-recent ones (newer steps weigh more, so the model follows a CPU that speeds up or slows down):
+A forward pass (a prefill chunk, or a decode step of a batch) runs as consecutive segments of the model
+(see fused_engine.py); each segment of each kind of pass is timed, and has its own linear model refitted
+after every run on the most recent ones (newer runs weigh more, so the model follows a CPU that speeds
+up or slows down):
 
-    prefill of n tokens onto a context of c tokens      ≈ a + b·n + d·n·c / 1000
-    decode of one token for each of k sequences (Σc)    ≈ a + b·k + d·Σc / 1000
+    segment of a prefill of n tokens onto a context of c tokens      ≈ a + b·n + d·n·c / 1000
+    segment of a decode of one token for each of k sequences (Σc)    ≈ a + b·k + d·Σc / 1000
 
-Early on, the data cannot separate a step's fixed cost from its per-token cost (every step so far had
-the same size), so the fit is pulled toward "cost proportional to size", the pessimistic reading when
-steps grow; and `trusted_size` lets steps grow only to twice the largest one timed. Each prediction
-carries a margin, the recent absolute error, so the scheduler can refuse a step that would overrun its
-budget by more than one step's error; the first few predictions of a kind are doubled, which makes the
-frames right after a load conservative.
+Segments differ (the first embeds, the last ones compute logits), hence one model each. Early on, the
+data cannot separate a segment's fixed cost from its per-token cost (every pass so far had the same size),
+so the fit is pulled toward "cost proportional to size", the pessimistic reading when passes grow; and
+`trusted_size` lets passes grow only to twice the largest one timed. Each prediction carries a margin,
+the recent absolute error, so the scheduler can refuse a segment that would overrun its budget by more
+than one segment's error; the first few predictions of a segment are doubled, which makes the frames
+right after a load conservative.
 """
 
 from __future__ import annotations
@@ -47,10 +50,15 @@ class _StepModel:
         self.samples: deque[tuple[np.ndarray, float]] = deque(maxlen=WINDOW)
         self.abs_error = 0.0
         self.count = 0
-        self.largest = 0
 
     def predict(self, x: np.ndarray) -> float:
         return max(float(self.w @ x), 0.0)
+
+    def prediction(self, x: np.ndarray) -> Prediction:
+        seconds = self.predict(x)
+        if self.count < WARMUP_STEPS:
+            seconds *= WARMUP_FACTOR
+        return Prediction(seconds, self.abs_error)
 
     def update(self, x: np.ndarray, y: float) -> None:
         if self.count == 0:
@@ -85,10 +93,14 @@ class _StepModel:
 
 
 class CostModel:
-    """Online step-cost predictions, in seconds. The priors are the guesses before anything is timed."""
+    """Online segment-cost predictions, in seconds. The priors are the guesses for a whole pass before
+    anything is timed (each of a pass's segments starts from its share)."""
 
     def __init__(self, prior_decode: float = 0.030, prior_prefill_token: float = 0.004):
-        self._models = {PREFILL: _StepModel(prior_prefill_token), DECODE: _StepModel(prior_decode)}
+        self._priors = {PREFILL: prior_prefill_token, DECODE: prior_decode}
+        # (kind, segments of the pass) → one model per segment
+        self._models: dict[tuple[str, int], list[_StepModel]] = {}
+        self._largest = {PREFILL: 0, DECODE: 0}
 
     @staticmethod
     def _features(kind: str, size: int, context: int) -> np.ndarray:
@@ -96,22 +108,29 @@ class CostModel:
             return np.array([1.0, size, size * context / 1000.0])
         return np.array([1.0, size, context / 1000.0])
 
-    def predict(self, kind: str, size: int, context: int) -> Prediction:
-        """size: tokens to prefill, or sequences to decode; context: tokens already cached (sum for decode)."""
-        model = self._models[kind]
-        seconds = model.predict(self._features(kind, size, context))
-        if model.count < WARMUP_STEPS:
-            seconds *= WARMUP_FACTOR
-        return Prediction(seconds, model.abs_error)
+    def _segment_models(self, kind: str, segments: int) -> list[_StepModel]:
+        models = self._models.get((kind, segments))
+        if models is None:
+            models = self._models[(kind, segments)] = [_StepModel(self._priors[kind] / segments)
+                                                      for _ in range(segments)]
+        return models
 
-    def observe(self, kind: str, size: int, context: int, seconds: float) -> None:
-        model = self._models[kind]
-        model.update(self._features(kind, size, context), seconds)
-        model.largest = max(model.largest, size)
+    def predict(self, kind: str, size: int, context: int, segment: int = 0, segments: int = 1) -> Prediction:
+        """The cost of segment `segment` of a pass cut in `segments`. size: tokens to prefill, or sequences
+        to decode; context: tokens already cached (their sum for a decode)."""
+        model = self._segment_models(kind, segments)[segment]
+        return model.prediction(self._features(kind, size, context))
 
-    def measured(self, kind: str) -> int:
-        return self._models[kind].count
+    def largest_segment(self, kind: str, size: int, context: int, segments: int) -> float:
+        """The highest predicted cost, margin included, among the segments of such a pass."""
+        x = self._features(kind, size, context)
+        return max(model.prediction(x).upper for model in self._segment_models(kind, segments))
+
+    def observe(self, kind: str, size: int, context: int, seconds: float, segment: int = 0,
+                segments: int = 1) -> None:
+        self._segment_models(kind, segments)[segment].update(self._features(kind, size, context), seconds)
+        self._largest[kind] = max(self._largest[kind], size)
 
     def trusted_size(self, kind: str) -> int:
-        """The largest step worth predicting: twice the largest timed so far (steps grow 4, 8, 16…)."""
-        return max(2 * self._models[kind].largest, TRUST_FLOOR[kind])
+        """The largest pass worth predicting: twice the largest timed so far (passes grow 4, 8, 16…)."""
+        return max(2 * self._largest[kind], TRUST_FLOOR[kind])
