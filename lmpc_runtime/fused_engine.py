@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import ModelSpec
-from .errors import ContextOverflowError, ModelError, SequenceBusyError
+from .errors import ContextOverflowError, ModelError, SequenceBusyError, StateError
 from .prefix_cache import PrefixCache
 from .session import EngineOptions, make_session, refuse_mismatched_graph
 
@@ -203,26 +203,24 @@ class _Segment:
     last_read: list[str]  # tensors no later segment reads
 
 
-
-
 class ForwardPass:
     """One forward pass over some sequences (a prefill chunk of one, or a decode step of several), run a
     segment at a time. Made by `FusedEngine.begin_extend` / `begin_step`."""
 
-    def __init__(self, engine: "FusedEngine", seqs: list[PooledSequence], new_tokens: list[list[int]]):
+    def __init__(self, engine: "FusedEngine", seqs: list[PooledSequence], tokens: list[list[int]]):
         _check_free(seqs)
-        self.engine, self.seqs, self.new_tokens = engine, seqs, len(new_tokens[0])
+        self.engine, self.seqs = engine, seqs
+        self.new_tokens = len(tokens[0])  # positions each sequence gains (as many for each)
         self.next_segment = 0
-        first = engine.pool.gather(seqs) if len(seqs) > 1 else seqs[0].slot
+        self._first = engine.pool.gather(seqs) if len(seqs) > 1 else seqs[0].slot
         # Rows of the batch follow the slots; `order[row]` is the caller's index of that row.
         self._order = sorted(range(len(seqs)), key=lambda i: seqs[i].slot)
-        self._first = first
-        self._ids = np.asarray([new_tokens[i] for i in self._order], np.int64)  # [batch, new tokens]
+        self._ids = np.asarray([tokens[i] for i in self._order], np.int64)  # [batch, new tokens]
         totals = np.asarray([len(seqs[i]) + self.new_tokens for i in self._order], np.int32)
         self._seqlens = totals - 1
         self._total = np.array(totals.max(), np.int32)
         self._carried: dict[str, np.ndarray] = {}  # what a segment gives later ones, e.g. [batch, new tokens, hidden]
-        self._tokens = new_tokens
+        self._appended = tokens
         for seq in seqs:
             seq.in_flight = self
 
@@ -238,7 +236,7 @@ class ForwardPass:
         """Run the next segment. After the last one the sequences hold their new tokens, are released, and
         the logits [len(seqs), vocab] (of each sequence's last position, in the caller's order) are returned."""
         if self.done:
-            raise SequenceBusyError("this forward pass was completed or cancelled")
+            raise StateError("this forward pass was completed or cancelled")
         engine, k = self.engine, self.next_segment
         segment = engine.segments[k]
         binding = engine._binding(k, self._first, len(self.seqs))
@@ -266,7 +264,7 @@ class ForwardPass:
         if not self.done:
             return None
         self._release()
-        for seq, tokens in zip(self.seqs, self._tokens):
+        for seq, tokens in zip(self.seqs, self._appended):
             seq.tokens.extend(tokens)
         logits = np.empty_like(binding.logits)
         logits[self._order] = binding.logits

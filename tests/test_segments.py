@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from lmpc_runtime import BundleFormatError, BundleMissingError, SequenceBusyError, read_bundle
+from lmpc_runtime import BundleFormatError, BundleMissingError, SequenceBusyError, StateError, read_bundle
 from lmpc_runtime.fused_engine import FusedEngine
 from lmpc_runtime.session import EngineOptions
 
@@ -108,7 +108,7 @@ def test_a_pass_runs_a_segment_at_a_time_and_holds_its_sequences(tiny_bundle):
     whole.extend(reference, prompt(10, 1))
     np.testing.assert_array_equal(logits[0], whole.extend(reference, prompt(6, 50)))
     assert len(seq) == 16 and not seq.busy
-    with pytest.raises(SequenceBusyError):
+    with pytest.raises(StateError):
         forward.advance()
 
 
