@@ -59,11 +59,14 @@ EMBEDDER_FILE = "embedder.onnx"
 EMBEDDER_TOKENIZER_FILE = "embedder_tokenizer.json"
 MEMORIES_FILE = "memories.msgpack"
 # Fused models are also cut into segments (export/segments.py) so that a frame can stop between them:
-# this many layers each, and the LM head in this many parts. Chosen by measurement (benchmarks/results/
-# segments.md): a segment of a decode step of a few NPCs costs 1-3 ms on a busy 2-core machine, while
-# each segment adds a fixed cost (an onnxruntime run, ~0.1 ms) that more, smaller ones would multiply.
-LAYERS_PER_SEGMENT = 3
-HEAD_PARTS = 3
+# this many layers each, and the LM head in this many parts (each about a layer's work). Chosen by
+# measurement on the busy 2-core machine (benchmarks/results/segments.md, scheduler.md): a one-layer
+# segment of a decode step of four NPCs costs 1-1.5 ms, so a 4 ms budget fits two or three, and prefill
+# chunks whose every segment fits the budget grow to 10-25 tokens (two-layer segments kept them at 4-8,
+# where a pass is mostly fixed cost). Each segment adds its own ~0.1 ms, which is what more, smaller
+# ones would multiply.
+LAYERS_PER_SEGMENT = 1
+HEAD_PARTS = 4
 Log = Callable[[str], None]
 
 

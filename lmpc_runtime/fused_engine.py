@@ -198,6 +198,7 @@ class _Segment:
 
     session: ort.InferenceSession
     layers: range
+    step_inputs: list[str]  # of input_ids, seqlens_k, total_sequence_length: those it reads
     carried_in: list[str]
     carried_out: dict[str, list]
     last_read: list[str]  # tensors no later segment reads
@@ -215,11 +216,15 @@ class ForwardPass:
         self._first = engine.pool.gather(seqs) if len(seqs) > 1 else seqs[0].slot
         # Rows of the batch follow the slots; `order[row]` is the caller's index of that row.
         self._order = sorted(range(len(seqs)), key=lambda i: seqs[i].slot)
-        self._ids = np.asarray([tokens[i] for i in self._order], np.int64)  # [batch, new tokens]
+        ids = np.asarray([tokens[i] for i in self._order], np.int64)  # [batch, new tokens]
         totals = np.asarray([len(seqs[i]) + self.new_tokens for i in self._order], np.int32)
-        self._seqlens = totals - 1
-        self._total = np.array(totals.max(), np.int32)
-        self._carried: dict[str, np.ndarray] = {}  # what a segment gives later ones, e.g. [batch, new tokens, hidden]
+        # OrtValues made once and bound to each segment: binding one costs a microsecond, binding a numpy
+        # array tens of them, which adds up over a dozen segments.
+        self._sizes = {"batch": ids.shape[0], "sequence": ids.shape[1]}
+        self._inputs = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
+                        "seqlens_k": ort.OrtValue.ortvalue_from_numpy(totals - 1),
+                        "total_sequence_length": ort.OrtValue.ortvalue_from_numpy(np.array(totals.max(), np.int32))}
+        self._carried: dict[str, ort.OrtValue] = {}  # what a segment gives later ones, e.g. [batch, new tokens, hidden]
         self._appended = tokens
         for seq in seqs:
             seq.in_flight = self
@@ -241,24 +246,20 @@ class ForwardPass:
         segment = engine.segments[k]
         binding = engine._binding(k, self._first, len(self.seqs))
         io = binding.io
-        if k == 0:
-            io.bind_cpu_input("input_ids", self._ids)
+        for name in segment.step_inputs:
+            io.bind_ortvalue_input(name, self._inputs[name])
         for name in segment.carried_in:
-            io.bind_cpu_input(name, self._carried[name])
-        if segment.layers:
-            io.bind_cpu_input("seqlens_k", self._seqlens)
-            io.bind_cpu_input("total_sequence_length", self._total)
-        sizes = {"batch": self._ids.shape[0], "sequence": self._ids.shape[1]}
+            io.bind_ortvalue_input(name, self._carried[name])
         for name, shape in segment.carried_out.items():
-            out = self._carried[name] = np.empty([sizes.get(dim, dim) for dim in shape], np.float32)
-            io.bind_output(name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            out = self._carried[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                [self._sizes.get(dim, dim) for dim in shape], np.float32)
+            io.bind_ortvalue_output(name, out)
         try:
             segment.session.run_with_iobinding(io)
         except Exception as exc:  # onnxruntime's own error types (allocation failures, shape errors)
             self.cancel()
             raise ModelError(f"onnxruntime failed: {exc}") from exc
         self.next_segment += 1
-        # Kept until here: the binding refers to their memory until the next run rebinds it.
         for name in segment.last_read:
             del self._carried[name]
         if not self.done:
@@ -342,7 +343,7 @@ class FusedEngine:
         problems += [f"{name} has shape {shape}" for name, shape in carried_out.items()
                      if not all(isinstance(dim, int) or dim in ("batch", "sequence") for dim in shape)]
         refuse_mismatched_graph(path, problems)
-        return _Segment(session, layers, carried_in, carried_out, [])
+        return _Segment(session, layers, sorted(standard - kv), carried_in, carried_out, [])
 
     def new_sequence(self, prefix: list[int] = ()) -> PooledSequence:
         """An empty sequence, or one holding `prefix` (its cache computed once, then copied)."""

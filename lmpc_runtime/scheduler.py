@@ -206,14 +206,13 @@ class Scheduler:
 
     def _advance(self, flight: "_Flight", stats: TickStats) -> list[Event]:
         """Run the next segment of the pass in flight; after the last, hand the logits to the replies."""
-        segment = flight.forward.next_segment
         t0 = self.clock()
         events: list[Event] = []
         try:
             logits = flight.forward.advance()
-            self.cost.observe(flight.kind, flight.size, flight.context, self.clock() - t0, segment,
-                              flight.forward.segments)
+            flight.segment_seconds.append(self.clock() - t0)
             if logits is not None:
+                self.cost.observe(flight.kind, flight.size, flight.context, flight.segment_seconds)
                 self.flight = None
                 events += self._deliver(flight, logits)
         except LmpcError as exc:  # onnxruntime failed (the pass is cancelled): those replies end, not the frame
@@ -289,6 +288,7 @@ class _Flight:
     size: int
     context: int
     forward: "ForwardPass"
+    segment_seconds: list[float] = field(default_factory=list)  # how long each segment run so far took
 
     def upper(self, cost: CostModel) -> float:
         """The predicted cost of its next segment, margin included."""

@@ -53,7 +53,8 @@ def test_segments_read_the_one_data_file(real_bundle):
     """No weight is copied: every large initializer of every segment points into the whole graph's data file."""
     bundle = read_bundle(real_bundle)
     spec = bundle.model
-    assert [(s.first_layer, s.end_layer) for s in spec.segments][:2] == [(0, 3), (3, 6)]
+    assert [(s.first_layer, s.end_layer) for s in spec.segments][:2] == [(0, 1), (1, 2)]
+    head_parts = sum(1 for s in spec.segments if s.first_layer == s.end_layer == spec.num_layers)
     ranges = []
     for segment in spec.segments:
         graph = onnx.load(str(real_bundle / segment.file), load_external_data=False).graph
@@ -70,7 +71,7 @@ def test_segments_read_the_one_data_file(real_bundle):
     whole = sorted({(offset, offset + length) for name, offset, length in ranges if ".part" not in name})
     assert all(b[0] >= a[1] for a, b in zip(whole, whole[1:])), "two weights share bytes"
     parts = [(offset, offset + length) for name, offset, length in ranges if ".part" in name]
-    assert len(parts) == 2 * (len(spec.segments) - 10)  # data and scales of each head segment
+    assert head_parts > 1 and len(parts) == 2 * head_parts  # data and scales of each slice of the head
     (table,) = {(offset, offset + length) for name, offset, length in ranges if name == "embed.q"}
     assert all(table[0] <= start and end <= table[1] for name, start, end in
                ((n, o, o + length) for n, o, length in ranges if n.startswith("embed.q.part")))
