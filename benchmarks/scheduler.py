@@ -1,6 +1,6 @@
 """The per-frame scheduler on the real model, in the null host's 60 FPS loop (issue 5's targets).
 
-    python -m benchmarks.scheduler [BUNDLE] [--frames 900] [--budget-ms 4] [--game-ms 6]
+    python -m benchmarks.scheduler [BUNDLE] [--frames 1800] [--budget-ms 4] [--game-ms 6]
 
 Runs, in one process and one after another: the game alone (runtime off); the game with five NPCs (one
 the player talks to, four chattering) on a per-frame budget, in tick mode (the model works inside
@@ -44,12 +44,14 @@ def unscheduled_tok_s(bundle: str, max_tokens: int, threads: int = 2, rounds: in
     return tokens / seconds if seconds else 0.0
 
 
-def frame_simulation(bundle: str, threads: int = 2, frames: int = 900, budget_ms: float = 4.0,
-                     game_ms: float = 6.0, npcs: int = 5, keep_series: bool = False) -> dict:
+def frame_simulation(bundle: str, threads: int = 2, frames: int = 1800, budget_ms: float = 4.0,
+                     game_ms: float = 6.0, npcs: int = 5, keep_series: bool = False, player_every: int = 600) -> dict:
     """The game alone, then with `npcs` NPCs on the budget, then the focused NPC unscheduled.
-    With `keep_series`, the per-frame times come back too (for plots)."""
-    base = HostConfig(bundle, npcs=npcs, frames=frames, budget_ms=budget_ms, game_ms=game_ms, player_every=300,
-                      max_tokens=48)
+    With `keep_series`, the per-frame times come back too (for plots). The player speaks every
+    `player_every` frames, interrupting the reply in progress: 10 s leave room for a prompt of ~200 tokens
+    to be read at a quarter of two busy cores."""
+    base = HostConfig(bundle, npcs=npcs, frames=frames, budget_ms=budget_ms, game_ms=game_ms,
+                      player_every=player_every, max_tokens=48)
     share = budget_ms / (1000 / base.fps)
     off = run(HostConfig(bundle, npcs=0, frames=frames, game_ms=game_ms))
     with Runtime(threads=threads, seed=base.seed) as rt:
@@ -76,7 +78,7 @@ def frame_simulation(bundle: str, threads: int = 2, frames: int = 900, budget_ms
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", nargs="?", default="build/orlando_marlo.lmpc")
-    parser.add_argument("--frames", type=int, default=900)
+    parser.add_argument("--frames", type=int, default=1800)
     parser.add_argument("--budget-ms", type=float, default=4.0)
     parser.add_argument("--game-ms", type=float, default=6.0)
     parser.add_argument("--npcs", type=int, default=5)

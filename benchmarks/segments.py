@@ -97,8 +97,8 @@ def markdown(r: dict) -> str:
         q = p["ratio"]
         lines.append(f"| {name} | {p['whole_ms']['median']:.2f} | {p['segmented_ms']['median']:.2f} | "
                      f"{q['median']:.3f} ({q['min']:.2f}-{q['max']:.2f}) |")
-    lines += ["", "Each segment of a decode step of 4 sequences, median ms (layers [first, end); the last three "
-              "are the LM head's vocabulary slices):", "",
+    lines += ["", "Each segment of a decode step of 4 sequences, median ms (by its layers; `head`: a vocabulary "
+              "slice of the LM head):", "",
               "| " + " | ".join(f"{a}-{b}" if a < b else "head" for a, b in r["segments"]) + " |",
               "|" + "---|" * len(r["segments"]),
               "| " + " | ".join(f"{ms:.2f}" for ms in r["decode_x4_segment_ms"]) + " |", ""]
