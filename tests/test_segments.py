@@ -179,3 +179,11 @@ def test_a_segment_that_does_not_follow_the_one_before_is_refused(tiny_bundle):
     swapped = dataclasses.replace(bundle.model, segments=(rest[0], first, *rest[1:]))
     with pytest.raises(BundleFormatError):
         FusedEngine(str(bundle.model_path), swapped)
+
+
+def test_tick_mode_runs_segments_and_the_worker_runs_whole_passes(tiny_bundle):
+    from lmpc_runtime import Runtime
+
+    with Runtime() as ticked, Runtime(worker=True) as threaded:
+        assert len(ticked.load_npc(tiny_bundle).engine.segments) > 1
+        assert len(threaded.load_npc(tiny_bundle).engine.segments) == 1
