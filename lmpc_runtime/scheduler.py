@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 # Priorities: the NPC the player talks to, ordinary NPCs, ambient chatter.
 FOCUS, NORMAL, AMBIENT = 10.0, 0.0, -10.0
-# Urgency gained per second of waiting without progress (fairness: 20 points ≈ FOCUS over AMBIENT in 1 s).
-AGING_PER_SECOND = 20.0
+# Urgency gained per second of waiting without progress (fairness: 20 points, FOCUS over AMBIENT, in 4 s).
+# A pass now spans several frames, during which every other job waits: at 20 points a second, ambient
+# chatter drew level with the focused NPC after every pass or two and took two thirds of the passes.
+AGING_PER_SECOND = 5.0
 # Urgency added to a reply that has not started, in full once its deadline has passed.
 DEADLINE_BOOST = 30.0
 MIN_PREFILL_CHUNK = 4
