@@ -1,13 +1,13 @@
 """The per-frame scheduler on the real model, in the null host's 60 FPS loop (issue 5's targets).
 
-    python -m benchmarks.scheduler [BUNDLE] [--frames 1800] [--budget-ms 4] [--game-ms 6]
+    python -m benchmarks.scheduler [BUNDLE] [--frames 1800] [--budget-ms 4] [--game-ms 6] [--name scheduler]
 
 Runs, in one process and one after another: the game alone (runtime off); the game with five NPCs (one
 the player talks to, four chattering) on a per-frame budget, in tick mode (the model works inside
 `tick()`, a segment at a time) and in worker mode (on the runtime's thread, at a duty cycle equal to
 the budget's share of a frame); and an unscheduled loop that decodes the focused NPC's reply as fast as
 it can on the whole graph (not cut into segments), which gives the fair comparison for tokens per
-second at the same CPU share. Writes benchmarks/results/scheduler.json and scheduler.md.
+second at the same CPU share. Writes benchmarks/results/scheduler.json and scheduler.md (or NAME.*).
 """
 
 from __future__ import annotations
@@ -83,13 +83,14 @@ def main() -> int:
     parser.add_argument("--game-ms", type=float, default=6.0)
     parser.add_argument("--npcs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="scheduler", help="results/NAME.json and NAME.md")
     args = parser.parse_args()
 
     report = {"machine": machine.describe(),
               **frame_simulation(args.bundle, args.threads, args.frames, args.budget_ms, args.game_ms, args.npcs)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scheduler.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "scheduler.md").write_text(markdown(report))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

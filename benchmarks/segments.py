@@ -81,7 +81,8 @@ def measure(bundle_path: str, reps: int, threads: int = 2) -> dict:
                        ("prefill 16", lambda e: _prefill(e, _context(e, 1, 3)[0], 16)),
                        ("prefill 64", lambda e: _prefill(e, _context(e, 1, 4)[0], 64))):
         ours, peer = alternate(make(segmented), make(whole), reps)
-        passes[name] = {"segmented_ms": spread([1000 * t for t in ours]), "whole_ms": spread([1000 * t for t in peer]),
+        passes[name] = {"segmented_ms": spread([1000 * t for t in ours]),
+                        "whole_ms": spread([1000 * t for t in peer]),
                         "ratio": ratios(ours, peer)}
     return {"machine": machine.describe(), "bundle": bundle_path, "threads": threads, "reps": reps,
             "segments": [(s.first_layer, s.end_layer) for s in bundle.model.segments],

@@ -49,7 +49,8 @@ def plan(num_layers: int, layers_per_segment: int, head_parts: int) -> list[tupl
     """
     if layers_per_segment < 1 or head_parts < 1:
         raise ExportError(f"segments need at least one layer ({layers_per_segment}) and one head part ({head_parts})")
-    ranges = [(first, min(first + layers_per_segment, num_layers)) for first in range(0, num_layers, layers_per_segment)]
+    ranges = [(first, min(first + layers_per_segment, num_layers))
+              for first in range(0, num_layers, layers_per_segment)]
     return ranges + [(num_layers + j, num_layers + j + 1) for j in range(head_parts)]
 
 

@@ -224,7 +224,8 @@ class ForwardPass:
         self._inputs = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
                         "seqlens_k": ort.OrtValue.ortvalue_from_numpy(totals - 1),
                         "total_sequence_length": ort.OrtValue.ortvalue_from_numpy(np.array(totals.max(), np.int32))}
-        self._carried: dict[str, ort.OrtValue] = {}  # what a segment gives later ones, e.g. [batch, new tokens, hidden]
+        # What a segment gives later ones, e.g. the residual stream [batch, new tokens, hidden].
+        self._carried: dict[str, ort.OrtValue] = {}
         self._appended = tokens
         for seq in seqs:
             seq.in_flight = self
