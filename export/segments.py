@@ -2,19 +2,20 @@
 
 A decode step of the whole graph takes longer than a game's frame budget, and onnxruntime cannot stop a
 graph half way. So the bundle also carries the model cut at layer boundaries: segment k runs layers
-[first_k, end_k), the first segment also embeds `input_ids`, the last also applies the final norm and the
-LM head. The scheduler runs as many segments as a frame's budget allows and resumes the pass in the next
-frame (see lmpc_runtime/fused_engine.py).
+[first_k, end_k), the first segment also embeds `input_ids`, and the LM head (as costly as several
+layers) is cut along the vocabulary into segments of its own, the first of which also applies the final
+norm and the last concatenates the logits. The scheduler runs as many segments as a frame's budget
+allows and resumes the pass in the next frame (see lmpc_runtime/fused_engine.py).
 
-What flows from one segment to the next is the residual stream at the boundary, as the whole graph has it:
-the last layer's MLP output and the residual before it, two [batch, sequence, hidden] float32 tensors
-keeping their names in the whole graph (`layer{i}.down.out`, `layer{i}.mlp_norm.residual`). The next layer
-adds them in its SkipSimplifiedLayerNorm exactly as it does in the whole graph, so the segments' logits are
-the whole graph's, bit for bit.
+What flows from one layer segment to the next is the residual stream at the boundary, as the whole graph
+has it: the last layer's MLP output and the residual before it, two [batch, sequence, hidden] float32
+tensors keeping their names in the whole graph (`layer{i}.down.out`, `layer{i}.mlp_norm.residual`). The
+next layer adds them in its SkipSimplifiedLayerNorm exactly as it does in the whole graph; the head's
+slices are its rows, computed by the same kernel: the segments' logits are the whole graph's, bit for bit.
 
-No weight is copied: a segment's initializers point at the same offsets of the whole graph's data file,
-so the bundle holds every weight once, the tied embedding included (read by the first segment's Gather
-and by the last segment's LM head).
+No weight is copied: a segment's initializers point at the same offsets of the whole graph's data file
+(a slice of the head at the offset of its rows), so the bundle holds every weight once, the tied
+embedding included (read by the first segment's Gather and by the head's slices).
 """
 
 from __future__ import annotations
