@@ -29,6 +29,7 @@ from lmpc_runtime.bundle import (
     BUNDLE_FORMAT_VERSION,
     MANIFEST_NAME,
     EmbedderSpec,
+    GraphSegment,
     ModelSpec,
     pack_manifest,
     sha256_file,
@@ -41,7 +42,7 @@ from lmpc_runtime.sampling import SamplingConfig
 from lmpc_runtime.sheet import CharacterSheet, load_sheet
 
 from . import checkpoint as ckpt
-from . import fused_graph, onnx_export, parity
+from . import fused_graph, onnx_export, parity, segments
 from .dataset import persona_digest
 from .embedder import prepare_embedder
 from .evaluate import CALIBRATION_SET, EVAL_SET, REPORT_JSON, REPORT_MD
@@ -58,6 +59,15 @@ SHIPPED_VARIANT = "int8"
 EMBEDDER_FILE = "embedder.onnx"
 EMBEDDER_TOKENIZER_FILE = "embedder_tokenizer.json"
 MEMORIES_FILE = "memories.msgpack"
+# Fused models are also cut into segments (export/segments.py) so that a frame can stop between them:
+# this many layers each, and the LM head in this many parts (each about a layer's work). Chosen by
+# measurement on the busy 2-core machine (benchmarks/results/segments.md, scheduler.md): a one-layer
+# segment of a decode step of four NPCs costs 1-1.5 ms, so a 4 ms budget fits two or three, and prefill
+# chunks whose every segment fits the budget grow to 10-25 tokens (two-layer segments kept them at 4-8,
+# where a pass is mostly fixed cost). Each segment adds its own ~0.1 ms, which is what more, smaller
+# ones would multiply.
+LAYERS_PER_SEGMENT = 1
+HEAD_PARTS = 4
 Log = Callable[[str], None]
 
 
@@ -235,6 +245,11 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                           context_length)
         if DATA_FILE in files:
             spec = dataclasses.replace(spec, data_file=DATA_FILE, data_sha256=sha256_file(tmp / DATA_FILE))
+        if spec.layout == fused_graph.LAYOUT:
+            pieces = segments.write_segments(tmp / MODEL_FILE, tmp, spec.num_layers, LAYERS_PER_SEGMENT,
+                                             HEAD_PARTS)
+            spec = dataclasses.replace(spec, segments=tuple(
+                GraphSegment(p.file, sha256_file(tmp / p.file), p.first_layer, p.end_layer) for p in pieces))
         persona_system = system_prompt(sheet)
         embedder = _write_embedder(embedder_entry, embedder_report, tmp)
         memories = memories_state(sheet_statements(sheet, persona_system),
@@ -245,7 +260,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
             "format_version": BUNDLE_FORMAT_VERSION,
             "name": _slug(sheet.name),
             "created_by": f"lmpc {__version__}",
-            "model": {k: getattr(spec, k) for k in ModelSpec.__dataclass_fields__},
+            "model": dataclasses.asdict(spec),
             "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(tmp / "tokenizer.json")},
             "special_tokens": {"im_start": special.im_start, "im_end": special.im_end, "banned": list(special.banned)},
             "chat_format": "chatml",

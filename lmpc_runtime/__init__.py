@@ -27,6 +27,7 @@ from .errors import (
     SaveFormatError,
     SaveMismatchError,
     SaveVersionError,
+    SequenceBusyError,
     SheetError,
     StateError,
 )
@@ -48,6 +49,6 @@ __all__ = [
     "BundleMissingError", "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event",
     "ExportError", "HookError", "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc",
     "RecallConfig", "Runtime", "SamplingConfig", "SaveCorruptError", "SaveError", "SaveFormatError",
-    "SaveMismatchError", "SaveVersionError", "SheetError", "StateError", "SummaryConfig", "TextHooks",
+    "SaveMismatchError", "SaveVersionError", "SequenceBusyError", "SheetError", "StateError", "SummaryConfig", "TextHooks",
     "TickStats", "load_sheet", "read_bundle",
 ]

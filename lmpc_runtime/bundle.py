@@ -33,6 +33,17 @@ KNOWN_LAYOUTS = ("optimum-kv-concat", "lmpc-gqa")
 
 
 @dataclass(frozen=True)
+class GraphSegment:
+    """One piece of a model cut at layer boundaries: a graph running layers [first_layer, end_layer) (the
+    first piece also embeds the tokens, the last one also computes the logits; see export/segments.py)."""
+
+    file: str
+    sha256: str
+    first_layer: int
+    end_layer: int
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What the runtime needs to know about the ONNX graph to feed it."""
 
@@ -47,6 +58,9 @@ class ModelSpec:
     # The weights, when the graph keeps them in a file of their own (onnxruntime maps it into memory).
     data_file: str = ""
     data_sha256: str = ""
+    # The same model as consecutive graphs that share the data file, so a forward pass can stop between
+    # them (empty in bundles made before segments existed: the whole graph is then the only segment).
+    segments: tuple[GraphSegment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,6 +260,7 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         context_length=m.get("context_length", int),
         data_file=m.get("data_file", str, ""),
         data_sha256=m.get("data_sha256", str, ""),
+        segments=_segments(m),
     )
     for name, value in (("num_layers", model.num_layers), ("num_kv_heads", model.num_kv_heads),
                         ("head_dim", model.head_dim), ("vocab_size", model.vocab_size),
@@ -307,11 +322,32 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     _checked_file(path, model.file, model.sha256, verify)
     if model.data_file:
         _checked_file(path, model.data_file, model.data_sha256, verify)
+    for segment in model.segments:
+        _checked_file(path, segment.file, segment.sha256, verify)
     _checked_file(path, bundle.tokenizer_file, bundle.tokenizer_sha256, verify)
     _checked_file(path, embedder.file, embedder.sha256, verify)
     _checked_file(path, embedder.tokenizer_file, embedder.tokenizer_sha256, verify)
     _checked_file(path, memories.file, memories.sha256, verify)
     return bundle
+
+
+def _segments(model: _Fields) -> tuple[GraphSegment, ...]:
+    """The model's segments, checked to cover its layers in order, each once."""
+    entries = model.get("segments", list, [])
+    segments = []
+    for i, entry in enumerate(entries):
+        f = _Fields(entry, f"model.segments[{i}]")
+        segments.append(GraphSegment(f.get("file", str), f.get("sha256", str), f.get("first_layer", int),
+                                     f.get("end_layer", int)))
+    if segments:
+        ends = [0] + [s.end_layer for s in segments]
+        layers = model.get("num_layers", int)
+        if any(s.first_layer != end or not s.first_layer <= s.end_layer <= layers
+               for s, end in zip(segments, ends)) or ends[-1] != layers:
+            raise BundleFormatError(f"manifest: model.segments do not cover layers 0..{layers} in order")
+        if model.get("layout", str) != "lmpc-gqa":
+            raise BundleFormatError("manifest: only the lmpc-gqa layout can be cut into segments")
+    return tuple(segments)
 
 
 def read_memories(bundle: Bundle) -> dict[str, Any]:

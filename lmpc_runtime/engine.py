@@ -16,6 +16,7 @@ returns the logits of its last position; `step` advances several sequences by on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -112,6 +113,13 @@ class Engine:
         """Advance each sequence by its token; returns logits [len(seqs), vocab]."""
         return np.stack([self.extend(seq, [tok]) for seq, tok in zip(seqs, tokens, strict=True)])
 
+    def begin_extend(self, seq: KvSequence, tokens: list[int]) -> "WholePass":
+        """`extend` as a pass of one segment (the scheduler's interface; see fused_engine.ForwardPass)."""
+        return WholePass(lambda: self.extend(seq, tokens)[None])
+
+    def begin_step(self, seqs: list[KvSequence], tokens: list[int]) -> "WholePass":
+        return WholePass(lambda: self.step(seqs, tokens))
+
     def read_kv(self, seq: KvSequence) -> np.ndarray:
         """A copy of the sequence's cache, [layers * 2 (key, value), kv_heads, len, head_dim] float32."""
         return np.concatenate(seq.kv, axis=0)
@@ -119,6 +127,30 @@ class Engine:
     def load_kv(self, tokens: list[int], kv: np.ndarray) -> KvSequence:
         """A new sequence holding `tokens` with the cache `kv` (as `read_kv` returns it)."""
         return KvSequence(self.spec.num_layers, list(tokens), [layer[None].copy() for layer in kv])
+
+
+class WholePass:
+    """A forward pass of the reference engine: one segment, run when advanced."""
+
+    segments = 1
+
+    def __init__(self, run: Callable[[], np.ndarray]):
+        self._run = run
+        self.next_segment = 0
+
+    @property
+    def done(self) -> bool:
+        return self.next_segment == 1
+
+    def advance(self) -> np.ndarray:
+        self.next_segment = 1
+        return self._run()
+
+    def finish(self) -> np.ndarray:
+        return self.advance()
+
+    def cancel(self) -> None:
+        self.next_segment = 1
 
 
 ENGINES = {"optimum-kv-concat": Engine, "lmpc-gqa": FusedEngine}

@@ -17,6 +17,10 @@ class StateError(LmpcError):
     """A call made in the wrong state: from a thread that does not own the runtime, or after close."""
 
 
+class SequenceBusyError(StateError):
+    """A sequence was used while a forward pass over it is in flight (started, not yet finished or cancelled)."""
+
+
 class SheetError(LmpcError):
     """A character sheet (or imported card) is malformed; `problems` lists each one with its place."""
 

@@ -6,6 +6,13 @@ bound to the session once (IO binding, by address), and a step moves only token 
 out. Several sequences decode in one forward pass when their slots are consecutive; `KvPool.gather`
 makes them so, copying a sequence's cache only when the set of sequences stepped together changes.
 
+A bundle carries the model cut into segments of a few layers (export/segments.py), one session each, so
+a forward pass can be run a segment at a time: `begin_extend`/`begin_step` start a `ForwardPass`, each
+`advance()` runs one segment, and the caller (the per-frame scheduler) may stop between two and go on in
+the next frame. Until a pass completes or is cancelled, its sequences are held (`SequenceBusyError`
+for anything that would change them); their cache grows only when the pass completes, so a cancelled
+pass leaves it as it was.
+
 Not thread-safe: one thread drives an engine and its sequences.
 """
 
@@ -14,16 +21,20 @@ from __future__ import annotations
 import mmap
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from .bundle import ModelSpec
-from .errors import ContextOverflowError, ModelError
+from .errors import ContextOverflowError, ModelError, SequenceBusyError, StateError
 from .prefix_cache import PrefixCache
 from .session import EngineOptions, make_session, refuse_mismatched_graph
 
 KINDS = ("key", "value")
+# Inputs and outputs every segment has, or the first and last have; any other name is the hidden state
+# one segment hands to the next.
+_LENGTH_INPUTS = ("seqlens_k", "total_sequence_length")
 
 
 class KvPool:
@@ -57,19 +68,21 @@ class KvPool:
             if ref() is None:
                 self._owners[slot] = weakref.ref(seq)
                 return slot
-        self._grow()
-        self._owners.append(weakref.ref(seq))
+        self._grow(1)
+        self._owners[-1] = weakref.ref(seq)
         return self.slots - 1
 
-    def _grow(self) -> None:
-        """One more slot. Only the written prefix of each live slot is copied."""
+    def _grow(self, count: int) -> None:
+        """`count` more slots, free. Only the written part of each live slot is copied, including the
+        positions a pass in flight has written so far (it is rebound to the new storage before it goes on)."""
         old = self.storage
         layers, _, slots, kv_heads, capacity, head_dim = old.shape
-        self.storage = _mapped_zeros((layers, 2, slots + 1, kv_heads, capacity, head_dim))
+        self.storage = _mapped_zeros((layers, 2, slots + count, kv_heads, capacity, head_dim))
         for slot in range(slots):
             seq = self.owner(slot)
-            if seq is not None and len(seq):
-                self.storage[:, :, slot, :, : len(seq)] = old[:, :, slot, :, : len(seq)]
+            if seq is not None and seq.extent:
+                self.storage[:, :, slot, :, : seq.extent] = old[:, :, slot, :, : seq.extent]
+        self._owners += [_dead_ref] * count
         self.generation += 1
 
     def copy(self, src: int, dst: int, length: int) -> None:
@@ -77,7 +90,7 @@ class KvPool:
 
     def _swap(self, a: int, b: int) -> None:
         seq_a, seq_b = self.owner(a), self.owner(b)
-        length = max(len(seq_a) if seq_a else 0, len(seq_b) if seq_b else 0)
+        length = max(seq_a.extent if seq_a else 0, seq_b.extent if seq_b else 0)
         held = self.storage[:, :, a, :, :length].copy()
         self.storage[:, :, a, :, :length] = self.storage[:, :, b, :, :length]
         self.storage[:, :, b, :, :length] = held
@@ -87,16 +100,26 @@ class KvPool:
                 seq.slot = slot
 
     def gather(self, seqs: list["PooledSequence"]) -> int:
-        """Put `seqs` in consecutive slots (moving as few as possible); returns the first slot."""
-        slots = sorted(seq.slot for seq in seqs)
-        if slots[-1] - slots[0] == len(slots) - 1:
-            return slots[0]
-        front = range(len(seqs))
-        taken = set(slots)
-        free = [slot for slot in front if slot not in taken]
-        for seq in [s for s in seqs if s.slot >= len(seqs)]:
+        """Put `seqs` in consecutive slots (moving as few as possible); returns the first slot.
+
+        Sequences held by a pass in flight stay where they are: their slots are bound to that pass."""
+        mine = {seq.slot for seq in seqs}
+        n = len(seqs)
+        if max(mine) - min(mine) == n - 1:
+            return min(mine)
+        pinned = {slot for slot in range(self.slots) if slot not in mine
+                  and (owner := self.owner(slot)) is not None and owner.busy}
+        windows = [first for first in range(self.slots - n + 1) if not pinned & set(range(first, first + n))]
+        if windows:
+            first = max(windows, key=lambda f: (len(mine & set(range(f, f + n))), -f))
+        else:
+            first = self.slots
+            self._grow(n)
+        window = range(first, first + n)
+        free = [slot for slot in window if slot not in mine]
+        for seq in [s for s in seqs if s.slot not in window]:
             self._swap(seq.slot, free.pop())
-        return 0
+        return first
 
     def address(self, layer: int, kind: int, slot: int) -> int:
         """Memory address of the [kv_heads, capacity, head_dim] block of one slot of one layer's K or V."""
@@ -111,6 +134,11 @@ def _mapped_zeros(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, size), np.float32).reshape(shape)
 
 
+def _dead_ref() -> None:
+    """The owner of a free slot."""
+    return None
+
+
 class PooledSequence:
     """One sequence: `tokens[i]` is the token whose keys/values sit at position i of its pool slot."""
 
@@ -118,30 +146,150 @@ class PooledSequence:
         self.tokens: list[int] = []
         self._pool = pool
         self.slot = pool.acquire(self)
+        self.in_flight: ForwardPass | None = None  # the pass writing positions len(self).. now
 
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def busy(self) -> bool:
+        return self.in_flight is not None
+
+    @property
+    def extent(self) -> int:
+        """Positions of the slot holding keys/values: the tokens, and those of a pass in flight."""
+        return len(self.tokens) + (self.in_flight.new_tokens if self.in_flight is not None else 0)
+
     def rewind(self, length: int) -> None:
         """Keep only the first `length` tokens (the cache past them is overwritten by what comes next)."""
+        _check_free([self])
         if not 0 <= length <= len(self.tokens):
             raise ValueError(f"cannot rewind a sequence of {len(self.tokens)} tokens to {length}")
         del self.tokens[length:]
 
     def fork(self) -> "PooledSequence":
-        """An independent copy, in a slot of its own."""
+        """An independent copy, in a slot of its own. Allowed while a pass is in flight: the pass writes
+        only positions past the tokens, and the copy takes just the tokens' keys and values."""
         twin = PooledSequence(self._pool)
         self._pool.copy(self.slot, twin.slot, len(self))
         twin.tokens = list(self.tokens)
         return twin
 
 
+def _check_free(seqs: list[PooledSequence]) -> None:
+    if any(seq.busy for seq in seqs):
+        raise SequenceBusyError("a forward pass over this sequence is in flight: finish or cancel it first")
+
+
 @dataclass
 class _Binding:
-    """An IO binding with the KV buffers of slots [first, first + batch) bound, and its logits buffer."""
+    """An IO binding of one segment with the KV buffers of slots [first, first + batch) bound (and, for the
+    last segment, its logits buffer)."""
 
     io: ort.IOBinding
-    logits: np.ndarray  # [batch, vocab]
+    logits: np.ndarray | None  # [batch, vocab]
+
+
+@dataclass
+class _Segment:
+    """One segment's session: it runs `layers` (none: a part of the LM head), reads the tensors named in
+    `carried_in` that earlier segments gave, and gives `carried_out` (name → shape, dims "batch" and
+    "sequence" standing for the pass's) to later ones."""
+
+    session: ort.InferenceSession
+    layers: range
+    step_inputs: list[str]  # of input_ids, seqlens_k, total_sequence_length: those it reads
+    carried_in: list[str]
+    carried_out: dict[str, list]
+    last_read: list[str]  # tensors no later segment reads
+
+
+class ForwardPass:
+    """One forward pass over some sequences (a prefill chunk of one, or a decode step of several), run a
+    segment at a time. Made by `FusedEngine.begin_extend` / `begin_step`."""
+
+    def __init__(self, engine: "FusedEngine", seqs: list[PooledSequence], tokens: list[list[int]]):
+        _check_free(seqs)
+        self.engine, self.seqs = engine, seqs
+        self.new_tokens = len(tokens[0])  # positions each sequence gains (as many for each)
+        self.next_segment = 0
+        self._first = engine.pool.gather(seqs) if len(seqs) > 1 else seqs[0].slot
+        # Rows of the batch follow the slots; `order[row]` is the caller's index of that row.
+        self._order = sorted(range(len(seqs)), key=lambda i: seqs[i].slot)
+        ids = np.asarray([tokens[i] for i in self._order], np.int64)  # [batch, new tokens]
+        totals = np.asarray([len(seqs[i]) + self.new_tokens for i in self._order], np.int32)
+        # OrtValues made once and bound to each segment: binding one costs a microsecond, binding a numpy
+        # array tens of them, which adds up over a dozen segments.
+        self._sizes = {"batch": ids.shape[0], "sequence": ids.shape[1]}
+        self._inputs = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
+                        "seqlens_k": ort.OrtValue.ortvalue_from_numpy(totals - 1),
+                        "total_sequence_length": ort.OrtValue.ortvalue_from_numpy(np.array(totals.max(), np.int32))}
+        # What a segment gives later ones, e.g. the residual stream [batch, new tokens, hidden].
+        self._carried: dict[str, ort.OrtValue] = {}
+        self._appended = tokens
+        for seq in seqs:
+            seq.in_flight = self
+
+    @property
+    def segments(self) -> int:
+        return len(self.engine.segments)
+
+    @property
+    def done(self) -> bool:
+        return self.next_segment == self.segments
+
+    def advance(self) -> np.ndarray | None:
+        """Run the next segment. After the last one the sequences hold their new tokens, are released, and
+        the logits [len(seqs), vocab] (of each sequence's last position, in the caller's order) are returned."""
+        if self.done:
+            raise StateError("this forward pass was completed or cancelled")
+        engine, k = self.engine, self.next_segment
+        segment = engine.segments[k]
+        binding = engine._binding(k, self._first, len(self.seqs))
+        io = binding.io
+        for name in segment.step_inputs:
+            io.bind_ortvalue_input(name, self._inputs[name])
+        for name in segment.carried_in:
+            io.bind_ortvalue_input(name, self._carried[name])
+        for name, shape in segment.carried_out.items():
+            out = self._carried[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                [self._sizes.get(dim, dim) for dim in shape], np.float32)
+            io.bind_ortvalue_output(name, out)
+        try:
+            segment.session.run_with_iobinding(io)
+        except Exception as exc:  # onnxruntime's own error types (allocation failures, shape errors)
+            self.cancel()
+            raise ModelError(f"onnxruntime failed: {exc}") from exc
+        self.next_segment += 1
+        for name in segment.last_read:
+            del self._carried[name]
+        if not self.done:
+            return None
+        self._release()
+        for seq, tokens in zip(self.seqs, self._appended):
+            seq.tokens.extend(tokens)
+        logits = np.empty_like(binding.logits)
+        logits[self._order] = binding.logits
+        return logits
+
+    def finish(self) -> np.ndarray:
+        """Run every segment left; returns the logits as `advance` does after the last."""
+        logits = None
+        while logits is None:
+            logits = self.advance()
+        return logits
+
+    def cancel(self) -> None:
+        """Stop here: the sequences are released as they were (what the pass wrote past them is ignored
+        and overwritten by the next pass)."""
+        self.next_segment = self.segments
+        self._carried.clear()
+        self._release()
+
+    def _release(self) -> None:
+        for seq in self.seqs:
+            if seq.in_flight is self:
+                seq.in_flight = None
 
 
 class FusedEngine:
@@ -151,27 +299,52 @@ class FusedEngine:
                  max_prefixes: int = 8):
         self.spec = spec
         self.options = options
-        self.session = make_session(model_path, options)
-        self._check_graph(model_path)
+        if spec.segments and options.segmented:
+            folder = Path(model_path).parent
+            pieces = [(str(folder / s.file), range(s.first_layer, s.end_layer)) for s in spec.segments]
+        else:
+            pieces = [(model_path, range(spec.num_layers))]
+        self.segments = [self._open_segment(path, layers, k == 0, k == len(pieces) - 1)
+                         for k, (path, layers) in enumerate(pieces)]
+        given: set[str] = set()
+        for (path, _), segment in zip(pieces, self.segments):
+            refuse_mismatched_graph(path, [f"reads {name}, which no segment before gives"
+                                           for name in segment.carried_in if name not in given])
+            given |= set(segment.carried_out)
+        for k, segment in enumerate(self.segments):
+            later = {name for after in self.segments[k + 1:] for name in after.carried_in}
+            segment.last_read = [name for name in segment.carried_in if name not in later]
         self.pool = KvPool(spec.num_layers, spec.num_kv_heads, spec.context_length, spec.head_dim)
         self.prefixes = PrefixCache(self, max_prefixes)
-        self._bindings: dict[tuple[int, int], _Binding] = {}
+        self._bindings: dict[tuple[int, int, int], _Binding] = {}
         self._bound_generation = self.pool.generation
 
-    def _check_graph(self, model_path: str) -> None:
+    def _open_segment(self, path: str, layers: range, first: bool, last: bool) -> _Segment:
         spec = self.spec
-        inputs = {i.name: i.shape for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        kv = {f"past_{kind}.{i}" for i in range(spec.num_layers) for kind in KINDS}
-        expected = {"input_ids", "seqlens_k", "total_sequence_length"} | kv
-        problems = sorted(expected - set(inputs)) + sorted(set(inputs) - expected)
+        session = make_session(path, self.options)
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        outputs = {o.name: o.shape for o in session.get_outputs()}
+        kv = {f"past_{kind}.{i}" for i in layers for kind in KINDS}
+        # Lengths are read by the attention of each layer; token ids by the embedding of the first segment.
+        standard = ({"input_ids"} if first else set()) | (set(_LENGTH_INPUTS) if layers else set()) | kv
+        carried_in = sorted(set(inputs) - standard - {"input_ids"})
+        expected = standard | set(carried_in)
+        problems = sorted(expected - set(inputs))
+        if first and carried_in:
+            problems.append(f"unexpected inputs {carried_in}")
         for name in sorted(kv & set(inputs)):
             shape = inputs[name]
             if len(shape) != 4 or shape[1] != spec.num_kv_heads or shape[3] != spec.head_dim:
                 problems.append(f"{name} has shape {shape}")
-        missing = {"logits"} | {n.replace("past_", "present_") for n in kv}
-        problems += sorted(missing - outputs)
-        refuse_mismatched_graph(model_path, problems)
+        present = {n.replace("past_", "present_") for n in kv}
+        problems += sorted((present | ({"logits"} if last else set())) - set(outputs))
+        carried_out = {name: shape for name, shape in outputs.items() if name not in present | {"logits"}}
+        if last and carried_out:
+            problems.append(f"unexpected outputs {sorted(carried_out)}")
+        problems += [f"{name} has shape {shape}" for name, shape in carried_out.items()
+                     if not all(isinstance(dim, int) or dim in ("batch", "sequence") for dim in shape)]
+        refuse_mismatched_graph(path, problems)
+        return _Segment(session, layers, sorted(standard - kv), carried_in, carried_out, [])
 
     def new_sequence(self, prefix: list[int] = ()) -> PooledSequence:
         """An empty sequence, or one holding `prefix` (its cache computed once, then copied)."""
@@ -179,20 +352,18 @@ class FusedEngine:
             return self.prefixes.sequence(list(prefix))
         return PooledSequence(self.pool)
 
-    def extend(self, seq: PooledSequence, tokens: list[int]) -> np.ndarray:
-        """Append `tokens` to `seq`; return the logits [vocab] predicting the token after the last one."""
+    def begin_extend(self, seq: PooledSequence, tokens: list[int]) -> ForwardPass:
+        """Start appending `tokens` to `seq` (see ForwardPass; its logits have one row)."""
         if not tokens:
             raise ValueError("extend needs at least one token")
         self._check_owned([seq])
         total = len(seq) + len(tokens)
         if total > self.spec.context_length:
             raise ContextOverflowError(f"{total} tokens exceed the model's context of {self.spec.context_length}")
-        logits = self._run(seq.slot, [list(tokens)], [total])
-        seq.tokens.extend(tokens)
-        return logits[0]
+        return ForwardPass(self, [seq], [list(tokens)])
 
-    def step(self, seqs: list[PooledSequence], tokens: list[int]) -> np.ndarray:
-        """Advance each sequence by its token in one forward pass; returns logits [len(seqs), vocab]."""
+    def begin_step(self, seqs: list[PooledSequence], tokens: list[int]) -> ForwardPass:
+        """Start advancing each sequence by its token in one forward pass (see ForwardPass)."""
         if not seqs or len(seqs) != len(tokens):
             raise ValueError(f"step needs one token for each of at least one sequence, not {len(seqs)} sequences "
                              f"and {len(tokens)} tokens")
@@ -203,18 +374,19 @@ class FusedEngine:
             if len(seq) + 1 > self.spec.context_length:
                 raise ContextOverflowError(
                     f"{len(seq) + 1} tokens exceed the model's context of {self.spec.context_length}")
-        first = self.pool.gather(seqs)
-        # Rows of the batch follow the slots; `order[row]` is the caller's index of that row.
-        order = sorted(range(len(seqs)), key=lambda i: seqs[i].slot)
-        logits = self._run(first, [[tokens[i]] for i in order], [len(seqs[i]) + 1 for i in order])
-        for seq, token in zip(seqs, tokens):
-            seq.tokens.append(token)
-        result = np.empty_like(logits)
-        result[order] = logits
-        return result
+        return ForwardPass(self, seqs, [[token] for token in tokens])
+
+    def extend(self, seq: PooledSequence, tokens: list[int]) -> np.ndarray:
+        """Append `tokens` to `seq`; return the logits [vocab] predicting the token after the last one."""
+        return self.begin_extend(seq, tokens).finish()[0]
+
+    def step(self, seqs: list[PooledSequence], tokens: list[int]) -> np.ndarray:
+        """Advance each sequence by its token in one forward pass; returns logits [len(seqs), vocab]."""
+        return self.begin_step(seqs, tokens).finish()
 
     def read_kv(self, seq: PooledSequence) -> np.ndarray:
-        """A copy of the sequence's cache, [layers * 2 (key, value), kv_heads, len, head_dim] float32."""
+        """A copy of the sequence's cache, [layers * 2 (key, value), kv_heads, len, head_dim] float32.
+        Allowed while a pass is in flight, which writes only past the sequence's tokens."""
         self._check_owned([seq])
         spec, length = self.spec, len(seq)
         block = self.pool.storage[:, :, seq.slot, :, :length]  # [layers, 2, kv_heads, len, head_dim]
@@ -233,36 +405,26 @@ class FusedEngine:
         if any(getattr(seq, "_pool", None) is not self.pool for seq in seqs):
             raise ValueError("a sequence can only be extended by the engine that created it")
 
-    def _run(self, first: int, ids: list[list[int]], totals: list[int]) -> np.ndarray:
-        """One forward pass over slots [first, first + len(ids)); `totals` are their lengths after it."""
-        binding = self._binding(first, len(ids))
-        io = binding.io
-        io.bind_cpu_input("input_ids", np.asarray(ids, np.int64))
-        io.bind_cpu_input("seqlens_k", np.asarray(totals, np.int32) - 1)
-        io.bind_cpu_input("total_sequence_length", np.array(max(totals), np.int32))
-        try:
-            self.session.run_with_iobinding(io)
-        except Exception as exc:  # onnxruntime's own error types (allocation failures, shape errors)
-            raise ModelError(f"onnxruntime failed: {exc}") from exc
-        return binding.logits.copy()
-
-    def _binding(self, first: int, batch: int) -> _Binding:
-        """The IO binding of slots [first, first + batch): past and present share the pool's memory."""
+    def _binding(self, segment: int, first: int, batch: int) -> _Binding:
+        """The IO binding of one segment for slots [first, first + batch): past and present share the pool's
+        memory. Bindings are made again after the pool's storage moved (it grew)."""
         if self._bound_generation != self.pool.generation:
             self._bindings.clear()
             self._bound_generation = self.pool.generation
-        binding = self._bindings.get((first, batch))
+        binding = self._bindings.get((segment, first, batch))
         if binding is not None:
             return binding
         spec, pool = self.spec, self.pool
-        io = self.session.io_binding()
+        io = self.segments[segment].session.io_binding()
         shape = [batch, spec.num_kv_heads, spec.context_length, spec.head_dim]
-        for layer in range(spec.num_layers):
+        for layer in self.segments[segment].layers:
             for k, kind in enumerate(KINDS):
                 address = pool.address(layer, k, first)
                 io.bind_input(f"past_{kind}.{layer}", "cpu", 0, np.float32, shape, address)
                 io.bind_output(f"present_{kind}.{layer}", "cpu", 0, np.float32, shape, address)
-        logits = np.empty((batch, spec.vocab_size), np.float32)
-        io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
-        binding = self._bindings[(first, batch)] = _Binding(io, logits)
+        logits = None
+        if segment == len(self.segments) - 1:
+            logits = np.empty((batch, spec.vocab_size), np.float32)
+            io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        binding = self._bindings[(segment, first, batch)] = _Binding(io, logits)
         return binding

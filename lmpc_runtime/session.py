@@ -15,6 +15,8 @@ class EngineOptions:
 
     threads: int = 2
     spinning: bool = False
+    # Run a model cut into segments (see fused_engine.py) segment by segment; False runs the whole graph.
+    segmented: bool = True
 
 
 def make_session(path: str, options: EngineOptions) -> ort.InferenceSession:

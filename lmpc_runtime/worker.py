@@ -5,7 +5,10 @@ frame's cost is bounded by its budget and timings are repeatable; but a reply ad
 the budgets add up. In worker mode replies advance whenever the thread gets CPU, up to `duty_cycle` of
 the time, and `tick()` costs nothing; but the thread competes with the game's own threads for cores (and
 for Python's GIL between model steps), so frame times get less predictable on a machine with few cores.
-The replies themselves are the same in both modes: sampling depends only on the seed.
+The thread runs each forward pass whole, not segment by segment as `tick()` must: it has no frame to
+return to, and each segment would cost a little more time and one more hand-over of the GIL. The
+replies themselves are the same in both modes: sampling depends only on the seed (and the logits of a
+pass are the same whole or in segments).
 
 The thread owns the runtime's scheduling state. The game's calls (`say`, `cancel`, `set_priority`, loading
 and unloading NPCs) reach it as commands through a queue and never wait for a model step to finish;

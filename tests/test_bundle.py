@@ -120,8 +120,10 @@ def test_malformed_fields(tiny_copy, change, message):
         read_bundle(tiny_copy)
 
 
-def test_model_without_the_promised_inputs(tiny_copy):
-    """A model that loads but has other inputs than the manifest promises is refused at load time."""
+@pytest.mark.parametrize("piece", ["whole", 0, -1])
+def test_model_without_the_promised_inputs(tiny_copy, piece):
+    """A graph (the whole model, or one of its segments) that loads but has other inputs than the manifest
+    promises is refused at load time."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -130,17 +132,28 @@ def test_model_without_the_promised_inputs(tiny_copy):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
     )
-    model = tiny_copy / "model.onnx"
+    if piece == "whole":
+        model = tiny_copy / "model.onnx"
+        edit = lambda m: m["model"].update(sha256=sha256_file(model), segments=[])  # noqa: E731
+    else:
+        model = tiny_copy / read_bundle(tiny_copy).model.segments[piece].file
+        edit = lambda m: m["model"]["segments"][piece].update(sha256=sha256_file(model))  # noqa: E731
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), model)
-    edit_manifest(tiny_copy, lambda m: m["model"].update(sha256=sha256_file(model)))
+    edit_manifest(tiny_copy, edit)
     with Runtime() as rt, pytest.raises(BundleFormatError, match="inputs do not match"):
         rt.load_npc(tiny_copy)
 
 
-def test_garbage_model_file(tiny_copy):
-    model = tiny_copy / "model.onnx"
+@pytest.mark.parametrize("piece", ["whole", 1])
+def test_garbage_model_file(tiny_copy, piece):
+    if piece == "whole":
+        model = tiny_copy / "model.onnx"
+        edit = lambda m: m["model"].update(sha256=sha256_file(model), segments=[])  # noqa: E731
+    else:
+        model = tiny_copy / read_bundle(tiny_copy).model.segments[piece].file
+        edit = lambda m: m["model"]["segments"][piece].update(sha256=sha256_file(model))  # noqa: E731
     model.write_bytes(b"not an onnx file at all")
-    edit_manifest(tiny_copy, lambda m: m["model"].update(sha256=sha256_file(model)))
+    edit_manifest(tiny_copy, edit)
     with Runtime() as rt, pytest.raises(BundleFormatError, match="cannot load the model"):
         rt.load_npc(tiny_copy)
 

@@ -22,24 +22,40 @@ class FakeClock:
 
 
 class TimedEngine:
-    """The real tiny engine, but every call costs a fixed amount of fake time."""
+    """The real tiny engine, but every forward pass costs a fixed amount of fake time, shared evenly by its
+    segments (each `advance` moves the clock by its share)."""
 
     def __init__(self, engine, clock):
-        self.engine, self.clock, self.spec = engine, clock, engine.spec
+        self.engine, self.clock, self.spec, self.segments = engine, clock, engine.spec, engine.segments
         self.calls = []
 
     def new_sequence(self):
         return self.engine.new_sequence()
 
-    def extend(self, seq, tokens):
-        self.clock.now += PREFILL_FIXED + PREFILL_TOKEN * len(tokens)
+    def begin_extend(self, seq, tokens):
         self.calls.append(("prefill", len(tokens)))
-        return self.engine.extend(seq, tokens)
+        return TimedPass(self.engine.begin_extend(seq, tokens), self.clock, PREFILL_FIXED + PREFILL_TOKEN * len(tokens))
 
-    def step(self, seqs, tokens):
-        self.clock.now += DECODE_FIXED + DECODE_SEQ * len(seqs)
+    def begin_step(self, seqs, tokens):
         self.calls.append(("decode", len(seqs)))
-        return self.engine.step(seqs, tokens)
+        return TimedPass(self.engine.begin_step(seqs, tokens), self.clock, DECODE_FIXED + DECODE_SEQ * len(seqs))
+
+
+class TimedPass:
+    def __init__(self, forward, clock, cost):
+        self.forward, self.clock, self.cost = forward, clock, cost
+        self.segments = forward.segments
+
+    @property
+    def next_segment(self):
+        return self.forward.next_segment
+
+    def advance(self):
+        self.clock.now += self.cost / self.segments
+        return self.forward.advance()
+
+    def cancel(self):
+        self.forward.cancel()
 
 
 @pytest.fixture
@@ -70,8 +86,10 @@ def test_budget_is_respected_once_the_costs_are_learnt(world):
     for npc in npcs:
         rt.say(npc, "Tell me the news from the capital, please.")
     log = run_frames(rt, clock, 120)
-    largest_step = PREFILL_FIXED + PREFILL_TOKEN * 256
-    assert all(s.seconds <= 0.005 + largest_step for s, _ in log)
+    segments = len(npcs[0].engine.segments)
+    assert segments > 1, "the tiny bundle is cut into segments"
+    largest_segment = (PREFILL_FIXED + PREFILL_TOKEN * 256) / segments
+    assert all(s.seconds <= 0.005 + largest_segment for s, _ in log)
     # Three prefills and one decode per sequence are enough to fit the cost model; the replies run ~10 frames.
     settled = [s for s, _ in log[3:] if s.steps]
     assert len(settled) >= 5 and all(s.seconds <= 0.005 + 1e-4 for s in settled)
@@ -204,3 +222,40 @@ def test_calls_from_another_thread_are_refused(world):
     thread.start()
     thread.join()
     assert caught
+
+
+def test_a_pass_longer_than_the_budget_runs_over_several_ticks(world):
+    """A decode pass costs more than the budget, each of its segments less: every tick stops between two
+    segments within budget + one segment, and the pass goes on in the next tick."""
+    rt, clock, timed, (focus, _, _) = world
+    segment = (DECODE_FIXED + DECODE_SEQ) / len(timed.segments)
+    budget_s = 0.6 * (DECODE_FIXED + DECODE_SEQ)
+    rt.say(focus, "Hello")
+    log = run_frames(rt, clock, 400, budget_ms=1000 * budget_s)
+    assert any(e.kind == DONE for _, evs in log for e in evs)
+    worked = [s for s, _ in log if s.steps]
+    assert all(s.seconds <= budget_s + segment + 1e-9 for s in worked)
+    # Once the costs are learnt, a tick runs as many segments as fit: more than one, fewer than a pass.
+    settled = [s.steps for s in worked[20:] if set(s.step_kinds) == {"decode"}]
+    assert settled and 1 < max(settled) < len(timed.segments)
+
+
+def test_cancel_in_the_middle_of_a_pass_frees_the_sequence(world):
+    rt, clock, _, (focus, _, _) = world
+    rt.say(focus, "Tell me a long story about the sea.")
+    for _ in range(200):
+        run_frames(rt, clock, 1, budget_ms=0.3)
+        flight = rt.scheduler.flight
+        if flight is not None and flight.kind == "decode" and 0 < flight.forward.next_segment:
+            break
+    else:
+        pytest.fail("no decode pass was ever left half done")
+    seq = focus.current.seq
+    length = len(seq)
+    assert seq.busy
+    rt.cancel(focus)
+    assert rt.scheduler.flight is None and not seq.busy and len(seq) == length
+    assert [e.finish for e in rt.poll()] == ["cancelled"]
+    later = rt.say(focus, "And now?")
+    events = [e for _, evs in run_frames(rt, clock, 300) for e in evs]
+    assert [e.reply for e in events if e.kind == DONE] == [later]
