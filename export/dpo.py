@@ -199,12 +199,12 @@ def dpo_npc(sheet_path: Path, out: Path, sft_adapter: Path, adapter_out: Path, c
     pairs, sampled = preference_pairs(before, prompts, scorer, config, log)
     log(f"dpo: {sampled['pairs']} pairs from {sampled['prompts']} prompts (mean APC margin "
         f"{sampled['mean_margin']:.2f})")
+    adapter_out.mkdir(parents=True, exist_ok=True)
+    with open(adapter_out / "dpo_pairs.jsonl", "w", encoding="utf-8") as f:  # written first: training is long
+        for p in pairs:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
     entry = prepare_model(base, cache, log)
     training = train_dpo(entry / "checkpoint", sft_adapter, pairs, config, adapter_out, log)
-    with open(adapter_out / "dpo_pairs.jsonl", "w", encoding="utf-8") as f:
-        for p in pairs:
-            f.write(json.dumps({k: p[k] for k in ("line", "chosen", "rejected", "chosen_apc", "rejected_apc")},
-                               ensure_ascii=False) + "\n")
     build(sheet_path, out, source=base, cache_dir=cache, adapter=adapter_out, log=log)
     report_after = evaluate(out, evalset, scorer, estimators, list(seeds), log=log)
     write_report(report_after, out)
