@@ -99,26 +99,22 @@ class LocalGenerator:
         return best
 
 
-class OpenAIChatGenerator:
-    """A `/chat/completions` endpoint. The API key, if any, is read from the environment variable named."""
+class ChatEndpoint:
+    """POSTs to an OpenAI-compatible `/chat/completions` endpoint through the standard library's HTTP client,
+    retrying overload and server errors. The API key, if any, is read from the environment variable named;
+    `what` names the endpoint's role in error messages."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout: float = 120.0, retries: int = 3, seed: int | None = 0):
+    def __init__(self, base_url: str, what: str, api_key_env: str | None = "OPENAI_API_KEY",
+                 timeout: float = 120.0, retries: int = 3):
         if not base_url.startswith(("http://", "https://")):
-            raise ExportError(f"generator URL must start with http:// or https://, not {base_url!r}")
+            raise ExportError(f"{what} URL must start with http:// or https://, not {base_url!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.description = f"{model} at {self.url}"
+        self.what = what
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.timeout = timeout
         self.retries = retries
-        self.seed = seed
 
-    def chat(self, messages: list[Message], max_tokens: int = 120, temperature: float = 0.8) -> str:
-        body = {"model": self.model, "messages": [{"role": r, "content": t} for r, t in messages],
-                "max_tokens": max_tokens, "temperature": temperature}
-        if self.seed is not None:
-            body["seed"] = self.seed
+    def complete(self, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -126,18 +122,36 @@ class OpenAIChatGenerator:
         for attempt in range(self.retries + 1):
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer = json.loads(response.read())
-                break
+                    return json.loads(response.read())
             except urllib.error.HTTPError as exc:
                 # Overload and server errors are worth another try; a bad request is not.
                 if exc.code not in (429, 500, 502, 503, 504) or attempt == self.retries:
                     raise ExportError(f"{self.url}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if attempt == self.retries:
-                    raise ExportError(f"{self.url}: cannot reach the generator: {exc}") from exc
+                    raise ExportError(f"{self.url}: cannot reach the {self.what}: {exc}") from exc
             except json.JSONDecodeError as exc:
                 raise ExportError(f"{self.url}: the answer is not JSON: {exc}") from exc
             time.sleep(min(2 ** attempt, 10))
+
+
+class OpenAIChatGenerator:
+    """A `/chat/completions` endpoint asked for the next turn."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
+                 timeout: float = 120.0, retries: int = 3, seed: int | None = 0):
+        self.endpoint = ChatEndpoint(base_url, "generator", api_key_env, timeout, retries)
+        self.url = self.endpoint.url
+        self.model = model
+        self.description = f"{model} at {self.url}"
+        self.seed = seed
+
+    def chat(self, messages: list[Message], max_tokens: int = 120, temperature: float = 0.8) -> str:
+        body = {"model": self.model, "messages": [{"role": r, "content": t} for r, t in messages],
+                "max_tokens": max_tokens, "temperature": temperature}
+        if self.seed is not None:
+            body["seed"] = self.seed
+        answer = self.endpoint.complete(body)
         try:
             content = answer["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:

@@ -15,12 +15,8 @@ calibration turns them into probabilities. Three judges share that interface:
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -31,6 +27,7 @@ from lmpc_runtime.engine import Engine
 from lmpc_runtime.errors import ExportError
 
 from .apc import LABELS
+from .generator import ChatEndpoint
 
 Pair = tuple[str, str]  # (reply, statement)
 
@@ -90,14 +87,10 @@ class EndpointJudge:
     """An OpenAI-compatible `/chat/completions` endpoint asked `judge_question` for one token."""
 
     def __init__(self, base_url: str, model: str = "default", api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout: float = 60.0):
-        if not base_url.startswith(("http://", "https://")):
-            raise ExportError(f"judge URL must start with http:// or https://, not {base_url!r}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+                 timeout: float = 60.0, retries: int = 2):
+        self.endpoint = ChatEndpoint(base_url, "judge", api_key_env, timeout, retries)
         self.model = model
-        self.name = f"{model} at {self.url}"
-        self.api_key = os.environ.get(api_key_env) if api_key_env else None
-        self.timeout = timeout
+        self.name = f"{model} at {self.endpoint.url}"
 
     def scores(self, pairs: Sequence[Pair]) -> np.ndarray:
         return np.array([self._one(reply, statement) for reply, statement in pairs]).reshape(-1, 3)
@@ -107,20 +100,11 @@ class EndpointJudge:
                 "messages": [{"role": "system", "content": JUDGE_SYSTEM},
                              {"role": "user", "content": "".join(judge_question(reply, statement))
                               + " Answer with one word: agree, contradict or neither."}]}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        answer = self.endpoint.complete(body)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                choice = json.loads(response.read())["choices"][0]
-        except urllib.error.HTTPError as exc:
-            raise ExportError(f"{self.url}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise ExportError(f"{self.url}: cannot reach the judge: {exc}") from exc
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise ExportError(f"{self.url}: unexpected answer: {exc}") from exc
-        return _answer_scores(choice)
+            return _answer_scores(answer["choices"][0])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ExportError(f"{self.endpoint.url}: unexpected answer: {str(answer)[:300]}") from exc
 
 
 def _answer_scores(choice: dict) -> list[float]:

@@ -6,9 +6,7 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from lmpc_export.evaluate import load_eval_set, make_judge, markdown, repetitive
 from lmpc_export.judges import CrossEncoderJudge, EndpointJudge, LocalJudge, surface_cues
 
 from conftest import ORLANDO_SHEET, TINY_BUNDLE
+from test_generator import _Server
 
 CALIBRATION = ORLANDO_SHEET.with_name("orlando_marlo.apc_calibration.toml")
 EVAL_SET = ORLANDO_SHEET.with_name("orlando_marlo.eval.toml")
@@ -180,57 +179,30 @@ def test_the_local_judge_reads_next_token_log_probabilities(tiny_judge):
     assert not np.allclose(scores[0], scores[1])  # the statement matters
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    replies: list = []
-    seen: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append(body)
-        status, answer = type(self).replies.pop(0)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _Endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Endpoint.replies, _Endpoint.seen = [], []
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-
-
-def test_an_openai_compatible_judge_is_read_from_logprobs_or_from_its_text(endpoint):
+def test_an_openai_compatible_judge_is_read_from_logprobs_or_from_its_text():
     top = [{"token": "contra", "logprob": -0.1}, {"token": " agree", "logprob": -2.5}]
-    _Endpoint.replies = [
+    answers = [
         (200, {"choices": [{"message": {"content": "contra"}, "logprobs": {"content": [{"top_logprobs": top}]}}]}),
         (200, {"choices": [{"message": {"content": "Neither."}}]}),
         (400, {"error": "bad"}),
     ]
-    judge = make_judge(endpoint + "#judge-model")
-    assert isinstance(judge, EndpointJudge)
-    scores = judge.scores([("I am forty.", "Orlando is twenty-nine."), ("Cider?", "Orlando is twenty-nine.")])
-    assert scores[0].tolist() == [-2.5, -10.0, -0.1]  # entail, neutral, contradict
-    assert scores[1].tolist() == [-10.0, 0.0, -10.0]
-    sent = _Endpoint.seen[0]
-    assert sent["model"] == "judge-model" and sent["max_tokens"] == 1 and sent["logprobs"] is True
-    assert "Orlando is twenty-nine." in sent["messages"][1]["content"]
-    with pytest.raises(ExportError, match="HTTP 400"):
-        judge.scores([("x", "y")])
+    with _Server(answers) as server:
+        judge = make_judge(server.url + "#judge-model")
+        assert isinstance(judge, EndpointJudge)
+        scores = judge.scores([("I am forty.", "Orlando is twenty-nine."), ("Cider?", "Orlando is twenty-nine.")])
+        assert scores[0].tolist() == [-2.5, -10.0, -0.1]  # entail, neutral, contradict
+        assert scores[1].tolist() == [-10.0, 0.0, -10.0]
+        path, _, sent = server.requests[0]
+        assert path == "/v1/chat/completions"
+        assert sent["model"] == "judge-model" and sent["max_tokens"] == 1 and sent["logprobs"] is True
+        assert "Orlando is twenty-nine." in sent["messages"][1]["content"]
+        with pytest.raises(ExportError, match="HTTP 400"):
+            judge.scores([("x", "y")])
 
 
 def test_an_unreachable_judge_or_unknown_spec_is_a_typed_error():
     with pytest.raises(ExportError, match="cannot reach"):
-        EndpointJudge("http://127.0.0.1:9/v1", timeout=2).scores([("a", "b")])
+        EndpointJudge("http://127.0.0.1:9/v1", timeout=2, retries=0).scores([("a", "b")])
     with pytest.raises(ExportError, match="unknown judge"):
         make_judge("gpt-4")
 
