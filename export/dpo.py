@@ -32,7 +32,7 @@ from .checkpoint import ADAPTER_INFO
 from .dialogues import Dialogue
 from .evaluate import ApcScorer, answer, repetitive
 from .hygiene import Hygiene
-from .train import save_adapter
+from .train import load_for_training, save_adapter
 
 Log = Callable[[str], None]
 DPO_REPORT = "dpo_report.json"
@@ -118,7 +118,7 @@ def train_dpo(checkpoint: Path, sft_adapter: Path, pairs: list[dict], config: Dp
         import torch
         from datasets import Dataset
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+        from transformers import PrinterCallback
         from trl import DPOConfig
     except ImportError as exc:
         raise ExportError(f"DPO needs the train extra (pip install 'lmpc[train]'): {exc}") from exc
@@ -127,12 +127,8 @@ def train_dpo(checkpoint: Path, sft_adapter: Path, pairs: list[dict], config: Dp
     if not pairs:
         raise ExportError("no preference pairs: every prompt's replies scored within the margin of each other")
     t0 = time.perf_counter()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    tokenizer, base = load_for_training(checkpoint, config.threads, config.seed)
     with quiet():
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        base = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, sft_adapter, is_trainable=True)
     work = out.with_name(f".{out.name}.work")
     shutil.rmtree(work, ignore_errors=True)

@@ -120,6 +120,21 @@ def _dataset(rows: list[Rendered]):
                               "assistant_masks": [r.assistant_masks for r in rows]})
 
 
+def load_for_training(checkpoint: Path, threads: int | None, seed: int):
+    """The tokenizer and float32 model of a checkpoint, with torch's threads and seed set."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .onnx_export import quiet
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    with quiet():
+        return (AutoTokenizer.from_pretrained(checkpoint),
+                AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32))
+
+
 def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered], config: TrainConfig,
                  work: Path, progress: bool = True):
     """An SFTTrainer (LoRA-wrapped model, datasets, arguments) ready to `.train()`."""
@@ -138,12 +153,7 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
     prefix = train_rows[0].input_ids[: train_rows[0].prefix_length]
     if config.share_prefix and any(r.input_ids[: len(prefix)] != prefix for r in train_rows + eval_rows):
         raise ExportError("samples do not share one persona prefix; train with share_prefix=False")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    with quiet():
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    tokenizer, model = load_for_training(checkpoint, config.threads, config.seed)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise ExportError(f"{checkpoint}: the pad token must differ from eos, or the model never learns "
                           "to stop")

@@ -132,26 +132,25 @@ def test_model_without_the_promised_inputs(tiny_copy, piece):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
     )
-    if piece == "whole":
-        model = tiny_copy / "model.onnx"
-        edit = lambda m: m["model"].update(sha256=sha256_file(model), segments=[])  # noqa: E731
-    else:
-        model = tiny_copy / read_bundle(tiny_copy).model.segments[piece].file
-        edit = lambda m: m["model"]["segments"][piece].update(sha256=sha256_file(model))  # noqa: E731
+    model, edit = _model_piece(tiny_copy, piece)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), model)
     edit_manifest(tiny_copy, edit)
     with Runtime() as rt, pytest.raises(BundleFormatError, match="inputs do not match"):
         rt.load_npc(tiny_copy)
 
 
+def _model_piece(bundle, piece):
+    """The whole graph's file or a segment's, and the manifest edit that re-hashes it after it is replaced."""
+    if piece == "whole":
+        model = bundle / "model.onnx"
+        return model, lambda m: m["model"].update(sha256=sha256_file(model), segments=[])
+    model = bundle / read_bundle(bundle).model.segments[piece].file
+    return model, lambda m: m["model"]["segments"][piece].update(sha256=sha256_file(model))
+
+
 @pytest.mark.parametrize("piece", ["whole", 1])
 def test_garbage_model_file(tiny_copy, piece):
-    if piece == "whole":
-        model = tiny_copy / "model.onnx"
-        edit = lambda m: m["model"].update(sha256=sha256_file(model), segments=[])  # noqa: E731
-    else:
-        model = tiny_copy / read_bundle(tiny_copy).model.segments[piece].file
-        edit = lambda m: m["model"]["segments"][piece].update(sha256=sha256_file(model))  # noqa: E731
+    model, edit = _model_piece(tiny_copy, piece)
     model.write_bytes(b"not an onnx file at all")
     edit_manifest(tiny_copy, edit)
     with Runtime() as rt, pytest.raises(BundleFormatError, match="cannot load the model"):
