@@ -55,7 +55,8 @@ def to_judge(relevance: np.ndarray, similarity: np.ndarray, judged: int) -> np.n
     """Indices of the statements worth a judge's look: the `judged` most relevant to the question, then
     the `judged` most similar to the reply (without repeats)."""
     by_relevance = np.argsort(-relevance, kind="stable")[:judged]
-    by_similarity = [i for i in np.argsort(-similarity, kind="stable") if i not in set(by_relevance)]
+    taken = set(by_relevance.tolist())
+    by_similarity = [i for i in np.argsort(-similarity, kind="stable") if i not in taken]
     return np.array([*by_relevance, *by_similarity[:judged]], dtype=np.int64)
 
 

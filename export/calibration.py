@@ -141,14 +141,11 @@ class Relevance:
         self.prior = trained_prior
 
     def probabilities(self, question: str, statements: Sequence[str]) -> np.ndarray:
-        cos = self.embeddings.cosines([question] * len(statements), statements)
-        return self._shift(self.model.probabilities(cos[:, None])[:, 1], self.prior)
+        return self._shift(self._fitted(question, statements), self.prior)
 
     def adapt_prior(self, questions: Sequence[str], statements: Sequence[str], steps: int = 100) -> float:
         """Set and return the base rate of relevance among all (question, statement) pairs."""
-        self.prior = self.trained_prior
-        fitted = np.concatenate([self.model.probabilities(
-            self.embeddings.cosines([q] * len(statements), statements)[:, None])[:, 1] for q in questions])
+        fitted = np.concatenate([self._fitted(q, statements) for q in questions])
         prior = self.trained_prior
         for _ in range(steps):
             updated = float(self._shift(fitted, prior).mean())
@@ -157,6 +154,11 @@ class Relevance:
             prior = updated
         self.prior = prior
         return prior
+
+    def _fitted(self, question: str, statements: Sequence[str]) -> np.ndarray:
+        """P(relevant) at the labelled set's base rate [len(statements)]."""
+        cos = self.embeddings.cosines([question] * len(statements), statements)
+        return self.model.probabilities(cos[:, None])[:, 1]
 
     def _shift(self, p: np.ndarray, prior: float) -> np.ndarray:
         """Posteriors fitted at `trained_prior`, re-weighted to `prior`."""

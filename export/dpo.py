@@ -83,7 +83,7 @@ def preference_pairs(bundle_path: Path, prompts: list[str], scorer: ApcScorer, c
         # Clean replies rank above any with a problem, then by APC.
         best = max(scored, key=lambda s: (s[1], s[0]))
         worst = min(scored, key=lambda s: (s[1], s[0]))
-        if best[1] == worst[1] and best[0] - worst[0] < config.margin or best is worst:
+        if best is worst or (best[1] == worst[1] and best[0] - worst[0] < config.margin):
             continue
         margins.append(best[0] - worst[0])
         chosen, rejected = best[2], worst[2]

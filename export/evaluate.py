@@ -24,13 +24,14 @@ from typing import Callable
 import numpy as np
 
 from lmpc_runtime import Runtime, read_bundle
+from lmpc_runtime.bundle import Bundle
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.reply import DONE, drive
 
 from .apc import LABELS, NEUTRAL_ROW, ScoredReply, apc_terms, persona_statements, statement_satisfaction, to_judge
 from .calibration import Embeddings, Nli, Relevance, calibrate, load_calibration, read_toml
-from .hygiene import Hygiene
+from .hygiene import Hygiene, repeats
 from .judges import CrossEncoderJudge, EndpointJudge, LocalJudge, NliJudge
 
 EVAL_SET = "eval_set.toml"
@@ -72,7 +73,7 @@ def load_eval_set(path: str | Path) -> EvalSet:
 @dataclass
 class Answer:
     seed: int
-    conversation: int  # -1 for a probe
+    conversation: int  # negative for a probe
     turn: int
     line: str
     text: str
@@ -124,14 +125,7 @@ class ApcScorer:
 
 def repetitive(text: str, finish: str) -> bool:
     """A reply that loops: the runtime cut it, a word trigram comes three times, or a sentence twice."""
-    if finish == "repetition":
-        return True
-    words = [w.lower() for w in _WORDS.findall(text)]
-    grams = Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
-    if grams and max(grams.values()) >= 3:
-        return True
-    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
-    return len(sentences) != len(set(sentences))
+    return finish == "repetition" or repeats(text, gram=3)
 
 
 def evaluate(bundle_path: Path, evalset: EvalSet, scorer: ApcScorer, estimators: dict, seeds: list[int],
@@ -288,17 +282,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def bundle_embeddings(bundle_path: Path, threads: int = 2) -> Embeddings:
+def bundle_embeddings(bundle: Bundle, threads: int = 2) -> Embeddings:
     from lmpc_runtime.session import EngineOptions
 
-    bundle = read_bundle(bundle_path)
     embedder = Embedder(str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder,
                         EngineOptions(threads=threads))
     return Embeddings(lambda texts: embedder.embed(texts))
-
-
-def default_statements(bundle_path: Path) -> list[str]:
-    return persona_statements(read_bundle(bundle_path).character)
 
 
 
@@ -336,13 +325,14 @@ def make_judge(spec: str, cache_dir: Path | None = None, threads: int = 2) -> Nl
 def prepare_scorer(bundle_path: Path, calibration: Path, judge: NliJudge, threads: int = 2,
                    log: Log = lambda _: None) -> tuple[ApcScorer, dict]:
     """The APC scorer for a bundle's character, its estimators calibrated on the labelled file."""
-    embeddings = bundle_embeddings(bundle_path, threads)
+    bundle = read_bundle(bundle_path)
+    embeddings = bundle_embeddings(bundle, threads)
     t = time.perf_counter()
     relevance, nli, report = calibrate(load_calibration(calibration), judge, embeddings)
     log(f"eval: calibrated on {report['pairs']} labelled pairs in {time.perf_counter() - t:.0f} s: relevance "
         f"{report['relevance']['accuracy']:.0%}, NLI {report['nli']['accuracy']:.0%} "
         f"(judge alone {report['nli']['judge_alone_accuracy']:.0%})")
-    return ApcScorer(persona_statements(read_bundle(bundle_path).character), relevance, nli), report
+    return ApcScorer(persona_statements(bundle.character), relevance, nli), report
 
 
 def bundle_file(bundle_path: Path, given: Path | None, name: str, what: str) -> Path:

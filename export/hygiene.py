@@ -178,7 +178,7 @@ class Hygiene:
             problems.append("malformed")
         if set(self.unknown_names(text)) - set(_WORDS.findall(said)):
             problems.append("unknown_name")
-        if _repeats(words, text):
+        if repeats(text):
             problems.append("repetition")
         return problems
 
@@ -281,9 +281,10 @@ class Hygiene:
         return [d for i, d in enumerate(dialogues) if i not in drop]
 
 
-def _repeats(words: list[str], text: str) -> bool:
-    lowered = [w.lower() for w in words]
-    grams = Counter(tuple(lowered[i:i + 4]) for i in range(len(lowered) - 3))
+def repeats(text: str, gram: int = 4) -> bool:
+    """A phrase of `gram` words said three times, or a sentence (of three words or more) said twice."""
+    lowered = [w.lower() for w in _WORDS.findall(text)]
+    grams = Counter(tuple(lowered[i:i + gram]) for i in range(len(lowered) - gram + 1))
     if grams and max(grams.values()) >= 3:
         return True
     sentences = [" ".join(_WORDS.findall(s.lower())) for s in _SENTENCES.findall(text)]
