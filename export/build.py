@@ -37,7 +37,7 @@ from lmpc_runtime.bundle import (
 from lmpc_runtime.chat import ChatFormat, SpecialTokens
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.memory.embedder import Embedder
-from lmpc_runtime.persona import example_shots, system_prompt
+from lmpc_runtime.persona import persona_text
 from lmpc_runtime.sampling import SamplingConfig
 from lmpc_runtime.sheet import CharacterSheet, load_sheet
 
@@ -46,6 +46,7 @@ from . import fused_graph, onnx_export, parity, segments
 from .dataset import persona_digest
 from .embedder import prepare_embedder
 from .evaluate import CALIBRATION_SET, EVAL_SET, REPORT_JSON, REPORT_MD
+from .persona_test import PERSONA_TEST
 from .memories import memories_state, sheet_statements
 
 DEFAULT_CONTEXT = 2048
@@ -221,13 +222,14 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 
 def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
-                 training: dict | None = None, attachments: dict[str, Path] | None = None) -> Path:
+                 training: dict | None = None, attachments: dict[str, Path] | None = None,
+                 prompt_style: str = "sheet") -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
     `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
     `training` is the adapter's training report, kept in the bundle's report. `attachments` (name in
     the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
-    never reads.
+    never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -250,7 +252,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                                              HEAD_PARTS)
             spec = dataclasses.replace(spec, segments=tuple(
                 GraphSegment(p.file, sha256_file(tmp / p.file), p.first_layer, p.end_layer) for p in pieces))
-        persona_system = system_prompt(sheet)
+        persona_system, shots = persona_text(sheet, prompt_style)
         embedder = _write_embedder(embedder_entry, embedder_report, tmp)
         memories = memories_state(sheet_statements(sheet, persona_system),
                                   Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder))
@@ -266,7 +268,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
             "chat_format": "chatml",
             "sampling": sampling.to_dict(),
             "character": sheet.to_dict(),
-            "persona": {"system": persona_system, "shots": [list(s) for s in example_shots(sheet)]},
+            "persona": {"system": persona_system, "shots": [list(s) for s in shots], "style": prompt_style},
             "embedder": {"file": embedder.file, "sha256": embedder.sha256, "name": embedder.name,
                          "tokenizer": {"file": embedder.tokenizer_file, "sha256": embedder.tokenizer_sha256},
                          "dim": embedder.dim, "max_tokens": embedder.max_tokens, "min_score": embedder.min_score},
@@ -297,9 +299,12 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
           log: Log = lambda _: None) -> Path:
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
     training = None
+    prompt_style = "sheet"
     if adapter is not None:
-        info = _adapter_json(adapter, ckpt.ADAPTER_INFO)
-        if info and info.get("persona_sha256") != persona_digest(sheet):
+        info = _adapter_json(adapter, ckpt.ADAPTER_INFO) or {}
+        # A tuned model is prompted at run time exactly as it was trained.
+        prompt_style = info.get("prompt_style", "sheet")
+        if info and info.get("persona_sha256") != persona_digest(sheet, prompt_style):
             log(f"warning: {adapter} was trained with another persona prompt than this sheet now gives; "
                 "retrain it (`lmpc train`) for the best results")
         training = _adapter_json(adapter, ckpt.TRAINING_REPORT)
@@ -308,15 +313,16 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
     embedder_entry = prepare_embedder(cache_dir, log)
     log(f"bundle: writing {out}")
     return write_bundle(sheet, entry, embedder_entry, out, context_length, training=training,
-                        attachments=attachments(sheet_path, adapter))
+                        attachments=attachments(sheet_path, adapter), prompt_style=prompt_style)
 
 
 def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:
-    """What a bundle carries for `lmpc eval`: the sheet's evaluation and calibration sets
-    (`<sheet>.eval.toml`, `<sheet>.apc_calibration.toml`), and the adapter's evaluation report, made on
+    """What a bundle carries for `lmpc eval`: the sheet's evaluation set, persona test and calibration set
+    (`<sheet>.eval.toml`, `<sheet>.persona_test.toml`, `<sheet>.apc_calibration.toml`), and the adapter's evaluation report, made on
     a bundle of the same model."""
     stem = sheet_path.with_suffix("")
     found = {EVAL_SET: stem.with_name(stem.name + ".eval.toml"),
+             PERSONA_TEST: stem.with_name(stem.name + ".persona_test.toml"),
              CALIBRATION_SET: stem.with_name(stem.name + ".apc_calibration.toml")}
     if adapter is not None:
         found |= {REPORT_JSON: adapter / REPORT_JSON, REPORT_MD: adapter / REPORT_MD}

@@ -26,7 +26,7 @@ from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.lorebook import LoreScanner
 from lmpc_runtime.memory.recall import Recall
 from lmpc_runtime.memory.store import MemoryStore
-from lmpc_runtime.persona import example_shots, memory_note, system_prompt
+from lmpc_runtime.persona import memory_note, persona_text
 from lmpc_runtime.sheet import CharacterSheet
 
 from .dialogues import Dialogue
@@ -37,13 +37,14 @@ from .memories import memories_state, sheet_statements
 NoteFor = Callable[[list[str]], tuple[str, ...]]
 
 
-def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Callable[[str], int]) -> NoteFor:
+def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Callable[[str], int],
+                  style: str = "sheet") -> NoteFor:
     """Memory notes exactly as an NPC built from `sheet` makes them at the start of a game (no game facts
     set): the lorebook entries the conversation activates, then the statements the bundle indexes
     (embedded and int8-coded as `lmpc build` does) that the embedder finds relevant, with the runtime's
     own `Recall` and its default settings."""
     store = MemoryStore(embedder.dim)
-    store.add_state(memories_state(sheet_statements(sheet, system_prompt(sheet)), embedder))
+    store.add_state(memories_state(sheet_statements(sheet, persona_text(sheet, style)[0]), embedder))
 
     def note(messages: list[str]) -> tuple[str, ...]:
         # A fresh lorebook scanner per conversation: its timers must not carry over between samples.
@@ -60,19 +61,30 @@ class Sample:
     group: int  # the dialogue it came from: copies of one dialogue stay on one side of the held-out split
 
 
-def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer_weight: int = 2) -> list[Sample]:
+def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer_weight: int = 2,
+                 knowledge_note_share: float = 0.15, seed: int = 0) -> list[Sample]:
     """Each writer's dialogue `writer_weight` times: once without a memory note, then with the note `notes`
-    gives its last player line (when it gives one); a generated dialogue once, with the note it was
-    answered with."""
+    gives its last player line (when it gives one); a drilled dialogue once, with that note for
+    `knowledge_note_share` of them (the model must answer from its weights, and still read a note well);
+    a generated dialogue once, with the note it was answered with."""
+    rng = random.Random(seed)
     samples = []
     for group, dialogue in enumerate(dialogues):
         if dialogue.source == "generated":
             samples.append(Sample(dialogue, dialogue.memories, group))
             continue
-        messages = [line for exchange in dialogue.turns[:-1] for line in exchange] + [dialogue.turns[-1][0]]
-        note = notes(messages) if notes is not None else ()
+        if dialogue.source == "knowledge":
+            with_note = rng.random() < knowledge_note_share
+            samples.append(Sample(dialogue, _note(dialogue, notes) if with_note else (), group))
+            continue
+        note = _note(dialogue, notes) if writer_weight > 1 else ()
         samples += [Sample(dialogue, note if copy else (), group) for copy in range(writer_weight)]
     return samples
+
+
+def _note(dialogue: Dialogue, notes: NoteFor | None) -> tuple[str, ...]:
+    messages = [line for exchange in dialogue.turns[:-1] for line in exchange] + [dialogue.turns[-1][0]]
+    return notes(messages) if notes is not None else ()
 
 
 @dataclass(frozen=True)
@@ -82,18 +94,19 @@ class Rendered:
     prefix_length: int  # tokens of the persona (system prompt + shots), the same for every sample
 
 
-def persona_ids(sheet: CharacterSheet, chat: ChatFormat) -> list[int]:
+def persona_ids(sheet: CharacterSheet, chat: ChatFormat, style: str = "sheet") -> list[int]:
     """The persona exactly as `Npc` builds it from a bundle's manifest."""
-    ids = chat.turn("system", system_prompt(sheet))
-    for player, npc in example_shots(sheet):
+    system, shots = persona_text(sheet, style)
+    ids = chat.turn("system", system)
+    for player, npc in shots:
         ids += chat.turn("user", player) + chat.turn("assistant", npc)
     return ids
 
 
-def persona_digest(sheet: CharacterSheet) -> str:
+def persona_digest(sheet: CharacterSheet, style: str = "sheet") -> str:
     """A short hash of the persona text: an adapter records the one it was trained with."""
-    persona = [system_prompt(sheet), [list(shot) for shot in example_shots(sheet)]]
-    return hashlib.sha256(json.dumps(persona).encode()).hexdigest()[:16]
+    system, shots = persona_text(sheet, style)
+    return hashlib.sha256(json.dumps([system, [list(shot) for shot in shots]]).encode()).hexdigest()[:16]
 
 
 def render(sample: Sample, sheet: CharacterSheet, chat: ChatFormat,

@@ -2,7 +2,8 @@
 
 A `Dialogue` is one conversation with the character (one or more player/character exchanges), with
 where it came from: `sheet` (an example exchange of the sheet), `writer` (a dialogue file the writer
-polished by hand) or `generated` (written by a generator model). The writer's dialogues live in a TOML
+polished by hand), `knowledge` (drilled from the writer's knowledge file, `knowledge.py`) or `generated`
+(written by a generator model). The writer's dialogues live in a TOML
 file beside the sheet, `<sheet>.dialogues.toml`:
 
     format = 1
@@ -33,7 +34,7 @@ from lmpc_runtime.errors import SheetError
 from lmpc_runtime.sheet import CharacterSheet
 
 DIALOGUES_FORMAT = 1
-SOURCES = ("sheet", "writer", "generated")
+SOURCES = ("sheet", "writer", "knowledge", "generated")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Dialogue:
     context: str = ""
     # Facts the generator was shown before the last reply; a sample of this dialogue recalls them.
     memories: tuple[str, ...] = ()
+    # The sheet statements the last reply states (`knowledge.statement_refs`), for the coverage report.
+    covers: tuple[str, ...] = ()
 
     @property
     def replies(self) -> tuple[str, ...]:

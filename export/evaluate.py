@@ -8,7 +8,9 @@ refuse; a refusal there is a fault). For every reply:
 - the hygiene checks of training data: slop phrases, assistant speak, refusals (`hygiene.py`);
 - repetition: a word trigram said three times, a sentence said twice, or a reply the runtime cut for
   looping; and the reply's length in words.
-The report goes into the bundle (`eval_report.json`, `eval_report.md`).
+The persona test (`persona_test.py`), when the bundle carries one, is answered and scored beside APC:
+key facts per category over the seeds and greedily. The report goes into the bundle (`eval_report.json`,
+`eval_report.md`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from lmpc_runtime import Runtime, read_bundle
+from lmpc_runtime import RecallConfig, Runtime, SamplingConfig, read_bundle
 from lmpc_runtime.bundle import Bundle
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.memory.embedder import Embedder
@@ -33,6 +35,9 @@ from .apc import LABELS, NEUTRAL_ROW, ScoredReply, apc_terms, persona_statements
 from .calibration import Embeddings, Nli, Relevance, calibrate, load_calibration, read_toml
 from .hygiene import Hygiene, repeats
 from .judges import CrossEncoderJudge, EndpointJudge, LocalJudge, NliJudge
+from .persona_test import (GREEDY, PERSONA_TEST, PersonaTestScorer, TestQuestion, conversation_rows,
+                           load_persona_test, summarise)
+from .persona_test import markdown as persona_test_markdown
 
 EVAL_SET = "eval_set.toml"
 CALIBRATION_SET = "apc_calibration.toml"
@@ -101,6 +106,65 @@ def answer(bundle: Path, lines: list[tuple[int, int, str, str]], seeds: list[int
                 out.append(Answer(seed, conversation, turn, line, done.text, done.finish, topic, prompt))
             rt.unload_npc(npc.id)
     return out
+
+
+def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
+                        runs: dict[str, tuple[int, SamplingConfig]], threads: int = 2,
+                        recall: RecallConfig | None = None) -> dict[str, list[Answer]]:
+    """Like `answer`, with one NPC per run (a seed and a sampler), all answering each line at once so that
+    the runtime batches their decoding steps. Each run's replies are those it would give alone (sampling
+    depends only on its seed), up to the rounding of batched arithmetic."""
+    out: dict[str, list[Answer]] = {name: [] for name in runs}
+    with Runtime(threads=threads) as rt:
+        npcs = {name: rt.load_npc(bundle, seed=seed, sampling=sampling) for name, (seed, sampling) in runs.items()}
+        for npc in npcs.values():
+            if recall is not None:
+                npc.recall_config = recall
+        run_of = {npc.id: name for name, npc in npcs.items()}
+        for conversation, turn, topic, line in lines:
+            if turn == 0:
+                for npc in npcs.values():
+                    npc.reset()
+            waiting = {(npc.id, rt.say(npc, line)) for npc in npcs.values()}
+            while waiting and rt.busy():
+                rt.tick(budget_ms=1000)
+                for event in rt.poll():
+                    if event.kind == DONE and (event.npc, event.reply) in waiting:
+                        waiting.discard((event.npc, event.reply))
+                        name = run_of[event.npc]
+                        out[name].append(Answer(runs[name][0], conversation, turn, line, event.text, event.finish, topic))
+            if waiting:
+                raise ExportError(f"{bundle}: the runtime went idle with {len(waiting)} replies unfinished")
+    return out
+
+
+def run_persona_test(bundle_path: Path, questions: list[TestQuestion], seeds: list[int], greedy: bool = True,
+                     threads: int = 2, sampling: dict | None = None,
+                     recall: RecallConfig | None = None) -> tuple[dict, list]:
+    """The persona test answered by the bundle with its own sampler and each seed, and greedily, side by
+    side: (summary, scored replies). `sampling` (settings by name) and `recall` override the bundle's."""
+    bundle = read_bundle(bundle_path)
+    scorer = PersonaTestScorer(bundle.character, questions)
+    config = replace(bundle.sampling, **(sampling or {}))
+    runs = {str(seed): (seed, config) for seed in seeds}
+    if greedy:
+        runs[GREEDY] = (0, replace(config, temperature=0.0))
+    last = {q: len(questions[q].lines) - 1 for q in range(len(questions))}
+    answers = answer_side_by_side(bundle_path, conversation_rows(questions), runs, threads, recall)
+    scored = [scorer.score(a.conversation, run, a.text, a.finish)
+              for run, replies in answers.items() for a in replies if a.turn == last[a.conversation]]
+    return summarise(questions, scored), scored
+
+
+def persona_test_report(bundle_path: Path, test: Path, seeds: list[int], threads: int = 2) -> dict:
+    """The persona test's part of the report: its summary, the replies, and the Markdown section."""
+    questions = load_persona_test(test, read_bundle(bundle_path).character.name)
+    summary, scored = run_persona_test(bundle_path, questions, seeds, threads=threads)
+    return {"summary": summary,
+            "replies": [{"question": " / ".join(questions[r.question].lines), "category": questions[r.question].category,
+                         "run": r.run, "reply": r.reply, "facts": r.facts, "wrong": list(r.wrong),
+                         "problems": list(r.problems)} for r in scored],
+            "markdown": persona_test_markdown(summary, questions, scored, read_bundle(bundle_path).name)}
 
 
 def eval_rows(evalset: EvalSet) -> list[tuple[int, int, str, str]]:
@@ -212,8 +276,11 @@ def answers_from_report(report: dict) -> list[Answer]:
 
 
 def write_report(report: dict, bundle_path: Path, markdown_out: Path | None = None) -> None:
+    """The report into the bundle: APC (when it was run) and the persona test (when there is one)."""
     (bundle_path / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    text = markdown(report)
+    text = markdown(report) if "summary" in report else f"# Evaluation of {bundle_path.name}\n"
+    if "persona_test" in report:
+        text += "\n" + report["persona_test"]["markdown"]
     (bundle_path / REPORT_MD).write_text(text, encoding="utf-8")
     if markdown_out is not None:
         markdown_out.write_text(text, encoding="utf-8")

@@ -10,8 +10,8 @@ Line checks (each names the reason a line fails):
 - `unknown_name`: a capitalised name found nowhere in the sheet: 135M generators invent people and places;
 - `malformed`: empty, too short or long, cut off mid-sentence, stage directions, role markers;
 - `repetition`: a phrase said three times, or a sentence twice.
-A generated dialogue is cut before its first failing exchange (and dropped if none is left). The
-writer's own dialogues are never dropped; their failures are reported as warnings.
+A generated or drilled (`knowledge.py`) dialogue is cut before its first failing exchange (and dropped if
+none is left). The writer's own dialogues are never dropped; their failures are reported as warnings.
 
 Corpus checks, on generated dialogues only: `near_duplicate` (character replies sharing most of their
 word trigrams with a reply already kept; the writer's are kept first) and `frequent_opening` (the same
@@ -210,7 +210,7 @@ class Hygiene:
         passed = []
         for dialogue in dialogues:
             report.considered[dialogue.source] += 1
-            if dialogue.source != "generated":
+            if dialogue.source in ("sheet", "writer"):
                 for player, npc in dialogue.turns:
                     problems = self.reply_problems(npc, player)
                     if problems:
@@ -234,7 +234,8 @@ class Hygiene:
     def _clean_turns(self, dialogue: Dialogue) -> tuple[Dialogue | None, str, str]:
         good = []
         for player, npc in dialogue.turns:
-            problems = self.player_problems(player)
+            # A writer's drill may ask "Name?"; only a generator's player lines need checking.
+            problems = self.player_problems(player) if dialogue.source == "generated" else []
             line = player
             if not problems:
                 problems, line = self.reply_problems(npc, player), npc
@@ -243,7 +244,9 @@ class Hygiene:
                     return None, problems[0], line
                 break
             good.append((player, npc))
-        return Dialogue(tuple(good), dialogue.source, dialogue.context, dialogue.memories), "", ""
+        # A cut dialogue no longer ends with the reply its `covers` describe.
+        covers = dialogue.covers if len(good) == len(dialogue.turns) else ()
+        return Dialogue(tuple(good), dialogue.source, dialogue.context, dialogue.memories, covers), "", ""
 
     def _drop_near_duplicates(self, dialogues: list[Dialogue], report: HygieneReport) -> list[Dialogue]:
         # The writer's first, so a generated echo of a hand-written reply is the one that goes.

@@ -1,12 +1,14 @@
 """`lmpc train`: character sheet → dialogue dataset → fine-tuned model → NPC bundle, in one command.
 
-1. The writer's material: the sheet's example exchanges and the dialogue file beside the sheet.
+1. The writer's material: the sheet's example exchanges, the dialogue file beside the sheet, and the
+   knowledge file's drills (`knowledge.py`), every question of a topic with every answer.
 2. Synthetic dialogues from a generator (the local runtime on the base model, or an OpenAI-compatible
    endpoint), one per sampled scene.
 3. Hygiene: what is dropped and why.
-4. Samples rendered exactly as the runtime prompts (persona, history, memory note), split by dialogue
-   into training and held-out sets.
-5. SFT (LoRA by default), keeping the epoch with the lowest held-out loss.
+4. Samples rendered exactly as the runtime prompts (persona in the chosen prompt style, history, memory
+   note), split by dialogue into training and held-out sets; the coverage of every sheet statement.
+5. SFT (LoRA by default), keeping the epoch that scores best on the sheet's persona test
+   (`<sheet>.persona_test.toml`, `persona_test.py`), or with the lowest held-out loss without one.
 6. The adapter is merged into the base model at export, and the bundle built.
 The adapter directory ends up holding the adapter, `training_report.json`/`.md` and the kept dialogues
 (`training_data.jsonl`), so a run can be inspected and the bundle rebuilt with `lmpc build --adapter`.
@@ -24,18 +26,21 @@ from typing import Callable
 
 from lmpc_runtime.chat import ChatFormat
 from lmpc_runtime.errors import ExportError
+from lmpc_runtime.persona import memory_note
 from lmpc_runtime.sheet import load_sheet
 
 from . import checkpoint as ckpt
 from .build import build, default_cache_dir, prepare_model, special_tokens
 from .dataset import make_samples, persona_digest, persona_ids, render, runtime_notes, split
 from .dialogues import Dialogue, dialogue_file_for, writer_dialogues
+from .knowledge import coverage, drill_dialogues, knowledge_file_for, load_knowledge
+from .persona_test import GREEDY, PersonaTestScorer, load_persona_test, persona_test_file_for, summarise
 from .embedder import load_embedder, prepare_embedder
 from .generator import Generator, LocalGenerator, OpenAIChatGenerator
 from .hygiene import Hygiene
 from .report import markdown_report
 from .synth import synthesise
-from .train import TrainConfig, train
+from .train import PersonaTestCallback, TrainConfig, train
 
 Log = Callable[[str], None]
 
@@ -43,6 +48,8 @@ Log = Callable[[str], None]
 @dataclass
 class TrainOptions:
     dialogues: Path | None = None  # default: <sheet>.dialogues.toml when it exists
+    knowledge: Path | None = None  # default: <sheet>.knowledge.toml when it exists
+    prompt_style: str = "identity"  # the persona trained with and prompted with (persona.PROMPT_STYLES)
     generate: int = 200  # synthetic dialogues to ask the generator for
     generator_url: str | None = None  # an OpenAI-compatible endpoint; default: the local runtime
     generator_model: str = "default"
@@ -54,6 +61,7 @@ class TrainOptions:
     cache_dir: Path | None = None
     adapter_out: Path | None = None  # default: <bundle>.lora beside the bundle
     prepare_only: bool = False  # stop after writing the dataset and the hygiene report
+    resume: bool = False  # go on from the last finished epoch of a stopped run
     progress: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -80,13 +88,18 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     if options.dialogues is not None and not dialogue_file.is_file():
         raise ExportError(f"{dialogue_file}: no such dialogue file")
     written = writer_dialogues(sheet, dialogue_file if dialogue_file.is_file() else None)
+    knowledge_file = options.knowledge or knowledge_file_for(sheet_path)
+    if options.knowledge is not None and not knowledge_file.is_file():
+        raise ExportError(f"{knowledge_file}: no such knowledge file")
+    if knowledge_file.is_file():
+        written += drill_dialogues(load_knowledge(knowledge_file, sheet), options.seed)
     base = options.base or ckpt.base_gguf()
     cache = options.cache_dir or default_cache_dir()
     entry = prepare_model(base, cache, log)
     tokenizer = entry / "checkpoint" / "tokenizer.json"
     chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
     # Memory notes as the bundle's own retrieval will make them.
-    notes = runtime_notes(sheet, load_embedder(prepare_embedder(cache, log)), chat.count)
+    notes = runtime_notes(sheet, load_embedder(prepare_embedder(cache, log)), chat.count, options.prompt_style)
     seconds["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -102,8 +115,8 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
 
     t = time.perf_counter()
     kept, hygiene = Hygiene(sheet, seed=options.seed).clean(written + generated)
-    persona = persona_ids(sheet, chat)
-    samples = make_samples(kept, notes, options.writer_weight)
+    persona = persona_ids(sheet, chat, options.prompt_style)
+    samples = make_samples(kept, notes, options.writer_weight, seed=options.seed)
     rendered = {s: render(s, sheet, chat, persona) for s in samples}
     fits = [s for s in samples if len(rendered[s].input_ids) <= options.train.max_length]
     train_samples, held_out = split(fits, options.eval_fraction, options.seed)
@@ -113,7 +126,8 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
         "character": sheet.name,
         "base": base.name,
         "generator": generator_description,
-        "persona_sha256": persona_digest(sheet),
+        "persona_sha256": persona_digest(sheet, options.prompt_style),
+        "prompt_style": options.prompt_style,
         "data": {
             "dialogues": _count_sources(written + generated),
             "exchanges": _count_exchanges(written + generated),
@@ -126,6 +140,7 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
             "train_samples": len(train_samples),
             "held_out_samples": len(held_out),
         },
+        "coverage": coverage(sheet, kept),
     }
     log(f"data: kept {report['data']['kept_dialogues']} dialogues of {report['data']['dialogues']}; "
         f"dropped {dict(hygiene.dropped)}; {len(train_samples)} training samples, {len(held_out)} held out")
@@ -135,9 +150,13 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
         return _finish(adapter, report, seconds)
 
     t = time.perf_counter()
-    info = {"base_fingerprint": ckpt.source_fingerprint(base), "persona_sha256": persona_digest(sheet)}
+    info = {"base_fingerprint": ckpt.source_fingerprint(base),
+            "persona_sha256": persona_digest(sheet, options.prompt_style), "prompt_style": options.prompt_style}
+    test_file = persona_test_file_for(sheet_path)
+    selector = _persona_test_selector(sheet, test_file, chat, persona, notes) if test_file.is_file() else None
     result = train(entry / "checkpoint", [rendered[s] for s in train_samples],
-                   [rendered[s] for s in held_out], options.train, adapter, info, options.progress, log)
+                   [rendered[s] for s in held_out], options.train, adapter, info, options.progress, log,
+                   persona_test=selector, resume=options.resume)
     seconds["train"] = time.perf_counter() - t
     report["training"] = {**result.to_dict(), "output": adapter.name}
     _finish(adapter, report, seconds)
@@ -149,6 +168,27 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
         build(sheet_path, out, source=adapter, cache_dir=cache, log=log)
     seconds["build"] = time.perf_counter() - t
     return _finish(adapter, report, seconds)
+
+
+def _persona_test_selector(sheet, test_file: Path, chat: ChatFormat, persona: list[int], notes):
+    """The factory of the callback that answers the persona test after each epoch, prompting exactly as
+    the runtime does (persona, earlier turns, the memory note, the line)."""
+    questions = load_persona_test(test_file, sheet.name)
+    scorer = PersonaTestScorer(sheet, questions)
+    pad = chat.tokenizer.token_to_id(ckpt.PAD)
+
+    def prompt(history: list[tuple[str, str]], line: str) -> list[int]:
+        ids = list(persona)
+        for said, reply in history:
+            ids += chat.turn("user", said) + chat.turn("assistant", reply)
+        recalled = notes([text for pair in history for text in pair] + [line])
+        if recalled:
+            ids += chat.turn("system", memory_note(sheet.name, list(recalled)))
+        return ids + chat.turn("user", line) + chat.open_turn()
+
+    return lambda work, log: PersonaTestCallback(
+        questions, prompt, chat.decode, lambda q, reply: scorer.score(q, GREEDY, reply), summarise, work,
+        chat.special.im_end, pad, log)
 
 
 def _count_sources(dialogues: list[Dialogue]) -> dict[str, int]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .bundle import read_bundle
-from .errors import LmpcError
+from .errors import InvalidArgumentError, LmpcError
 from .reply import DONE, TEXT
 from .runtime import Runtime
 from .sheet import load_sheet
@@ -61,10 +61,12 @@ def _train(args: argparse.Namespace) -> int:
     train = _export_module("train", "train", "train")
     config = train.TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                                full=args.full, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
-                               lora_layers=args.lora_layers,
+                               lora_layers=args.lora_layers, bf16=args.bf16,
                                seed=args.seed, threads=args.threads)
     options = pipeline.TrainOptions(
-        dialogues=Path(args.dialogues) if args.dialogues else None, generate=args.generate,
+        dialogues=Path(args.dialogues) if args.dialogues else None,
+        knowledge=Path(args.knowledge) if args.knowledge else None, prompt_style=args.prompt_style,
+        resume=args.resume, generate=args.generate,
         generator_url=args.generator_url, generator_model=args.generator_model,
         writer_weight=args.writer_weight, eval_fraction=args.eval_fraction, seed=args.seed,
         base=Path(args.base) if args.base else None,
@@ -80,23 +82,36 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     evaluate = _export_module("evaluate", "eval")
     bundle = Path(args.bundle)
-    evalset = evaluate.load_eval_set(evaluate.bundle_file(bundle, Path(args.set) if args.set else None,
-                                                          evaluate.EVAL_SET, "evaluation set"))
-    calibration = evaluate.bundle_file(bundle, Path(args.calibration) if args.calibration else None,
-                                       evaluate.CALIBRATION_SET, "calibration set")
-    judge = evaluate.make_judge(args.judge, Path(args.cache_dir) if args.cache_dir else None, args.threads)
-    scorer, estimators = evaluate.prepare_scorer(bundle, calibration, judge, args.threads, _log)
-    earlier = None
-    if args.rescore:
-        earlier = json.loads(evaluate.bundle_file(bundle, None, evaluate.REPORT_JSON, "earlier report").read_text())
-        args.seeds = earlier["seeds"]
-    report = evaluate.evaluate(bundle, evalset, scorer, estimators, args.seeds, args.threads, _log,
-                               answers=evaluate.answers_from_report(earlier) if earlier else None)
+    report: dict = {}
+    if not args.no_apc:
+        evalset = evaluate.load_eval_set(evaluate.bundle_file(bundle, Path(args.set) if args.set else None,
+                                                              evaluate.EVAL_SET, "evaluation set"))
+        calibration = evaluate.bundle_file(bundle, Path(args.calibration) if args.calibration else None,
+                                           evaluate.CALIBRATION_SET, "calibration set")
+        judge = evaluate.make_judge(args.judge, Path(args.cache_dir) if args.cache_dir else None, args.threads)
+        scorer, estimators = evaluate.prepare_scorer(bundle, calibration, judge, args.threads, _log)
+        earlier = None
+        if args.rescore:
+            earlier = json.loads(evaluate.bundle_file(bundle, None, evaluate.REPORT_JSON, "earlier report").read_text())
+            args.seeds = earlier["seeds"]
+        report = evaluate.evaluate(bundle, evalset, scorer, estimators, args.seeds, args.threads, _log,
+                                   answers=evaluate.answers_from_report(earlier) if earlier else None)
+        s = report["summary"]
+        _log(f"eval: APC {s['apc']:.2f} of {s['statements']}, relevant entailed {s['relevant_entailed']:.0%}, "
+             f"slop {s['slop_rate']:.0%}, assistant speak {s['assistant_speak_rate']:.0%}, "
+             f"repetition {s['repetition_rate']:.0%}, refusal {s['refusal_rate'] or 0:.0%}, {s['mean_words']:.0f} words")
+    test = Path(args.persona_test) if args.persona_test else bundle / evaluate.PERSONA_TEST
+    if args.persona_test or test.is_file():
+        report["persona_test"] = evaluate.persona_test_report(bundle, test, args.seeds, args.threads)
+        s = report["persona_test"]["summary"]
+        _log(f"eval: persona test, {s['questions']} questions: key facts {s['key_facts']:.1%} "
+             f"(sampled {s['key_facts_sampled'] or 0:.1%}, greedy {s['key_facts_greedy'] or 0:.1%}), "
+             + ", ".join(f"{c} {v:.0%}" for c, v in s["by_category"].items())
+             + f"; invented names {s['invented_name']:.0%}, assistant speak {s['assistant_speak']:.0%}, "
+             f"loops {s['loop']:.0%}")
+    if not report:
+        raise InvalidArgumentError(f"{bundle}: nothing to evaluate: --no-apc and no persona test")
     evaluate.write_report(report, bundle, Path(args.out) if args.out else None)
-    s = report["summary"]
-    _log(f"eval: APC {s['apc']:.2f} of {s['statements']}, relevant entailed {s['relevant_entailed']:.0%}, "
-         f"slop {s['slop_rate']:.0%}, assistant speak {s['assistant_speak_rate']:.0%}, "
-         f"repetition {s['repetition_rate']:.0%}, refusal {s['refusal_rate'] or 0:.0%}, {s['mean_words']:.0f} words")
     print(bundle / evaluate.REPORT_MD)
     return 0
 
@@ -227,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sheet")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write")
     p.add_argument("--dialogues", help="hand-written dialogues (default: SHEET's name with .dialogues.toml)")
+    p.add_argument("--knowledge", help="the writer's drills (default: SHEET's name with .knowledge.toml)")
+    p.add_argument("--prompt-style", choices=("identity", "sheet"), default="identity",
+                   help="the prompt trained with and used at run time: two sentences (identity, default) or "
+                   "the long system prompt with example shots (sheet)")
     p.add_argument("--generate", type=int, default=200, help="synthetic dialogues to generate (0: none)")
     p.add_argument("--generator-url", help="an OpenAI-compatible endpoint, e.g. http://gpu-box:8000/v1 "
                    "(default: the local runtime on the base model); key from $OPENAI_API_KEY")
@@ -239,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-layers", type=int, help="adapt only the last N layers (cheaper steps; default: all)")
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: where the CPU or GPU has bfloat16 instructions)")
+    p.add_argument("--resume", action="store_true", help="go on from the last finished epoch of a stopped run")
     p.add_argument("--adapter-out", help="where the adapter and report go (default: BUNDLE with .lora)")
     p.add_argument("--prepare-only", action="store_true", help="stop after the dataset and hygiene report")
     p.add_argument("--dpo", action="store_true", help="instead of SFT: one round of APC-ranked DPO on top of the "
@@ -262,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                    "apc_calibration.toml)")
     p.add_argument("--judge", default="local", help="NLI judge: local (the base model), local:BUNDLE, an "
                    "OpenAI-compatible http(s) URL (URL#MODEL), or onnx:MODEL.onnx:TOKENIZER.json")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="one pass over the set per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one pass over the set per seed")
+    p.add_argument("--persona-test", help="persona test TOML (default: the bundle's persona_test.toml, from the "
+                   "sheet's .persona_test.toml); answered with each seed and greedily")
+    p.add_argument("--no-apc", action="store_true", help="only the persona test (APC takes minutes to calibrate)")
     p.add_argument("--out", help="also write the Markdown report here")
     p.add_argument("--rescore", action="store_true", help="score the replies of the bundle's earlier report "
                    "again (e.g. with another judge) instead of sampling new ones")

@@ -14,6 +14,11 @@ import re
 from .sheet import CharacterSheet
 
 DEFAULT_SHOTS = 3
+# Prompt styles. "sheet": the system prompt below plus example shots, for a base model that must be told
+# who it is. "identity": two sentences and no shots, for a model fine-tuned on the character, which knows
+# the rest by heart; it trains in a fraction of the time (every sample carries the prompt) and leaves the
+# context to the conversation.
+PROMPT_STYLES = ("sheet", "identity")
 
 
 def first_sentence(text: str) -> str:
@@ -38,6 +43,26 @@ def system_prompt(sheet: CharacterSheet, facts: int = 4, objectives: int = 3) ->
         "You are a person of this world, never an assistant or an AI."
     )
     return "\n".join(lines)
+
+
+def identity_prompt(sheet: CharacterSheet) -> str:
+    """The short prompt of a fine-tuned character: who, where and when, and the rule to stay in role."""
+    world = sheet.world
+    when = re.search(r"\byear is ([^.;]+)", world.description + " " + " ".join(sheet.facts))
+    place = world.name[0].lower() + world.name[1:] if world.name.startswith("The ") else world.name
+    return (f"You are {sheet.name}, {sheet.title}, in {place}"
+            + (f", in the year {when.group(1)}" if when else "") + ". "
+            f"Speak as {sheet.name.split()[0]}, in the first person, in two or three sentences; "
+            "you are a person of this world, never an assistant or an AI.")
+
+
+def persona_text(sheet: CharacterSheet, style: str = "sheet") -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(system prompt, example shots) of a prompt style."""
+    if style == "sheet":
+        return system_prompt(sheet), example_shots(sheet)
+    if style == "identity":
+        return identity_prompt(sheet), ()
+    raise ValueError(f"unknown prompt style {style!r} (known: {', '.join(PROMPT_STYLES)})")
 
 
 def example_shots(sheet: CharacterSheet, count: int = DEFAULT_SHOTS) -> tuple[tuple[str, str], ...]:

@@ -1,13 +1,18 @@
-"""The demo character's authoring data: hand-written dialogues that pass hygiene, evaluation sets that no
-training line copies, and the hand-labelled APC calibration pairs."""
+"""The demo characters' authoring data: hand-written dialogues and drills that pass hygiene and cover every
+statement of their sheets, held-out tests and evaluation sets that no training line copies, and the
+hand-labelled APC calibration pairs."""
 
 import sys
 import tomllib
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from lmpc_export.dialogues import dialogue_file_for, writer_dialogues
 from lmpc_export.hygiene import Hygiene, jaccard, trigrams
+from lmpc_export.knowledge import coverage, drill_dialogues, knowledge_file_for, load_knowledge
+from lmpc_export.persona_test import load_persona_test, persona_test_file_for
 from lmpc_runtime.sheet import load_sheet
 
 from conftest import ORLANDO_SHEET, REPO
@@ -19,11 +24,17 @@ EVAL = REPO / "examples" / "eval" / "orlando_questions.txt"
 EVAL_SET = REPO / "examples" / "characters" / "orlando_marlo.eval.toml"
 CALIBRATION = REPO / "examples" / "characters" / "orlando_marlo.apc_calibration.toml"
 PROBE_TOPICS = {"drink", "weapons", "religion", "crime", "violence", "romance"}
+CHARACTERS = [ORLANDO_SHEET.with_name(f"{name}.toml") for name in ("orlando_marlo", "marta_greyhand", "jory_tallow")]
+# Least drilled exchanges, after hygiene, for the demo NPC and for each regular.
+LEAST_EXCHANGES = {"Orlando Marlo": 800, "Marta Greyhand": 200, "Jory Tallow": 200}
 
 
-def _written():
-    sheet = load_sheet(ORLANDO_SHEET)
-    return sheet, writer_dialogues(sheet, dialogue_file_for(ORLANDO_SHEET))
+def _written(sheet_path=ORLANDO_SHEET):
+    """The sheet and every hand-written training dialogue: examples, the dialogue file, the drills."""
+    sheet = load_sheet(sheet_path)
+    dialogue_file = dialogue_file_for(sheet_path)
+    dialogues = writer_dialogues(sheet, dialogue_file if dialogue_file.is_file() else None)
+    return sheet, dialogues + drill_dialogues(load_knowledge(knowledge_file_for(sheet_path), sheet))
 
 
 def test_the_eval_set_has_fifteen_questions_with_key_facts():
@@ -32,9 +43,10 @@ def test_the_eval_set_has_fifteen_questions_with_key_facts():
     assert questions[0].hits("I am Orlando Marlo of Brightwater Hall.") == 3
 
 
-def _assert_no_training_line_copies(lines):
-    _, dialogues = _written()
-    players = [player for d in dialogues for player, _ in d.turns]
+def _assert_no_training_line_copies(lines, sheet_path=ORLANDO_SHEET):
+    sheet, dialogues = _written(sheet_path)
+    players = {player for d in dialogues for player, _ in d.turns}
+    players |= {q for t in load_knowledge(knowledge_file_for(sheet_path), sheet) for q in t.questions}
     for line in lines:
         grams = trigrams(line)
         close = [p for p in players if p.lower() == line.lower() or jaccard(grams, trigrams(p)) >= 0.4]
@@ -88,10 +100,31 @@ def test_the_calibration_pairs_quote_the_sheet_and_carry_valid_labels():
 
 
 def test_every_hand_written_reply_passes_hygiene():
-    sheet, dialogues = _written()
+    sheet = load_sheet(ORLANDO_SHEET)
+    dialogues = writer_dialogues(sheet, dialogue_file_for(ORLANDO_SHEET))
     _, report = Hygiene(sheet).clean(dialogues)
     assert report.warnings == []
     assert sum(len(d.turns) for d in dialogues) >= 200
+
+
+@pytest.mark.parametrize("sheet_path", CHARACTERS, ids=lambda p: p.stem)
+def test_no_training_line_copies_a_line_of_the_persona_test(sheet_path):
+    questions = load_persona_test(persona_test_file_for(sheet_path), load_sheet(sheet_path).name)
+    _assert_no_training_line_copies([line for q in questions for line in q.lines], sheet_path)
+
+
+@pytest.mark.parametrize("sheet_path", CHARACTERS, ids=lambda p: p.stem)
+def test_the_drills_cover_every_statement_of_the_sheet_several_times(sheet_path):
+    """Every fact, value, objective, opinion and person is stated by at least three kept drilled
+    exchanges, and the drills give enough exchanges in all."""
+    sheet, dialogues = _written(sheet_path)
+    kept, report = Hygiene(sheet).clean(dialogues)
+    counts = coverage(sheet, kept)
+    thin = {ref: n for ref, n in counts.items() if n < 3}
+    assert not thin, f"statements with fewer than 3 exchanges: {thin}"
+    drilled = [d for d in kept if d.source == "knowledge"]
+    assert len(drilled) >= LEAST_EXCHANGES[sheet.name]
+    assert len(drilled) >= 0.97 * sum(d.source == "knowledge" for d in dialogues), report.dropped
 
 
 def test_the_dialogue_file_sits_beside_the_sheet():

@@ -8,7 +8,7 @@ import pytest
 from lmpc_export.dataset import Sample, make_samples, persona_digest, persona_ids, render, runtime_notes, split
 from lmpc_export.dialogues import Dialogue, dialogue_file_for, load_dialogues, writer_dialogues
 from lmpc_runtime import Runtime, SheetError
-from lmpc_runtime.persona import memory_note
+from lmpc_runtime.persona import memory_note, persona_text
 from lmpc_runtime.sheet import load_sheet
 
 from conftest import ORLANDO_SHEET
@@ -134,3 +134,13 @@ def test_a_bad_dialogue_file_lists_every_problem(tmp_path):
     assert any(p.startswith("dialogues[1].turns") for p in problems)
     with pytest.raises(SheetError, match="cannot read"):
         load_dialogues(Path(tmp_path / "missing.toml"), load_sheet(ORLANDO_SHEET))
+
+
+def test_the_identity_prompt_is_two_sentences_with_the_year_and_no_shots():
+    sheet = load_sheet(ORLANDO_SHEET)
+    system, shots = persona_text(sheet, "identity")
+    assert shots == () and system.startswith("You are Orlando Marlo, Knight of Luminara")
+    assert "in the year 487 of the Dawning" in system and system.count(". ") == 1
+    assert persona_digest(sheet, "identity") != persona_digest(sheet)
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        persona_text(sheet, "long")

@@ -185,10 +185,16 @@ def test_lmpc_train_end_to_end(tiny):
     (tmp / "short.dialogues.toml").write_text(dumps({"format": 1, "character": "Orlando Marlo", "dialogues": [
         {"context": "a miller", "turns": miller},
         {"turns": [{"player": "Who are you?", "npc": "Orlando Marlo, of Brightwater Hall."}]}]}))
+    (tmp / "short.knowledge.toml").write_text(dumps({"format": 1, "character": "Orlando Marlo", "topic": [
+        {"covers": ["fact:50"], "questions": ["Your mare's name?", "What do you call the grey?"],
+         "answers": ["Vesper, my grey mare.", "She is Vesper; my sister named her."]}]}))
+    (tmp / "short.persona_test.toml").write_text(dumps({"format": 1, "character": "Orlando Marlo", "question": [
+        {"category": "identity", "lines": ["Who are you?"], "must": ["orlando"]},
+        {"category": "family", "lines": ["Any sisters?", "Her name?"], "must": ["isolde"]}]}))
     out = tmp / "short.lmpc"
     lmpc = str(Path(sys.executable).with_name("lmpc"))
     run = subprocess.run([lmpc, "train", str(sheet_path), "-o", str(out), "--base", str(checkpoint),
-                          "--cache-dir", str(tmp / "cache"), "--generate", "2", "--epochs", "1",
+                          "--cache-dir", str(tmp / "cache"), "--generate", "2", "--epochs", "2",
                           "--lora-rank", "4", "--eval-fraction", "0.2", "--no-progress"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -198,7 +204,14 @@ def test_lmpc_train_end_to_end(tiny):
     assert report["data"]["dialogues"]["sheet"] == 10 and report["data"]["dialogues"]["writer"] == 2
     assert report["data"]["dialogues"]["generated"] >= 1
     assert report["data"]["kept_dialogues"]["sheet"] == 10 and report["training"]["kind"] == "lora"
-    assert len(report["training"]["epochs"]) == 2 and "train" in report["seconds"]
+    assert report["data"]["kept_dialogues"]["knowledge"] == 2 and report["coverage"]["fact:50"] == 2
+    assert len(report["training"]["epochs"]) == 3 and "train" in report["seconds"]
+    # The persona test picked the epoch: it was answered after each one.
+    tested = report["training"]["persona_test"]
+    assert [e["epoch"] for e in tested] == [1, 2] and report["training"]["best_epoch"] in (1, 2)
+    assert set(tested[0]["by_category"]) == {"identity", "family"}
+    assert report["prompt_style"] == "identity"
+    assert json.loads((adapter / "lmpc_adapter.json").read_text())["prompt_style"] == "identity"
     markdown = (adapter / "training_report.md").read_text()
     assert "| epoch | training loss | held-out loss |" in markdown and "Orlando Marlo" in markdown
     kept = [json.loads(line) for line in (adapter / "training_data.jsonl").read_text().splitlines()]
@@ -206,6 +219,9 @@ def test_lmpc_train_end_to_end(tiny):
 
     bundle = read_bundle(out)
     assert bundle.report["training"]["persona_sha256"] == report["persona_sha256"]
+    # The bundle prompts the tuned model as it was trained: two sentences, no example shots.
+    assert bundle.persona.shots == () and bundle.persona.system.startswith("You are Orlando Marlo")
+    assert bundle.manifest["persona"]["style"] == "identity" and (out / "persona_test.toml").is_file()
     assert bundle.report["export"]["adapter"] == str(adapter)
     with Runtime() as rt:
         npc = rt.load_npc(out, seed=0)
