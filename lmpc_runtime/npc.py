@@ -35,6 +35,7 @@ from .memory.lorebook import PLAYER_NAME_FACT, LoreScanner
 from .memory.recall import Recall, RecallConfig
 from .memory.store import Memory, MemoryStore, bundle_store
 from .memory.summary import PROMPT_OVERHEAD, SummaryConfig, clean_summary, exchanges_to_summarise, summary_prompt
+from .names import NameGuard, ReplyNames, sheet_words
 from .persona import memory_note
 from .reply import FINISH_CANCELLED, SUMMARY, Event, Reply, drive
 from .sampling import Sampler, SamplingConfig
@@ -104,6 +105,7 @@ class Npc:
                               chat.count, self.name)
         self._summary_job: Reply | None = None
         self._summary_checked = False  # whether the history changed since a summary was last considered
+        self._name_guard: NameGuard | None = None  # built on the first reply that asks for it
 
     @property
     def name(self) -> str:
@@ -170,9 +172,16 @@ class Npc:
             fallback=fallbacks[int(self.rng.integers(len(fallbacks)))] if fallbacks else SILENT_FALLBACK,
             recent=prompt,
             player_text=text,
+            names=self._names(prompt) if config.name_penalty else None,
         )
         self.current = reply
         return reply
+
+    def _names(self, prompt: list[int]) -> ReplyNames:
+        """The name guard of a reply to `prompt`: names of the sheet and of the prompt are known."""
+        if self._name_guard is None:
+            self._name_guard = NameGuard(self.chat.tokenizer.get_vocab(), sheet_words(self.bundle.character.to_dict()))
+        return self._name_guard.for_prompt(self.chat.decode(prompt))
 
     def end_reply(self, reply: Reply) -> None:
         """Record a finished reply in the conversation (a cancelled one leaves no trace)."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from .chat import TextStream
 from .engine import Engine, KvSequence
+from .names import ReplyNames
 from .sampling import Sampler
 
 # Event kinds, in the order a reply emits them.
@@ -104,7 +105,8 @@ class Reply:
     def __init__(self, reply_id: int, npc_id: str, seq: KvSequence, todo: list[int], sampler: Sampler,
                  stream: TextStream, end_token: int, max_tokens: int, stop: tuple[str, ...] = (),
                  fallback: str = "", recent: list[int] | None = None, player_text: str = "",
-                 kind: str = "reply", on_done: Callable[["Reply"], list[Event]] | None = None):
+                 kind: str = "reply", on_done: Callable[["Reply"], list[Event]] | None = None,
+                 names: ReplyNames | None = None):
         self.id = reply_id
         self.player_text = player_text
         # "reply" answers a player; other kinds (e.g. "summary") are background jobs of the NPC's model.
@@ -115,6 +117,8 @@ class Reply:
         self.seq = seq
         self.todo = list(todo)
         self.sampler = sampler
+        # Which tokens would start or extend a name the character never heard of (`names.py`).
+        self.names = names
         self.stream = stream
         self.end_token = end_token
         self.max_tokens = max_tokens
@@ -148,7 +152,8 @@ class Reply:
 
     def accept(self, logits: np.ndarray) -> list[Event]:
         """Sample the next token from `logits` [vocab] and report what it changes."""
-        token = self.sampler.pick(logits, self._recent)
+        guard = self.names.discouraged(self.stream.text) if self.names is not None else None
+        token = self.sampler.pick(logits, self._recent, guard)
         now = time.perf_counter()
         events: list[Event] = []
         if self.times.first_token is None:

@@ -27,6 +27,9 @@ class SamplingConfig:
     repetition_window: int = 96
     max_tokens: int = 80
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # Subtracted from the score of a token that would start a name the character never heard of, mid-
+    # sentence (`names.NameGuard`); 0 turns the guard off.
+    name_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -37,6 +40,7 @@ class SamplingConfig:
             (self.repetition_penalty >= 1, "repetition_penalty must be >= 1"),
             (self.repetition_window >= 0, "repetition_window must be >= 0"),
             (self.max_tokens >= 1, "max_tokens must be >= 1"),
+            (0 <= self.name_penalty < float("inf"), "name_penalty must be >= 0 and finite"),
         ]
         for ok, message in checks:
             if not ok:
@@ -66,10 +70,13 @@ class Sampler:
         self.rng = rng
         self.banned = np.asarray(sorted(set(banned)), dtype=np.int64)
 
-    def pick(self, logits: np.ndarray, recent: Iterable[int] = ()) -> int:
-        """logits: [vocab] float32 scores of the next token; recent: the conversation's token ids."""
+    def pick(self, logits: np.ndarray, recent: Iterable[int] = (), discouraged: np.ndarray | None = None) -> int:
+        """logits: [vocab] float32 scores of the next token; recent: the conversation's token ids;
+        discouraged: ids [n] whose scores lose `name_penalty` (names the character never heard of)."""
         cfg = self.config
         scores = np.array(logits, dtype=np.float32, copy=True)
+        if discouraged is not None and discouraged.size and cfg.name_penalty:
+            scores[discouraged] -= cfg.name_penalty
         if self.banned.size:
             scores[self.banned] = -np.inf
         if cfg.repetition_penalty > 1 and cfg.repetition_window:

@@ -1,7 +1,8 @@
 """What an NPC recalls for one player turn: the lines of its memory note.
 
 The note holds the lorebook entries the turn activates, then the k memories most relevant to the
-player's line (the APC paper found 4-6 best), each gated by the game's facts. The player's line is the
+player's line that clear the similarity floor (both measured for a 135M model on labelled questions,
+`benchmarks/recall_threshold.py`), each gated by the game's facts. The player's line is the
 query as it stands: turning "you"/"your" into the character's name, to match statements written in the
 third person, looked promising on a few questions but lost on a broader set (22 questions about the demo
 character: top-3 hits 16 against 20 for the plain line), because the name then pulls in every statement
@@ -21,7 +22,9 @@ from .store import Memory, MemoryStore
 
 @dataclass(frozen=True)
 class RecallConfig:
-    k: int = 5  # memories retrieved per player turn
+    # Memories retrieved per player turn: two, because a 135M model is led astray by a note of five
+    # (benchmarks/recall_threshold.py: at the bundle's floor, precision 0.37 for two against 0.26 for five).
+    k: int = 2
     # Below this cosine a memory is not worth the tokens; None: the bundle's embedder says (its `min_score`).
     min_score: float | None = None
     note_tokens: int = 256  # cap on the retrieved memories' tokens; lore has its own token_budget

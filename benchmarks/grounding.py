@@ -1,0 +1,63 @@
+"""Does run-time grounding help a 135M character or distract it? The persona test, with each variant.
+
+    python -m benchmarks.grounding build/orlando_marlo.lmpc --seeds 1 --out benchmarks/results/grounding
+
+Variants of the same bundle, each answering the bundle's persona test greedily and with the seeds:
+the memory note off, the note as the runtime made it before (5 memories above cosine 0.2), the note
+with the floor measured by `benchmarks.recall_threshold` (as the bundle now ships, `RecallConfig()`),
+and the invented-name guard off and on at a few penalties. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from lmpc_export.evaluate import run_persona_test
+from lmpc_export.persona_test import PERSONA_TEST, load_persona_test
+from lmpc_runtime import RecallConfig, read_bundle
+
+VARIANTS = {
+    "note off": ({"name_penalty": 0.0}, RecallConfig(k=0)),
+    "note: 5 memories above 0.2 (before)": ({"name_penalty": 0.0}, RecallConfig(k=5, min_score=0.2)),
+    "note: measured floor (shipped)": ({"name_penalty": 0.0}, RecallConfig()),
+    "measured note + name guard 2": ({"name_penalty": 2.0}, RecallConfig()),
+    "measured note + name guard 4": ({"name_penalty": 4.0}, RecallConfig()),
+}
+COLUMNS = ("key_facts", "key_facts_greedy", "key_facts_sampled", "wrong", "invented_name", "assistant_speak", "loop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="which variants (default: all)")
+    parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
+    args = parser.parse_args(argv)
+    bundle = read_bundle(args.bundle)
+    questions = load_persona_test(args.bundle / PERSONA_TEST, bundle.character.name)
+    results = {}
+    for name in args.variants:
+        sampling, recall = VARIANTS[name]
+        summary, _ = run_persona_test(args.bundle, questions, args.seeds, sampling=sampling, recall=recall)
+        results[name] = {"sampling": sampling, "recall": asdict(recall), "summary": summary}
+        print(f"{name}: key facts {summary['key_facts']:.1%}, invented names {summary['invented_name']:.1%}",
+              file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"bundle": bundle.name, "seeds": args.seeds,
+                                                         "results": results}, indent=1) + "\n")
+    lines = [f"# Grounding variants: {bundle.name}", "",
+             f"{len(questions)} persona-test questions, greedy and seeds {', '.join(map(str, args.seeds))}.", "",
+             "| variant | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, r in results.items():
+        s = r["summary"]
+        lines.append(f"| {name} | " + " | ".join("–" if s[c] is None else f"{s[c]:.1%}" for c in COLUMNS) + " |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
