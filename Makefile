@@ -7,11 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_SHEET := examples/characters/orlando_marlo.toml
 DEMO_BUNDLE := build/orlando_marlo.lmpc
-# The demo NPC's LoRA adapter (`make train-demo`; chosen over base + prompt by benchmarks/persona_eval.py, see
-# its persona_eval.md), merged into the model at export.
+# The demo NPC's LoRA adapter (`make train-demo`, chosen epoch by epoch by its persona test), merged into
+# the model at export.
 DEMO_ADAPTER := examples/characters/orlando_marlo.lora
-# The two regulars who chatter in the pygame game; on the cached model each builds in about a second.
-REGULARS := build/marta_greyhand.lmpc build/jory_tallow.lmpc
+# The two regulars who chatter in the pygame game, each with its own adapter.
+REGULAR_NAMES := marta_greyhand jory_tallow
+REGULARS := $(REGULAR_NAMES:%=build/%.lmpc)
 # Exported models are cached here, keyed by the weights they came from.
 export LMPC_CACHE := $(CURDIR)/build/cache
 # hnswlib builds from source; without this it compiles for this CPU only (-march=native).
@@ -41,17 +42,19 @@ $(VENV)/.lmpc-installed: $(VENV)/.deps $(SOURCES)
 
 bundle: $(DEMO_BUNDLE)/manifest.msgpack
 
-# The bundle also carries the sheet's evaluation and calibration sets and the adapter's evaluation report.
-DEMO_EVAL := $(wildcard $(DEMO_SHEET:.toml=.eval.toml) $(DEMO_SHEET:.toml=.apc_calibration.toml) \
-	$(DEMO_ADAPTER)/eval_report.json $(DEMO_ADAPTER)/eval_report.md)
+# The bundle also carries the sheet's evaluation set, persona test and calibration set, and the adapter's
+# evaluation report.
+DEMO_EVAL := $(wildcard $(DEMO_SHEET:.toml=.eval.toml) $(DEMO_SHEET:.toml=.persona_test.toml) \
+	$(DEMO_SHEET:.toml=.apc_calibration.toml) $(DEMO_ADAPTER)/eval_report.json $(DEMO_ADAPTER)/eval_report.md)
 
 $(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors $(DEMO_EVAL)
 	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE) --adapter $(DEMO_ADAPTER)
 
 regulars: $(REGULARS:%=%/manifest.msgpack)
 
-build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack
-	$(BIN)/lmpc build $< -o build/$*.lmpc
+build/%.lmpc/manifest.msgpack: examples/characters/%.toml examples/characters/%.lora/adapter_model.safetensors \
+		$(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack
+	$(BIN)/lmpc build $< -o build/$*.lmpc --adapter examples/characters/$*.lora
 
 # The C library for engines: build/capi/liblmpc.so and lmpc.h.
 capi: build/capi/liblmpc.so
@@ -90,13 +93,18 @@ kill9: setup
 soak: bundle
 	nice -n 10 $(BIN)/python -m benchmarks.soak --bundle $(DEMO_BUNDLE)
 
-# Fine-tune the demo NPC on its sheet and dialogue file (LoRA on the last 12 layers, one epoch: about
-# 45 minutes on 2 busy CPU cores). Copy the adapter to $(DEMO_ADAPTER) only if it does better on
-# benchmarks/persona_eval.py than the one there.
+# Fine-tune the demo NPC and the two regulars: each on its sheet, dialogues and knowledge drills, with the
+# two-sentence identity prompt, LoRA rank 16 on every layer, the epoch kept by the persona test (about
+# 50 minutes for Orlando and 12 for each regular on 2 CPU cores; a stopped run resumes where it was).
+# Adapters land in build/NAME.lora; copy one to examples/characters/ only if its persona test is better.
+TRAIN_FLAGS := --generate 0 --writer-weight 1 --batch-size 8 --lora-rank 16 --threads 2 --epochs 3 --resume
 train-demo: setup
 	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
-		--adapter-out build/orlando_marlo.lora --generate 0 --writer-weight 1 --epochs 1 --batch-size 6 \
-		--lora-layers 12 --lr 3e-4 --threads 2
+		--adapter-out build/orlando_marlo.lora $(TRAIN_FLAGS) --lr 4e-4 --eval-fraction 0.03
+	for name in $(REGULAR_NAMES); do \
+		nice -n 10 $(BIN)/lmpc train examples/characters/$$name.toml -o build/$${name}_tuned.lmpc \
+			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --lr 5e-4 --eval-fraction 0.05 || exit 1; \
+	done
 
 # One round of APC-based DPO on top of the demo adapter (about 45 minutes on 2 busy cores): samples, scores,
 # pairs, trains, and evaluates before and after on the held-out set (docs/evaluation.md).

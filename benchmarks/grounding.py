@@ -2,10 +2,11 @@
 
     python -m benchmarks.grounding build/orlando_marlo.lmpc --seeds 1 --out benchmarks/results/grounding
 
-Variants of the same bundle, each answering the bundle's persona test greedily and with the seeds:
-the memory note off, the note as the runtime made it before (5 memories above cosine 0.2), the note
-with the floor measured by `benchmarks.recall_threshold` (as the bundle now ships, `RecallConfig()`),
-and the invented-name guard off and on at a few penalties. Writes OUT.json and OUT.md.
+Variants of the same bundle, each answering the bundle's persona test greedily and with the seeds, all
+side by side in one runtime (their steps batched): the memory note off, the note as the runtime made it
+before (5 memories above cosine 0.2), the note with the floor measured by `benchmarks.recall_threshold`
+(as bundles now ship, `RecallConfig()`), and the invented-name guard off and on at two penalties.
+Writes OUT.json and OUT.md.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from lmpc_export.evaluate import run_persona_test
-from lmpc_export.persona_test import PERSONA_TEST, load_persona_test
+from lmpc_export.evaluate import score_persona_test
+from lmpc_export.persona_test import GREEDY, PERSONA_TEST, load_persona_test, summarise
 from lmpc_runtime import RecallConfig, read_bundle
 
 VARIANTS = {
@@ -33,24 +34,30 @@ COLUMNS = ("key_facts", "key_facts_greedy", "key_facts_sampled", "wrong", "inven
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[], help="sampled runs besides the greedy one")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="which variants (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     args = parser.parse_args(argv)
     bundle = read_bundle(args.bundle)
     questions = load_persona_test(args.bundle / PERSONA_TEST, bundle.character.name)
-    results = {}
+    runs = {}
     for name in args.variants:
         sampling, recall = VARIANTS[name]
-        summary, _ = run_persona_test(args.bundle, questions, args.seeds, sampling=sampling, recall=recall)
-        results[name] = {"sampling": sampling, "recall": asdict(recall), "summary": summary}
-        print(f"{name}: key facts {summary['key_facts']:.1%}, invented names {summary['invented_name']:.1%}",
-              file=sys.stderr)
+        config = bundle.sampling.with_(**sampling)
+        runs[f"{name}|{GREEDY}"] = (0, config.with_(temperature=0.0), recall)
+        runs.update({f"{name}|{seed}": (seed, config, recall) for seed in args.seeds})
+    scored = score_persona_test(args.bundle, questions, runs)
+    results = {}
+    for name in args.variants:
+        mine = [replace(r, run=r.run.split("|")[1]) for r in scored if r.run.split("|")[0] == name]
+        sampling, recall = VARIANTS[name]
+        results[name] = {"sampling": sampling, "recall": asdict(recall), "summary": summarise(questions, mine)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"bundle": bundle.name, "seeds": args.seeds,
                                                          "results": results}, indent=1) + "\n")
     lines = [f"# Grounding variants: {bundle.name}", "",
-             f"{len(questions)} persona-test questions, greedy and seeds {', '.join(map(str, args.seeds))}.", "",
+             f"{len(questions)} persona-test questions, answered greedily"
+             + (f" and with seeds {', '.join(map(str, args.seeds))}" if args.seeds else "") + ".", "",
              "| variant | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, r in results.items():
         s = r["summary"]

@@ -109,17 +109,18 @@ def answer(bundle: Path, lines: list[tuple[int, int, str, str]], seeds: list[int
 
 
 def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
-                        runs: dict[str, tuple[int, SamplingConfig]], threads: int = 2,
-                        recall: RecallConfig | None = None) -> dict[str, list[Answer]]:
-    """Like `answer`, with one NPC per run (a seed and a sampler), all answering each line at once so that
-    the runtime batches their decoding steps. Each run's replies are those it would give alone (sampling
-    depends only on its seed), up to the rounding of batched arithmetic."""
+                        runs: dict[str, tuple[int, SamplingConfig, RecallConfig | None]],
+                        threads: int = 2) -> dict[str, list[Answer]]:
+    """Like `answer`, with one NPC per run (a seed, a sampler, retrieval settings or None for the
+    NPC's own), all answering each line at once so that the runtime batches their decoding steps. Each
+    run's replies are those it would give alone (sampling depends only on its seed), up to the rounding
+    of batched arithmetic."""
     out: dict[str, list[Answer]] = {name: [] for name in runs}
     with Runtime(threads=threads) as rt:
-        npcs = {name: rt.load_npc(bundle, seed=seed, sampling=sampling) for name, (seed, sampling) in runs.items()}
-        for npc in npcs.values():
-            if recall is not None:
-                npc.recall_config = recall
+        npcs = {name: rt.load_npc(bundle, seed=seed, sampling=sampling) for name, (seed, sampling, _) in runs.items()}
+        for name, npc in npcs.items():
+            if runs[name][2] is not None:
+                npc.recall_config = runs[name][2]
         run_of = {npc.id: name for name, npc in npcs.items()}
         for conversation, turn, topic, line in lines:
             if turn == 0:
@@ -139,21 +140,25 @@ def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
 
 
 def run_persona_test(bundle_path: Path, questions: list[TestQuestion], seeds: list[int], greedy: bool = True,
-                     threads: int = 2, sampling: dict | None = None,
-                     recall: RecallConfig | None = None) -> tuple[dict, list]:
+                     threads: int = 2) -> tuple[dict, list]:
     """The persona test answered by the bundle with its own sampler and each seed, and greedily, side by
-    side: (summary, scored replies). `sampling` (settings by name) and `recall` override the bundle's."""
-    bundle = read_bundle(bundle_path)
-    scorer = PersonaTestScorer(bundle.character, questions)
-    config = replace(bundle.sampling, **(sampling or {}))
-    runs = {str(seed): (seed, config) for seed in seeds}
+    side: (summary, scored replies)."""
+    config = read_bundle(bundle_path).sampling
+    runs = {str(seed): (seed, config, None) for seed in seeds}
     if greedy:
-        runs[GREEDY] = (0, replace(config, temperature=0.0))
-    last = {q: len(questions[q].lines) - 1 for q in range(len(questions))}
-    answers = answer_side_by_side(bundle_path, conversation_rows(questions), runs, threads, recall)
-    scored = [scorer.score(a.conversation, run, a.text, a.finish)
-              for run, replies in answers.items() for a in replies if a.turn == last[a.conversation]]
+        runs[GREEDY] = (0, replace(config, temperature=0.0), None)
+    scored = score_persona_test(bundle_path, questions, runs, threads)
     return summarise(questions, scored), scored
+
+
+def score_persona_test(bundle_path: Path, questions: list[TestQuestion],
+                       runs: dict[str, tuple[int, SamplingConfig, RecallConfig | None]], threads: int = 2) -> list:
+    """The last reply of every question's conversation in each run (`answer_side_by_side`), scored."""
+    scorer = PersonaTestScorer(read_bundle(bundle_path).character, questions)
+    last = {q: len(questions[q].lines) - 1 for q in range(len(questions))}
+    answers = answer_side_by_side(bundle_path, conversation_rows(questions), runs, threads)
+    return [scorer.score(a.conversation, run, a.text, a.finish)
+            for run, replies in answers.items() for a in replies if a.turn == last[a.conversation]]
 
 
 def persona_test_report(bundle_path: Path, test: Path, seeds: list[int], threads: int = 2) -> dict:
@@ -253,10 +258,7 @@ def _report(bundle, scorer: ApcScorer, estimators: dict, seeds: list[int], rows:
     }
     order = np.argsort(satisfaction, kind="stable")
     return {
-        "bundle": bundle.name,
-        # The export's fingerprint names the base weights and the adapter merged into them.
-        "model": {"fingerprint": (bundle.report.get("export") or {}).get("fingerprint"),
-                  "data_sha256": bundle.model.data_sha256},
+        **report_header(bundle),
         "seeds": seeds,
         "seconds": {"generate": round(generated, 1), "total": round(seconds, 1)},
         "judged_per_reply": 2 * scorer.judged,
@@ -266,6 +268,14 @@ def _report(bundle, scorer: ApcScorer, estimators: dict, seeds: list[int], rows:
                         "contradicted_by": contradictions[scorer.statements[i]]} for i in order],
         "replies": rows,
     }
+
+
+def report_header(bundle: Bundle) -> dict:
+    """What every report starts with: the bundle, and the model it was made on (the export's fingerprint
+    names the base weights and the adapter merged into them)."""
+    return {"bundle": bundle.name,
+            "model": {"fingerprint": (bundle.report.get("export") or {}).get("fingerprint"),
+                      "data_sha256": bundle.model.data_sha256}}
 
 
 def answers_from_report(report: dict) -> list[Answer]:
@@ -278,7 +288,7 @@ def answers_from_report(report: dict) -> list[Answer]:
 def write_report(report: dict, bundle_path: Path, markdown_out: Path | None = None) -> None:
     """The report into the bundle: APC (when it was run) and the persona test (when there is one)."""
     (bundle_path / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    text = markdown(report) if "summary" in report else f"# Evaluation of {bundle_path.name}\n"
+    text = markdown(report) if "summary" in report else f"# Evaluation of {report['bundle']}\n"
     if "persona_test" in report:
         text += "\n" + report["persona_test"]["markdown"]
     (bundle_path / REPORT_MD).write_text(text, encoding="utf-8")

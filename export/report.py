@@ -53,7 +53,9 @@ def markdown_report(report: dict) -> str:
         lines += ["", "## Training", "",
                   f"{method}; learning rate {cfg['learning_rate']}, batch {cfg['batch_size']}, "
                   f"{training['steps']} steps on {training['device']}, "
-                  f"{training['seconds'] / 60:.1f} min.", "",
+                  f"{training['seconds'] / 60:.1f} min"
+                  + (f" (this run, resumed from {training['resumed_from']})" if training.get("resumed_from") else "")
+                  + ".", "",
                   "| epoch | training loss | held-out loss |", "|---:|---:|---:|"]
         tested = {e["epoch"]: e for e in training.get("persona_test", [])}
         if tested:

@@ -81,6 +81,7 @@ class TrainResult:
     device: str
     config: dict = field(default_factory=dict)
     persona_test: list[dict] = field(default_factory=list)  # per epoch, greedy (PersonaTestCallback)
+    resumed_from: str | None = None  # the checkpoint a resumed run went on from; `seconds` counts this run only
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -369,7 +370,8 @@ def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered
         steps=trainer.state.global_step, train_samples=len(train_rows), eval_samples=len(eval_rows),
         seconds=time.perf_counter() - t0, device="cuda" if torch.cuda.is_available() else "cpu",
         config={**asdict(config), "learning_rate": config.lr},
-        persona_test=selector.epochs if selector is not None else [])
+        persona_test=selector.epochs if selector is not None else [],
+        resumed_from=checkpoints[-1].name if checkpoints else None)
 
 
 def _epoch_losses(history: list[dict]) -> list[EpochLoss]:

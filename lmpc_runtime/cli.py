@@ -111,6 +111,7 @@ def _eval(args: argparse.Namespace) -> int:
              f"loops {s['loop']:.0%}")
     if not report:
         raise InvalidArgumentError(f"{bundle}: nothing to evaluate: --no-apc and no persona test")
+    report = {**evaluate.report_header(read_bundle(bundle)), **report}
     evaluate.write_report(report, bundle, Path(args.out) if args.out else None)
     print(bundle / evaluate.REPORT_MD)
     return 0
