@@ -23,6 +23,7 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 # Characters after which the next word starts a sentence (or a quotation, or a new line).
 _OPENERS = set(".!?…:;\"“‘(\n")
 _SPACE = "Ġ"  # byte-level BPE's mark for a leading space
+_BREAKS = set("ĠĊĉč")  # its marks for a space, a line feed, a tab and a carriage return
 _TRAILING_CAPITALISED = re.compile(r"(?:^|[^A-Za-z'-])([A-Z][A-Za-z]*)$")
 
 
@@ -56,8 +57,11 @@ class NameGuard:
         # (word start, id) of every token that is a space then a capital letter: "ĠAlc" -> ("Alc", id).
         self._starts = sorted((piece[1:], token) for piece, token in vocab.items()
                               if len(piece) > 1 and piece[0] == _SPACE and piece[1].isupper())
-        # Tokens that carry on a word: letters with no leading space ("ibi", "athos").
-        self._continuations = {piece: token for piece, token in vocab.items() if piece.isalpha()}
+        # Tokens that carry on a word: letters, or bytes of a non-ASCII letter, with no leading space or
+        # line break ("ibi", "athos"). Byte-level BPE writes those as letters too ("Ġ" is a space), so
+        # they are told apart by their first character.
+        self._continuations = {piece: token for piece, token in vocab.items()
+                               if piece[:1].isalpha() and piece[0] not in _BREAKS}
         self._continuation_ids = np.array(sorted(self._continuations.values()), dtype=np.int64)
         self._known = frozenset(known)
 

@@ -66,3 +66,10 @@ def test_an_npc_with_the_guard_on_replies_and_its_replies_carry_the_guard():
         assert [e for e in drive(npc.engine, reply) if e.kind == DONE]
         npc.end_reply(reply)
         assert npc.start_reply("And you?", sampling=SamplingConfig()).names is None  # off by default
+
+
+def test_after_a_name_the_next_word_is_free(guard):
+    """A capitalised word in progress constrains only the letters that carry it on, never the next word."""
+    for nxt in ("Ġis", "Ġof", "ĠMarlo", ",", "."):
+        assert _discouraged(guard, "I am Orlando", nxt) is False, nxt
+    assert _discouraged(guard, "I am Orlando", "ious") is True  # "Orlandoious" begins no known word
