@@ -3,9 +3,10 @@
     python -m benchmarks.grounding build/orlando_marlo.lmpc --seeds 1 --out benchmarks/results/grounding
 
 Variants of the same bundle, each answering the bundle's persona test greedily and with the seeds, all
-side by side in one runtime (their steps batched): the memory note off, the note as the runtime made it
-before (5 memories above cosine 0.2), the note with the floor measured by `benchmarks.recall_threshold`
-(as bundles now ship, `RecallConfig()`), and the invented-name guard off and on at two penalties.
+side by side in one runtime (their steps batched): the bundle as it ships (the note with the floor measured by
+`benchmarks.recall_threshold`, `RecallConfig()`, and the invented-name guard at 3), and each change from
+it alone: the note off, the note as the runtime made it before (5 memories above cosine 0.2), the guard
+off.
 Writes OUT.json and OUT.md.
 """
 
@@ -22,11 +23,10 @@ from lmpc_export.persona_test import GREEDY, PERSONA_TEST, load_persona_test, su
 from lmpc_runtime import RecallConfig, read_bundle
 
 VARIANTS = {
-    "note off": ({"name_penalty": 0.0}, RecallConfig(k=0)),
-    "note: 5 memories above 0.2 (before)": ({"name_penalty": 0.0}, RecallConfig(k=5, min_score=0.2)),
-    "note: measured floor (shipped)": ({"name_penalty": 0.0}, RecallConfig()),
-    "measured note + name guard 2": ({"name_penalty": 2.0}, RecallConfig()),
-    "measured note + name guard 4": ({"name_penalty": 4.0}, RecallConfig()),
+    "as shipped: measured note, name guard 3": ({"name_penalty": 3.0}, RecallConfig()),
+    "note off": ({"name_penalty": 3.0}, RecallConfig(k=0)),
+    "note as before: 5 memories above 0.2": ({"name_penalty": 3.0}, RecallConfig(k=5, min_score=0.2)),
+    "name guard off": ({"name_penalty": 0.0}, RecallConfig()),
 }
 COLUMNS = ("key_facts", "key_facts_greedy", "key_facts_sampled", "wrong", "invented_name", "assistant_speak", "loop")
 
