@@ -6,8 +6,8 @@ from tokenizers import Tokenizer
 
 from lmpc_runtime import Runtime
 from lmpc_runtime.errors import InvalidArgumentError
-from lmpc_runtime.reply import DONE, drive
 from lmpc_runtime.names import NameGuard, mid_sentence, sheet_words
+from lmpc_runtime.reply import DONE, drive
 from lmpc_runtime.sampling import Sampler, SamplingConfig
 from lmpc_runtime.sheet import load_sheet
 
