@@ -57,8 +57,9 @@ def dialogue_file_for(sheet_path: Path) -> Path:
     return sheet_path.with_name(sheet_path.stem + ".dialogues.toml")
 
 
-def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
-    """Read a dialogue file; every problem is reported at once in one SheetError."""
+def read_writer_file(path: Path, sheet: CharacterSheet, version: int, entries: str) -> tuple[dict, list[str]]:
+    """A writer's TOML file beside the sheet (dialogues, drills): its data and the problems of its header
+    (`format`, `character`, no key but those and `entries`). An unreadable file is a SheetError at once."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -66,12 +67,17 @@ def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SheetError(str(path), [f"not a UTF-8 TOML file: {exc}"]) from exc
     problems = []
-    if data.get("format") != DIALOGUES_FORMAT:
-        problems.append(f"format: expected {DIALOGUES_FORMAT}")
+    if data.get("format") != version:
+        problems.append(f"format: expected {version}")
     if data.get("character") != sheet.name:
         problems.append(f"character: {data.get('character')!r} is not the sheet's character {sheet.name!r}")
-    unknown = set(data) - {"format", "character", "dialogues"}
-    problems += [f"{key}: unknown key" for key in sorted(unknown)]
+    problems += [f"{key}: unknown key" for key in sorted(set(data) - {"format", "character", entries})]
+    return data, problems
+
+
+def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
+    """Read a dialogue file; every problem is reported at once in one SheetError."""
+    data, problems = read_writer_file(path, sheet, DIALOGUES_FORMAT, "dialogues")
     dialogues = []
     entries = data.get("dialogues")
     if not isinstance(entries, list) or not entries:

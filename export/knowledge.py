@@ -24,19 +24,13 @@ for every statement of the sheet, the kept exchanges that state it.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from lmpc_runtime.errors import SheetError
 from lmpc_runtime.sheet import CharacterSheet
 
-from .dialogues import Dialogue
+from .dialogues import Dialogue, read_writer_file
 
 KNOWLEDGE_FORMAT = 1
 BEHAVIOURS = ("identity", "outside-world", "challenge", "greeting", "small-talk")
@@ -70,18 +64,7 @@ def statement_refs(sheet: CharacterSheet) -> dict[str, str]:
 
 def load_knowledge(path: Path, sheet: CharacterSheet) -> list[Topic]:
     """Read a knowledge file; every problem is reported at once in one SheetError."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SheetError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SheetError(str(path), [f"not a UTF-8 TOML file: {exc}"]) from exc
-    problems = []
-    if data.get("format") != KNOWLEDGE_FORMAT:
-        problems.append(f"format: expected {KNOWLEDGE_FORMAT}")
-    if data.get("character") != sheet.name:
-        problems.append(f"character: {data.get('character')!r} is not the sheet's character {sheet.name!r}")
-    problems += [f"{key}: unknown key" for key in sorted(set(data) - {"format", "character", "topic"})]
+    data, problems = read_writer_file(path, sheet, KNOWLEDGE_FORMAT, "topic")
     known = set(statement_refs(sheet)) | {f"behaviour:{b}" for b in BEHAVIOURS}
     topics = []
     entries = data.get("topic")
