@@ -57,9 +57,11 @@ def dialogue_file_for(sheet_path: Path) -> Path:
     return sheet_path.with_name(sheet_path.stem + ".dialogues.toml")
 
 
-def read_writer_file(path: Path, sheet: CharacterSheet, version: int, entries: str) -> tuple[dict, list[str]]:
-    """A writer's TOML file beside the sheet (dialogues, drills): its data and the problems of its header
-    (`format`, `character`, no key but those and `entries`). An unreadable file is a SheetError at once."""
+def read_writer_file(path: Path, sheet: CharacterSheet, version: int,
+                     entries: str) -> tuple[list[tuple[str, dict]], list[str]]:
+    """A writer's TOML file beside the sheet (dialogues, drills): its `[[entries]]` tables, each with where
+    it is ("dialogues[3]"), and the problems found so far (`format`, `character`, unknown keys, entries
+    that are not tables). An unreadable file is a SheetError at once."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -72,22 +74,24 @@ def read_writer_file(path: Path, sheet: CharacterSheet, version: int, entries: s
     if data.get("character") != sheet.name:
         problems.append(f"character: {data.get('character')!r} is not the sheet's character {sheet.name!r}")
     problems += [f"{key}: unknown key" for key in sorted(set(data) - {"format", "character", entries})]
-    return data, problems
+    found = data.get(entries)
+    if not isinstance(found, list) or not found:
+        problems.append(f"{entries}: expected at least one [[{entries}]] table")
+        found = []
+    tables = []
+    for i, entry in enumerate(found):
+        if isinstance(entry, dict):
+            tables.append((f"{entries}[{i}]", entry))
+        else:
+            problems.append(f"{entries}[{i}]: expected a table")
+    return tables, problems
 
 
 def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
     """Read a dialogue file; every problem is reported at once in one SheetError."""
-    data, problems = read_writer_file(path, sheet, DIALOGUES_FORMAT, "dialogues")
+    tables, problems = read_writer_file(path, sheet, DIALOGUES_FORMAT, "dialogues")
     dialogues = []
-    entries = data.get("dialogues")
-    if not isinstance(entries, list) or not entries:
-        problems.append("dialogues: expected at least one [[dialogues]] table")
-        entries = []
-    for i, entry in enumerate(entries):
-        where = f"dialogues[{i}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: expected a table")
-            continue
+    for where, entry in tables:
         unknown = sorted(set(entry) - {"context", "turns"})
         if unknown:
             problems.append(f"{where}: unknown key(s) {', '.join(unknown)} (a dialogue's lines go in "

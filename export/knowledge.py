@@ -64,18 +64,10 @@ def statement_refs(sheet: CharacterSheet) -> dict[str, str]:
 
 def load_knowledge(path: Path, sheet: CharacterSheet) -> list[Topic]:
     """Read a knowledge file; every problem is reported at once in one SheetError."""
-    data, problems = read_writer_file(path, sheet, KNOWLEDGE_FORMAT, "topic")
+    tables, problems = read_writer_file(path, sheet, KNOWLEDGE_FORMAT, "topic")
     known = set(statement_refs(sheet)) | {f"behaviour:{b}" for b in BEHAVIOURS}
     topics = []
-    entries = data.get("topic")
-    if not isinstance(entries, list) or not entries:
-        problems.append("topic: expected at least one [[topic]] table")
-        entries = []
-    for i, entry in enumerate(entries):
-        where = f"topic[{i}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: expected a table")
-            continue
+    for where, entry in tables:
         problems += [f"{where}.{key}: unknown key" for key in sorted(set(entry) - {"covers", "questions", "answers"})]
         lists = {key: entry.get(key) for key in ("covers", "questions", "answers")}
         bad = [key for key, value in lists.items() if not isinstance(value, list) or not value
