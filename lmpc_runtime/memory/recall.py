@@ -20,11 +20,16 @@ from .gating import Value
 from .lorebook import LoreScanner
 from .store import Memory, MemoryStore
 
+# Kinds of the statements a bundle indexes from its sheet (export/memories.py), and the floor for the rest.
+SHEET_KINDS = ("persona", "world")
+PLAY_FLOOR = 0.2
+
+
 @dataclass(frozen=True)
 class RecallConfig:
-    # Memories retrieved per player turn: two, because a 135M model is led astray by a note of five
-    # (benchmarks/recall_threshold.py: at the bundle's floor, precision 0.37 for two against 0.26 for five).
-    k: int = 2
+    # Memories retrieved per player turn: three, not five, because a 135M model is led astray by a long
+    # note (benchmarks/recall_threshold.py: at the bundle's floor, precision 0.25 for three, 0.19 for five).
+    k: int = 3
     # Below this cosine a memory is not worth the tokens; None: the bundle's embedder says (its `min_score`).
     min_score: float | None = None
     note_tokens: int = 256  # cap on the retrieved memories' tokens; lore has its own token_budget
@@ -47,10 +52,14 @@ class Recall:
         self.config = config
 
     def search(self, text: str, facts: Mapping[str, Value], k: int | None = None) -> list[tuple[Memory, float]]:
-        """The memories most relevant to `text` that the facts allow, with their cosine similarity."""
+        """The memories most relevant to `text` that the facts allow, with their cosine similarity. The
+        sheet's statements must clear the floor; what the NPC learnt in play (the game's memories, its
+        summaries) only `PLAY_FLOOR`, since the game told it those for a reason."""
         vector = self.embedder.embed_one(text)
         floor = self.embedder.spec.min_score if self.config.min_score is None else self.config.min_score
-        return self.store.search(vector, self.config.k if k is None else k, facts, floor)
+        k = self.config.k if k is None else k
+        hits = self.store.search(vector, 2 * k, facts, min(floor, PLAY_FLOOR))
+        return [(m, score) for m, score in hits if score >= floor or m.kind not in SHEET_KINDS][:k]
 
     def note_lines(self, player_text: str, messages: list[str], facts: Mapping[str, Value], turn: int) -> list[str]:
         """Lore entries, then retrieved memories; records the lore's activation for turn `turn`."""
