@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         config = bundle.sampling.with_(**sampling)
         runs[f"{name}|{GREEDY}"] = (0, config.with_(temperature=0.0), recall)
         runs.update({f"{name}|{seed}": (seed, config, recall) for seed in args.seeds})
-    scored = score_persona_test(args.bundle, questions, runs)
+    scored = score_persona_test(bundle, questions, runs)
     results = {}
     for name in args.variants:
         mine = [replace(r, run=r.run.split("|")[1]) for r in scored if r.run.split("|")[0] == name]

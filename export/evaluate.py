@@ -139,37 +139,37 @@ def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
     return out
 
 
-def run_persona_test(bundle_path: Path, questions: list[TestQuestion], seeds: list[int], greedy: bool = True,
+def run_persona_test(bundle: Bundle, questions: list[TestQuestion], seeds: list[int], greedy: bool = True,
                      threads: int = 2) -> tuple[dict, list]:
     """The persona test answered by the bundle with its own sampler and each seed, and greedily, side by
     side: (summary, scored replies)."""
-    config = read_bundle(bundle_path).sampling
-    runs = {str(seed): (seed, config, None) for seed in seeds}
+    runs = {str(seed): (seed, bundle.sampling, None) for seed in seeds}
     if greedy:
-        runs[GREEDY] = (0, replace(config, temperature=0.0), None)
-    scored = score_persona_test(bundle_path, questions, runs, threads)
+        runs[GREEDY] = (0, replace(bundle.sampling, temperature=0.0), None)
+    scored = score_persona_test(bundle, questions, runs, threads)
     return summarise(questions, scored), scored
 
 
-def score_persona_test(bundle_path: Path, questions: list[TestQuestion],
+def score_persona_test(bundle: Bundle, questions: list[TestQuestion],
                        runs: dict[str, tuple[int, SamplingConfig, RecallConfig | None]], threads: int = 2) -> list:
     """The last reply of every question's conversation in each run (`answer_side_by_side`), scored."""
-    scorer = PersonaTestScorer(read_bundle(bundle_path).character, questions)
+    scorer = PersonaTestScorer(bundle.character, questions)
     last = {q: len(questions[q].lines) - 1 for q in range(len(questions))}
-    answers = answer_side_by_side(bundle_path, conversation_rows(questions), runs, threads)
+    answers = answer_side_by_side(bundle.path, conversation_rows(questions), runs, threads)
     return [scorer.score(a.conversation, run, a.text, a.finish)
             for run, replies in answers.items() for a in replies if a.turn == last[a.conversation]]
 
 
 def persona_test_report(bundle_path: Path, test: Path, seeds: list[int], threads: int = 2) -> dict:
     """The persona test's part of the report: its summary, the replies, and the Markdown section."""
-    questions = load_persona_test(test, read_bundle(bundle_path).character.name)
-    summary, scored = run_persona_test(bundle_path, questions, seeds, threads=threads)
+    bundle = read_bundle(bundle_path)  # hashes every file of the bundle: once
+    questions = load_persona_test(test, bundle.character.name)
+    summary, scored = run_persona_test(bundle, questions, seeds, threads=threads)
     return {"summary": summary,
             "replies": [{"question": " / ".join(questions[r.question].lines), "category": questions[r.question].category,
                          "run": r.run, "reply": r.reply, "facts": r.facts, "wrong": list(r.wrong),
                          "problems": list(r.problems)} for r in scored],
-            "markdown": persona_test_markdown(summary, questions, scored, read_bundle(bundle_path).name)}
+            "markdown": persona_test_markdown(summary, questions, scored, bundle.name)}
 
 
 def eval_rows(evalset: EvalSet) -> list[tuple[int, int, str, str]]:
