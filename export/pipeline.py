@@ -1,7 +1,7 @@
 """`lmpc train`: character sheet → dialogue dataset → fine-tuned model → NPC bundle, in one command.
 
 1. The writer's material: the sheet's example exchanges, the dialogue file beside the sheet, and the
-   knowledge file's drills (`knowledge.py`), every question of a topic with every answer.
+   knowledge file's drills (`knowledge.py`), each question of a topic with its answers in turn.
 2. Synthetic dialogues from a generator (the local runtime on the base model, or an OpenAI-compatible
    endpoint), one per sampled scene.
 3. Hygiene: what is dropped and why.

@@ -8,7 +8,8 @@ reading the persona's keys and values from that cache: the forward pass is exact
 one, and the gradient leaves out only the persona tokens' own dependence on the adapter
 (`share_prefix=False` trains on whole sequences). The LM head (49,152 words × 576) runs only where the
 loss is taken, the replies, and where the CPU has bfloat16 instructions the forward pass runs under
-bfloat16 autocast (1.5× faster per step on an AVX-512 BF16 core, measured; the weights stay float32).
+bfloat16 autocast (1.5× faster per step on an AVX-512 BF16 core in a one-off timing, docs/results/training.md;
+the weights stay float32).
 
 Every epoch is scored on the held-out dialogues and, when the sheet has a persona test, by answering
 that test greedily (`PersonaTestCallback`); the epoch with the best persona test (else the lowest
