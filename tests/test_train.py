@@ -76,12 +76,18 @@ def test_the_shared_persona_prefix_gives_the_full_sequence_loss(tiny):
     tmp, checkpoint, train_rows, eval_rows = tiny
     losses = []
     for share in (True, False):
-        trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, share_prefix=share),
+        trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, share_prefix=share, bf16=False),
                                tmp / f"share{share}", progress=False)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
         with torch.no_grad():
             losses.append(float(trainer.compute_loss(trainer.model, dict(batch))))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    # ... and both equal the model's own loss over the whole vocabulary at every position (the LM head
+    # run only where the labels are is the same loss, not an approximation).
+    with torch.no_grad():
+        own = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"]).loss
+    assert losses[1] == pytest.approx(float(own), rel=1e-5)
 
 
 def test_lora_lowers_the_loss_and_keeps_the_best_epoch(tiny):
@@ -222,6 +228,8 @@ def test_lmpc_train_end_to_end(tiny):
     # The bundle prompts the tuned model as it was trained: two sentences, no example shots.
     assert bundle.persona.shots == () and bundle.persona.system.startswith("You are Orlando Marlo")
     assert bundle.manifest["persona"]["style"] == "identity" and (out / "persona_test.toml").is_file()
+    # A tuned bundle samples cooler, with the invented-name guard on.
+    assert bundle.sampling.temperature == 0.3 and bundle.sampling.name_penalty == 3.0
     assert bundle.report["export"]["adapter"] == str(adapter)
     with Runtime() as rt:
         npc = rt.load_npc(out, seed=0)
