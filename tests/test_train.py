@@ -76,8 +76,8 @@ def test_the_shared_persona_prefix_gives_the_full_sequence_loss(tiny):
     tmp, checkpoint, train_rows, eval_rows = tiny
     losses = []
     for share in (True, False):
-        trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, share_prefix=share, bf16=False),
-                               tmp / f"share{share}", progress=False)
+        config = replace(FAST, share_prefix=share, bf16=False)  # float32, to compare exactly
+        trainer = make_trainer(checkpoint, train_rows, eval_rows, config, tmp / f"share{share}", progress=False)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
         with torch.no_grad():
             losses.append(float(trainer.compute_loss(trainer.model, dict(batch))))
