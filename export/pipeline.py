@@ -62,6 +62,7 @@ class TrainOptions:
     adapter_out: Path | None = None  # default: <bundle>.lora beside the bundle
     prepare_only: bool = False  # stop after writing the dataset and the hygiene report
     resume: bool = False  # go on from the last finished epoch of a stopped run
+    start_adapter: Path | None = None  # begin the LoRA from this adapter (an earlier run's) instead of zero
     progress: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -156,7 +157,8 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     selector = _persona_test_selector(sheet, test_file, chat, persona, notes) if test_file.is_file() else None
     result = train(entry / "checkpoint", [rendered[s] for s in train_samples],
                    [rendered[s] for s in held_out], options.train, adapter, info, options.progress, log,
-                   persona_test=selector, resume=options.resume)
+                   persona_test=selector, resume=options.resume,
+                   start=options.start_adapter)
     seconds["train"] = time.perf_counter() - t
     report["training"] = {**result.to_dict(), "output": adapter.name}
     _finish(adapter, report, seconds)

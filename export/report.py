@@ -55,7 +55,8 @@ def markdown_report(report: dict) -> str:
                   f"{training['steps']} steps on {training['device']}, "
                   f"{training['seconds'] / 60:.1f} min"
                   + (f" (this run, resumed from {training['resumed_from']})" if training.get("resumed_from") else "")
-                  + ".", "",
+                  + "." + (f" The LoRA began from the adapter {training['started_from']}, not from zero; epoch "
+                           "0 is that adapter." if training.get("started_from") else ""), "",
                   "| epoch | training loss | held-out loss |", "|---:|---:|---:|"]
         tested = {e["epoch"]: e for e in training.get("persona_test", [])}
         if tested:

@@ -82,6 +82,7 @@ class TrainResult:
     device: str
     config: dict = field(default_factory=dict)
     persona_test: list[dict] = field(default_factory=list)  # per epoch, greedy (PersonaTestCallback)
+    started_from: str | None = None  # the adapter the LoRA began from (None: from zero)
     resumed_from: str | None = None  # the checkpoint a resumed run went on from; `seconds` counts this run only
 
     def to_dict(self) -> dict:
@@ -166,8 +167,9 @@ def load_for_training(checkpoint: Path, threads: int | None, seed: int):
 
 
 def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered], config: TrainConfig,
-                 work: Path, progress: bool = True, callbacks: list | None = None):
-    """An SFTTrainer (LoRA-wrapped model, datasets, arguments) ready to `.train()`."""
+                 work: Path, progress: bool = True, callbacks: list | None = None, start: Path | None = None):
+    """An SFTTrainer (LoRA-wrapped model, datasets, arguments) ready to `.train()`; with `start`, the LoRA
+    begins from that adapter's weights instead of zero (see `check_start_adapter`)."""
     try:
         import torch
         from peft import LoraConfig, get_peft_model
@@ -195,6 +197,8 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
         model = get_peft_model(model, LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=list(LORA_TARGETS), layers_to_transform=top, task_type="CAUSAL_LM"))
+        if start is not None:
+            _load_adapter_weights(model, start)
     gpu = torch.cuda.is_available()
     autocast = bf16_supported() if config.bf16 is None else config.bf16
     select_by_test = any(isinstance(c, PersonaTestCallback) for c in callbacks or [])
@@ -237,6 +241,34 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
     # Without progress bars the Trainer prints every log line to stdout; the report has them all.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def check_start_adapter(start: Path, config: TrainConfig, info: dict) -> None:
+    """An adapter training may go on from: made by `lmpc train` for the same base model and prompt style,
+    with this run's LoRA shape (rank and adapted layers); anything else would be a silent mismatch."""
+    if config.full:
+        raise ExportError("a full fine-tune cannot start from a LoRA adapter")
+    try:
+        made = json.loads((start / ADAPTER_INFO).read_text())
+        shape = json.loads((start / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{start}: not an adapter made by lmpc train ({exc})") from exc
+    for key in ("base_fingerprint", "prompt_style"):
+        if made.get(key) != info.get(key):
+            raise ExportError(f"{start}: trained with {key} {made.get(key)!r}, this run uses {info.get(key)!r}")
+    layers = len(shape["layers_to_transform"]) if shape.get("layers_to_transform") else None
+    if shape.get("r") != config.lora_rank or layers != config.lora_layers:
+        raise ExportError(f"{start}: LoRA rank {shape.get('r')} on {layers or 'all'} layers, this run asks "
+                          f"rank {config.lora_rank} on {config.lora_layers or 'all'}")
+
+
+def _load_adapter_weights(model, start: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    missing = set_peft_model_state_dict(model, load_file(start / "adapter_model.safetensors")).missing_keys
+    if any("lora_" in key for key in missing):
+        raise ExportError(f"{start}: the adapter lacks weights this model needs ({len(missing)} missing)")
 
 
 class PersonaTestCallback:
@@ -314,25 +346,25 @@ class PersonaTestCallback:
 
     def restore_best(self, model) -> int:
         """Load the best epoch's adapter weights into `model`; returns that epoch."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(self.best_dir / "adapter_model.safetensors"))
+        _load_adapter_weights(model, self.best_dir)
         return self.best["epoch"]
 
 
 def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered], config: TrainConfig,
           out: Path, adapter_info: dict, progress: bool = True, log: Log = lambda _: None,
           persona_test: Callable[[Path, Log], PersonaTestCallback] | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, start: Path | None = None) -> TrainResult:
     """Fine-tune the checkpoint; write the best epoch's adapter (or full checkpoint) to `out`.
 
     `adapter_info` ({"base_fingerprint", "persona_sha256", "prompt_style"}) is saved beside a LoRA
     adapter. `persona_test(work, log)` makes the callback that picks the epoch (LoRA only). With
-    `resume`, a run stopped midway goes on from its last finished epoch."""
+    `resume`, a run stopped midway goes on from its last finished epoch. With `start`, the LoRA begins
+    from an earlier run's adapter (more epochs, a new learning-rate schedule) instead of from zero."""
     import torch
 
     t0 = time.perf_counter()
+    if start is not None:
+        check_start_adapter(start, config, adapter_info)
     work = out.with_name(f".{out.name}.work")
     checkpoints = sorted((work / "epochs").glob("checkpoint-*")) if resume else []
     if not checkpoints:
@@ -340,12 +372,13 @@ def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered
     work.mkdir(parents=True, exist_ok=True)
     selector = persona_test(work, log) if persona_test is not None and not config.full else None
     trainer = make_trainer(checkpoint, train_rows, eval_rows, config, work, progress,
-                           callbacks=[selector.hook] if selector else None)
+                           callbacks=[selector.hook] if selector else None, start=start)
     log(f"train: {len(train_rows)} samples, {len(eval_rows)} held out, "
         f"{'full fine-tune' if config.full else f'LoRA r={config.lora_rank}'}"
         f"{f' on the last {config.lora_layers} layers' if config.lora_layers and not config.full else ''}, "
         f"lr {config.lr}, "
         f"{config.epochs} epochs of {math.ceil(len(train_rows) / config.batch_size)} steps"
+        + (f", starting from {start}" if start is not None else "")
         + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     before = trainer.evaluate()["eval_loss"]
     log(f"train: held-out loss before training {before:.4f}")
@@ -372,7 +405,7 @@ def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered
         seconds=time.perf_counter() - t0, device="cuda" if torch.cuda.is_available() else "cpu",
         config={**asdict(config), "learning_rate": config.lr},
         persona_test=selector.epochs if selector is not None else [],
-        resumed_from=checkpoints[-1].name if checkpoints else None)
+        started_from=str(start) if start is not None else None, resumed_from=checkpoints[-1].name if checkpoints else None)
 
 
 def _epoch_losses(history: list[dict]) -> list[EpochLoss]:

@@ -66,7 +66,8 @@ def _train(args: argparse.Namespace) -> int:
     options = pipeline.TrainOptions(
         dialogues=Path(args.dialogues) if args.dialogues else None,
         knowledge=Path(args.knowledge) if args.knowledge else None, prompt_style=args.prompt_style,
-        resume=args.resume, generate=args.generate,
+        resume=args.resume, start_adapter=Path(args.from_adapter) if args.from_adapter else None,
+        generate=args.generate,
         generator_url=args.generator_url, generator_model=args.generator_model,
         writer_weight=args.writer_weight, eval_fraction=args.eval_fraction, seed=args.seed,
         base=Path(args.base) if args.base else None,
@@ -266,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prepare-only", action="store_true", help="stop after the dataset and hygiene report")
     p.add_argument("--dpo", action="store_true", help="instead of SFT: one round of APC-ranked DPO on top of the "
                    "SFT adapter (--from-adapter), evaluated before and after on the held-out set")
-    p.add_argument("--from-adapter", help="the SFT adapter DPO starts from (default: SHEET's name with .lora)")
+    p.add_argument("--from-adapter", help="an earlier adapter to go on training (SFT: more epochs on a new "
+                   "schedule; same base, prompt style and LoRA shape) or that DPO starts from (default for DPO: "
+                   "SHEET's name with .lora)")
     p.add_argument("--samples", type=int, default=4, help="DPO: replies sampled per prompt")
     p.add_argument("--margin", type=float, default=0.5, help="DPO: least APC gap between chosen and rejected")
     p.add_argument("--dpo-prompts", type=int, help="DPO: at most this many prompts (default: all)")

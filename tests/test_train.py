@@ -109,6 +109,25 @@ def test_lora_lowers_the_loss_and_keeps_the_best_epoch(tiny):
     assert not (tmp / ".adapter.work").exists()
 
 
+def test_training_goes_on_from_an_earlier_adapter(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    info = {"base_fingerprint": "fp", "persona_sha256": "p", "prompt_style": "identity"}
+    one = replace(FAST, epochs=1)
+    first = train(checkpoint, train_rows, eval_rows, one, tmp / "first", info, progress=False)
+    again = train(checkpoint, train_rows, eval_rows, one, tmp / "again", info, progress=False, start=tmp / "first")
+    # The second run begins where the first ended (its adapter stored in float16), not from zero.
+    assert again.epochs[0].eval_loss == pytest.approx(first.epochs[1].eval_loss, rel=2e-2)
+    assert again.epochs[0].eval_loss < first.epochs[0].eval_loss - 0.1
+    assert again.started_from == str(tmp / "first") and first.started_from is None
+    with pytest.raises(ExportError, match="LoRA rank 8 on all layers, this run asks rank 4 on all"):
+        train(checkpoint, train_rows, eval_rows, replace(one, lora_rank=4), tmp / "x", info, start=tmp / "first")
+    with pytest.raises(ExportError, match="trained with prompt_style 'identity', this run uses 'sheet'"):
+        train(checkpoint, train_rows, eval_rows, one, tmp / "x", {**info, "prompt_style": "sheet"},
+              start=tmp / "first")
+    with pytest.raises(ExportError, match="not an adapter made by lmpc train"):
+        train(checkpoint, train_rows, eval_rows, one, tmp / "x", info, start=tmp)
+
+
 def test_lora_on_the_last_layers_only(tiny):
     tmp, checkpoint, train_rows, eval_rows = tiny
     trainer = make_trainer(checkpoint, train_rows, eval_rows, replace(FAST, lora_layers=1), tmp / "top",
