@@ -17,7 +17,6 @@ from .errors import (
     BundleMissingError,
     BundleVersionError,
     ContextOverflowError,
-    ExportError,
     HookError,
     InvalidArgumentError,
     LmpcError,
@@ -36,7 +35,22 @@ from .memory.recall import RecallConfig
 from .memory.store import Memory
 from .memory.summary import SummaryConfig
 from .npc import Npc
-from .reply import Event
+from .reply import (
+    DONE,
+    ERROR,
+    FINISH_CANCELLED,
+    FINISH_END,
+    FINISH_ERROR,
+    FINISH_FALLBACK,
+    FINISH_LENGTH,
+    FINISH_REPEAT,
+    FINISH_STOP,
+    SENTENCE,
+    STARTED,
+    SUMMARY,
+    TEXT,
+    Event,
+)
 from .runtime import Runtime
 from .scheduler import AMBIENT, FOCUS, NORMAL, TickStats
 from .sampling import SamplingConfig
@@ -45,9 +59,13 @@ from .sheet import CharacterSheet, load_sheet
 __version__ = "0.1.0"
 
 __all__ = [
+    # event kinds (Event.kind) and how a reply ended (Event.finish, on `done`)
+    "STARTED", "TEXT", "SENTENCE", "DONE", "ERROR", "SUMMARY",
+    "FINISH_END", "FINISH_LENGTH", "FINISH_STOP", "FINISH_REPEAT", "FINISH_CANCELLED", "FINISH_FALLBACK",
+    "FINISH_ERROR",
     "AMBIENT", "FOCUS", "NORMAL", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError",
     "BundleMissingError", "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event",
-    "ExportError", "HookError", "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc",
+    "HookError", "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc",
     "RecallConfig", "Runtime", "SamplingConfig", "SaveCorruptError", "SaveError", "SaveFormatError",
     "SaveMismatchError", "SaveVersionError", "SequenceBusyError", "SheetError", "StateError", "SummaryConfig", "TextHooks",
     "TickStats", "load_sheet", "read_bundle",

@@ -31,6 +31,7 @@ PLAYER_LINES = (
     "What happened to your father?",
     "Where are you headed next?",
 )
+UNBOUNDED_MS = 60_000.0  # a tick bounded by tokens, not time
 CHATTER_OPENERS = ("Fine weather for the harvest, is it not?", "Did you hear the news from the capital?")
 
 
@@ -46,6 +47,9 @@ class HostConfig:
     max_tokens: int = 48
     worker: bool = False
     seed: int = 1
+    # When set, every tick may run whole passes up to this many tokens, whatever the clock says: the same
+    # work each frame on any machine, however loaded (tests). None: the frame's time budget, as a game does.
+    tick_tokens: int | None = None
 
 
 @dataclass
@@ -110,7 +114,10 @@ def run(config: HostConfig, runtime: Runtime | None = None) -> HostResult:
             if npcs:
                 left_ms = (frame_s - (time.perf_counter() - start)) * 1000
                 t0 = time.perf_counter()
-                rt.tick(budget_ms=max(0.0, min(config.budget_ms, left_ms)))
+                if config.tick_tokens is None:
+                    rt.tick(budget_ms=max(0.0, min(config.budget_ms, left_ms)))
+                else:
+                    rt.tick(budget_ms=UNBOUNDED_MS, max_tokens=config.tick_tokens)
                 result.tick_ms.append((time.perf_counter() - t0) * 1000)
                 _handle(rt.poll(), rt, npcs, ambient, said_at, started_at, result)
             result.frame_ms.append((time.perf_counter() - start) * 1000)

@@ -33,6 +33,7 @@ from .chat import ChatFormat
 from .engine import Engine, EngineOptions, open_engine
 from .errors import InvalidArgumentError, LmpcError, StateError
 from .memory.embedder import Embedder
+from .memory.store import Memory
 from .npc import Npc, clean_player_text
 from .reply import DONE, ERROR, FINISH_ERROR, Event
 from .sampling import SamplingConfig
@@ -243,9 +244,9 @@ class Runtime:
         if self._worker is not None:
             self._worker.raise_if_failed()
             return TickStats()
-        return self.work(budget, max_tokens)
+        return self._work(budget, max_tokens)
 
-    def work(self, budget_s: float, max_tokens: int | None = None) -> TickStats:
+    def _work(self, budget_s: float, max_tokens: int | None = None) -> TickStats:
         """One slice of model work (what `tick` runs; the worker thread calls it in worker mode)."""
         if budget_s <= 0 or max_tokens == 0:
             return TickStats()
@@ -293,12 +294,25 @@ class Runtime:
         return bool(self.scheduler.jobs) or any(self._lines.values())
 
     # -- game state and save games ---------------------------------------------------------------
-    # These wait for the model work to be at rest (in worker mode, between two steps of the thread).
+    # The one safe way to change an NPC's state in both modes. Each call waits for the model work to be at
+    # rest: in tick mode it runs at once; in worker mode it runs on the thread between two model steps, so
+    # it waits for the step in flight (one forward pass) and then its own work (see worker.py).
 
     def set_fact(self, npc: str | Npc, name: str, value: bool | int | float | str | None) -> None:
         """Tell an NPC a fact or flag of the game (see Npc.facts); raises InvalidArgumentError on a bad one."""
         target = self.npc(npc)
         self._run(lambda: target.facts.set(name, value))
+
+    def remember(self, npc: str | Npc, text: str, kind: str = "event", importance: float = 0.5,
+                 requires: str = "") -> int:
+        """Give an NPC a memory of play (Npc.remember: embedded now, a few ms); returns its id."""
+        target = self.npc(npc)
+        return self._run(lambda: target.remember(text, kind=kind, importance=importance, requires=requires))
+
+    def forget(self, npc: str | Npc, memory_id: int) -> Memory:
+        """Remove one of an NPC's memories so it is never recalled again (Npc.forget)."""
+        target = self.npc(npc)
+        return self._run(lambda: target.forget(memory_id))
 
     def save_state(self, npc: str | Npc, path: str | Path, include_kv: bool = False) -> None:
         """Write an NPC's whole state to one file, atomically (Npc.save)."""

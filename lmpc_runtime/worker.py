@@ -10,9 +10,13 @@ return to, and each segment would cost a little more time and one more hand-over
 replies themselves are the same in both modes: sampling depends only on the seed (and the logits of a
 pass are the same whole or in segments).
 
-The thread owns the runtime's scheduling state. The game's calls (`say`, `cancel`, `set_priority`, loading
-and unloading NPCs) reach it as commands through a queue and never wait for a model step to finish;
-events come back through the runtime's event deque.
+The thread owns the runtime's scheduling state and the NPCs. The game's calls reach it as commands
+through a queue; events come back through the runtime's event deque. Which calls wait:
+- never: `say`, `cancel`, `set_priority`, `unload_npc`, `tick`, `poll`, `busy`;
+- for the model step in flight (one forward pass: a decoding step or a prompt chunk, tens of ms on two
+  cores) and then their own work: `load_npc` (which also reads the bundle, seconds, on the caller's thread
+  first), `set_fact`, `remember`, `forget`, `save_state*` and `load_state*`. `CALL_TIMEOUT_S` only
+  guards against a stuck thread.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ class Worker:
             raise InvalidArgumentError(f"duty_cycle must be in (0, 1], not {duty_cycle!r}")
         self.runtime = runtime
         self.duty_cycle = float(duty_cycle)
-        self.busy = False
+        self._busy = False  # the runtime had work when the thread last looked
+        # Commands submitted and not yet applied: a line said a moment ago is work the thread has not seen.
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -55,7 +62,19 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def busy(self) -> bool:
+        """True from the moment a command is submitted until the thread has applied it and found no work.
+        The thread updates its own flag before it counts a command as applied, so reading the count
+        first never shows a gap between the two."""
+        with self._pending_lock:
+            if self._pending:
+                return True
+        return self._busy
+
     def submit(self, change: Callable[[], None]) -> None:
+        with self._pending_lock:
+            self._pending += 1
         self._commands.put(change)
         self._wake.set()
 
@@ -90,25 +109,29 @@ class Worker:
         clock = self.runtime.clock
         try:
             while not self._stop.is_set():
-                self._apply_commands()
-                self.busy = self.runtime.busy()
-                if not self.busy:
+                applied = self._apply_commands()
+                self._busy = self.runtime.busy()
+                with self._pending_lock:
+                    self._pending -= applied
+                if not self._busy:
                     self._wake.wait(IDLE_WAIT_S)
                     self._wake.clear()
                     continue
                 started = clock()
-                self.runtime.work(SLICE_S)
+                self.runtime._work(SLICE_S)
                 spent = clock() - started
                 # Rest long enough that work takes at most duty_cycle of the wall time.
                 self._stop.wait(spent * (1 - self.duty_cycle) / self.duty_cycle)
         except BaseException as exc:  # a bug must surface in the game's next tick(), not vanish
             self._failure = exc
-            self.busy = False
+            self._busy = False
 
-    def _apply_commands(self) -> None:
+    def _apply_commands(self) -> int:
+        applied = 0
         while True:
             try:
                 change = self._commands.get_nowait()
             except queue.Empty:
-                return
+                return applied
             change()
+            applied += 1

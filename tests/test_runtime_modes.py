@@ -6,7 +6,8 @@ import time
 import pytest
 
 from lmpc_runtime import InvalidArgumentError, Runtime, SamplingConfig
-from lmpc_runtime.reply import DONE
+from lmpc_runtime.capi import DONE_STATUS, EVENT_CODES, OK, PENDING, CApi
+from lmpc_runtime.reply import DONE, STARTED
 
 
 def ask_once(bundle, seed, line, sampling):
@@ -26,6 +27,13 @@ def ask_by_ticks(bundle, seed, line, sampling, **tick):
             ticks += 1
             done = next((e for e in rt.poll() if e.kind == DONE), None)
         return done.text, list(npc.history), ticks
+
+
+def wait_until(condition, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout_s:g} s"
+        time.sleep(0.002)
 
 
 def test_tiny_ticks_give_the_same_reply_as_one_call(tiny_bundle):
@@ -52,6 +60,36 @@ def test_worker_mode_gives_the_same_reply_and_tick_costs_nothing(tiny_bundle):
         assert done is not None and done.text == expected
         worker = rt._worker
     assert not worker._thread.is_alive()
+
+
+def test_worker_mode_is_busy_from_the_moment_a_line_is_said(tiny_bundle):
+    """A host that asks right after say() must not hear "idle" while the line waits for the thread, and
+    once it hears "idle" the reply's events are all there to poll."""
+    with Runtime(worker=True) as rt:
+        npc = rt.load_npc(tiny_bundle, seed=2, sampling=SamplingConfig(max_tokens=6))
+        wait_until(lambda: not rt.busy())  # the NPC's registration reaches the thread as a command, too
+        for line in ("Hello there.", "Where is the capital?", "Farewell."):
+            reply_id = rt.say(npc, line)
+            assert rt.busy()
+            wait_until(lambda: not rt.busy())
+            assert [e.kind for e in rt.poll() if e.reply == reply_id][-1] == DONE
+
+
+def test_the_c_tick_in_worker_mode_says_pending_until_the_reply_is_done(tiny_bundle):
+    api = CApi()
+    rt = api.open(threads=1, has_seed=True, seed=4, max_npcs=2, worker=True, duty_cycle=1.0)
+    try:
+        npc = api.npc_load(rt, str(tiny_bundle).encode(), None)
+        wait_until(lambda: api.tick(rt, 4000) == DONE_STATUS)
+        api.say(npc, b"Hello there.")
+        assert api.tick(rt, 4000) == PENDING
+        wait_until(lambda: api.tick(rt, 4000) == DONE_STATUS)
+        kinds = []
+        while (polled := api.poll(rt, 4096))[0] == OK:
+            kinds.append(polled[1]["kind"])
+        assert kinds[0] == EVENT_CODES[STARTED] and kinds[-1] == EVENT_CODES[DONE]
+    finally:
+        api.close(rt)
 
 
 def test_worker_mode_argument_checks():
@@ -85,6 +123,14 @@ def test_worker_mode_saves_and_restores_an_npc_between_steps(tiny_bundle, tmp_pa
         rt.say(npc, "And the harbour?")  # in flight, or waiting, when the load drops it
         rt.load_state(npc, tmp_path / "npc.sav")
         assert npc.facts["quest.stage"] == 2 and npc.history == saved_history
-        assert rt.load_state_bytes(npc, rt.save_state_bytes(npc)) is None
+        data = rt.save_state_bytes(npc)
+        rt.set_fact(npc, "quest.stage", 5)
+        rt.load_state_bytes(npc, data)
+        assert npc.facts["quest.stage"] == 2 and npc.history == saved_history
         with pytest.raises(InvalidArgumentError):
             rt.set_fact(npc, "", 1)  # the worker's validation error reaches the caller
+        memory = rt.remember(npc, "The harbour master owes me a favour.", importance=0.9)
+        assert memory >= 2**32 and npc.memories.get(memory).text == "The harbour master owes me a favour."
+        assert rt.forget(npc, memory).text == "The harbour master owes me a favour."
+        with pytest.raises(InvalidArgumentError):
+            rt.remember(npc, 42)

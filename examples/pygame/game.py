@@ -136,9 +136,10 @@ class Game:
         self.npcs = self.rt.npcs  # Orlando first, then the regulars (the runtime forgets them at close)
         self._tell_everyone("player.name", options.player_name)
         # Memories are embedded now, at the loading screen; they stay hidden until the letter is handed over.
-        self.orlando.remember(LETTER_MEMORIES["orlando"], importance=0.9, requires=DELIVERED_FACT)
+        # Through the runtime: in worker mode the NPCs' state belongs to its thread.
+        self.rt.remember(self.orlando, LETTER_MEMORIES["orlando"], importance=0.9, requires=DELIVERED_FACT)
         for npc in self.npcs[1:]:
-            npc.remember(LETTER_MEMORIES["regular"], importance=0.7, requires=DELIVERED_FACT)
+            self.rt.remember(npc, LETTER_MEMORIES["regular"], importance=0.7, requires=DELIVERED_FACT)
 
     # -- the loop ---------------------------------------------------------------------------------
 
