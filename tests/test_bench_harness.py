@@ -35,7 +35,8 @@ def test_results_cover_every_workload(harness_run):
     assert low_end["profile"]["status"] == "run"
     run = low_end["runs"][0]
     assert run["threads"] == 1
-    assert run["systems"] == {"lmpc": {"status": "ok", "load_s": pytest.approx(run["systems"]["lmpc"]["load_s"])}}
+    assert set(run["systems"]) == {"lmpc"} and run["systems"]["lmpc"]["status"] == "ok"
+    assert 0 < run["systems"]["lmpc"]["load_s"] < 300
     ours = run["results"]["lmpc"]
     assert set(ours) == {"decode_npc_tok_s", "decode_short_tok_s", "ttft_cold_ms", "ttft_cached_ms"}
     assert all(v["median"] > 0 and len(v["runs"]) == 1 for v in ours.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmpc_runtime import Event, Npc, Runtime
+from lmpc_runtime import DONE, STARTED, TEXT, Event, Npc, Runtime
 
 from .ui import SpeechBubble
 
@@ -71,12 +71,12 @@ class Chatter:
         speaker = self.speakers[who]
         if event.reply != speaker.reply:
             return
-        if event.kind == "started":
+        if event.kind == STARTED:
             speaker.bubble.start()
             self.speakers[1 - who].bubble.fade_out(now)
-        elif event.kind == "text":
+        elif event.kind == TEXT:
             speaker.bubble.add(event.text)
-        elif event.kind == "done":
+        elif event.kind == DONE:
             speaker.reply = None
             speaker.bubble.finish(event.text, now)
             self.lines.append((speaker.npc.name, event.text, event.finish))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygame
-from lmpc_runtime import Event, InvalidArgumentError, LmpcError, Runtime, SamplingConfig
+from lmpc_runtime import DONE, ERROR, SUMMARY, TEXT, Event, InvalidArgumentError, LmpcError, Runtime, SamplingConfig
 from lmpc_runtime.runtime import AMBIENT, FOCUS, NORMAL
 
 from . import world
@@ -271,10 +271,15 @@ class Game:
         """Stop every reply in progress, then restore the NPCs and the yard from the save."""
         for npc in self.npcs:
             self.rt.cancel(npc)
-        self.rt.poll()  # their `done`/cancelled events belong to the game that is being replaced
+        # Their `done`/cancelled events belong to the game being replaced (in worker mode some may come
+        # later; they name replies this game no longer waits for).
+        events = self.rt.poll()
         self.save_pending = False
         if self.current is not None:  # Orlando was cut short: his words so far stay in the panel
+            cut = next((e for e in events if e.kind == DONE and e.reply == self.current.reply_id), None)
             self.current.finish = "cancelled"
+            if cut is not None:  # what he had said, shown or not yet
+                self.current.reply, self.current.tokens = cut.text, cut.tokens
             self.dialogue.finish(self.dialogue.visible_reply)
             self.current = None
         try:
@@ -332,9 +337,9 @@ class Game:
             self.player.walking = False
 
     def _on_runtime_event(self, event: Event, now: float) -> None:
-        if event.kind == "summary":
+        if event.kind == SUMMARY:
             self.journal.add(self._name_of(event.npc), event.text)
-        elif event.kind == "error":
+        elif event.kind == ERROR:
             self._problem(f"{self._name_of(event.npc)}: {event.text}")
         elif event.npc == self.orlando.id:
             self._on_orlando(event, now)
@@ -345,10 +350,10 @@ class Game:
         exchange = self.current
         if exchange is None or event.reply != exchange.reply_id:
             return  # a reply the player has already talked over
-        if event.kind == "text":
+        if event.kind == TEXT:
             self.dialogue.add(event.text)
             exchange.text_events += 1
-        elif event.kind == "done":
+        elif event.kind == DONE:
             self.dialogue.finish(event.text)
             exchange.reply, exchange.finish, exchange.tokens = event.text, event.finish, event.tokens
             exchange.done_ms = (now - exchange.asked_at) * 1000
@@ -444,6 +449,9 @@ class Game:
 
     def reply_pending(self) -> bool:
         return self.current is not None
+
+    def reply_words_shown(self) -> bool:
+        return self.current is not None and self.current.text_events > 0
 
     def chatter_lines(self) -> int:
         return len(self.chatter.lines) if self.chatter is not None else 0

@@ -12,7 +12,8 @@ with `pygame.event.get()` like a player's keys.
     screenshot build/yard.png  # after this frame is drawn
     quit
 
-Other commands: `wait FRAMES`, `hold KEY FRAMES` (e.g. `hold right 30`), `wait_chatter LINES [FRAMES]`
+Other commands: `wait FRAMES`, `hold KEY FRAMES` (e.g. `hold right 30`), `wait_words [FRAMES]` (until
+Orlando's reply in progress shows its first words), `wait_chatter LINES [FRAMES]`
 (until the background NPCs have finished that many lines), `wait_saved [FRAMES]` (until the save asked
 for with F5 is written), `walk_to letter` (the letter lying in the yard). Everything after `type ` is
 typed as is; elsewhere `#` starts a comment. A wait that runs out fails the script (`ScriptFailed`).
@@ -50,6 +51,7 @@ class GameView(Protocol):
     def player_position(self) -> pygame.Vector2: ...
     def near(self, name: str) -> bool: ...
     def reply_pending(self) -> bool: ...
+    def reply_words_shown(self) -> bool: ...
     def chatter_lines(self) -> int: ...
     def saving(self) -> bool: ...
 
@@ -100,7 +102,7 @@ def _command(number: int, verb: str, args: list[str]) -> Command:
         return Command(number, verb, (key_code(args[0]), _typed_char(args[0])))
     if verb == "walk_to" and len(args) in (1, 2):
         return Command(number, verb, (args[0], frames(args[1]) if len(args) == 2 else DEFAULT_WAIT))
-    if verb == "wait_reply" and len(args) <= 1:
+    if verb in ("wait_reply", "wait_words") and len(args) <= 1:
         return Command(number, verb, (frames(args[0]) if args else DEFAULT_WAIT,))
     if verb == "wait_chatter" and len(args) in (1, 2):
         return Command(number, verb, (frames(args[0]), frames(args[1]) if len(args) == 2 else DEFAULT_WAIT))
@@ -192,6 +194,9 @@ class Script:
 
     def _do_wait_reply(self, command: Command, limit: int) -> Iterator[None]:
         yield from self._wait_for(command, limit, lambda: not self._game.reply_pending(), "the reply")
+
+    def _do_wait_words(self, command: Command, limit: int) -> Iterator[None]:
+        yield from self._wait_for(command, limit, self._game.reply_words_shown, "the first words of the reply")
 
     def _do_wait_chatter(self, command: Command, lines: int, limit: int) -> Iterator[None]:
         yield from self._wait_for(command, limit, lambda: self._game.chatter_lines() >= lines,

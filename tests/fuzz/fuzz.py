@@ -18,6 +18,7 @@ import random
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,16 +52,18 @@ def mutate(data: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
 HANG_SECONDS = 10.0
 
 
-def random_fuzz(target, runs: int, seed: int = 0, report=print) -> int:
-    """Run `target` on `runs` mutated inputs; returns how many ran. Raises on the first finding (an
-    unexpected exception, or an input taking over HANG_SECONDS), after writing it to crash-<sha1>."""
+def random_fuzz(target, runs: int, seed: int = 0, report=print) -> Counter:
+    """Run `target` on `runs` mutated inputs; returns how many were accepted and how many refused. Raises
+    on the first finding (an unexpected exception, or an input taking over HANG_SECONDS), after writing it
+    to crash-<sha1>."""
     rng = random.Random(seed)
     corpus = list(target.seeds) or [b""]
+    outcomes: Counter = Counter()
     for i in range(runs):
         data = mutate(rng.choice(corpus), rng, corpus)
         start = time.perf_counter()
         try:
-            target(data)
+            outcomes["accepted" if target(data) else "refused"] += 1
             if time.perf_counter() - start > HANG_SECONDS:
                 raise TimeoutError(f"one input took {time.perf_counter() - start:.1f} s")
         except BaseException:
@@ -70,7 +73,7 @@ def random_fuzz(target, runs: int, seed: int = 0, report=print) -> int:
             raise
         if rng.random() < 0.01 and len(corpus) < 256:
             corpus.append(data)  # keep a few survivors to mutate further
-    return runs
+    return outcomes
 
 
 def main() -> None:
@@ -84,11 +87,12 @@ def main() -> None:
         runs, seed = int(args[1]), int(args[2]) if len(args) > 2 else 0
         start = time.perf_counter()
         try:
-            random_fuzz(target, runs, seed)
+            outcomes = random_fuzz(target, runs, seed)
         except BaseException:
             traceback.print_exc()
             sys.exit(1)
-        print(f"{name}: {runs} inputs in {time.perf_counter() - start:.1f} s, no finding")
+        print(f"{name}: {runs} inputs in {time.perf_counter() - start:.1f} s, no finding "
+              f"({outcomes['accepted']} accepted, {outcomes['refused']} refused)")
         return
 
     import atheris

@@ -1,7 +1,7 @@
 """Fuzz targets: every reader of untrusted input, each fed one input (bytes) at a time.
 
-A target returns normally when the input was accepted or refused with a typed `LmpcError`; anything
-else escaping it (a `KeyError`, a `RecursionError`, a `MemoryError` from an unbounded allocation) is a
+A target returns True when the input was accepted and False when it was refused with a typed
+`LmpcError` (the smoke test checks that a run reaches both); anything else escaping it (a `KeyError`, a `RecursionError`, a `MemoryError` from an unbounded allocation) is a
 finding. The C ABI target instead checks the status code its wrapper would return: `E_INTERNAL` means
 an exception the API did not expect.
 
@@ -149,7 +149,7 @@ class ManifestTarget:
         self.bundle = _private_bundle()
         self.seeds = [b"", pack_manifest(self.valid)] if not tree else [b"", b"\x01" * 16, bytes(range(256))]
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes) -> bool:
         from lmpc_runtime.bundle import pack_manifest, read_bundle
 
         if self.tree:
@@ -160,6 +160,8 @@ class ManifestTarget:
         except Exception as exc:
             if not _expected(exc):
                 raise
+            return False
+        return True
 
 
 class SaveTarget:
@@ -179,7 +181,7 @@ class SaveTarget:
         self.state = _payload(self.clean)
         self.seeds = [b"", b"\x00" * 64] if tree else [b"", self.clean, self.clean_kv]
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes) -> bool:
         from lmpc_runtime.save import load_bytes
 
         if self.tree:
@@ -189,11 +191,12 @@ class SaveTarget:
         except Exception as exc:
             if not _expected(exc):
                 raise
-            return
+            return False
         # Loaded: the state must be usable, and the NPC goes back to the clean state for the next input.
         self.npc.prompt_tokens("Hello there.", 8)
         self.npc.to_bytes()
         load_bytes(self.npc, self.clean)
+        return True
 
 
 def _packed(pack: Callable[[Any], bytes], tree: Any) -> bytes:
@@ -228,14 +231,14 @@ class SheetTarget:
         self.path = _private_bundle().parent / "sheet.toml"
         self.seeds = [b"", SHEET.read_bytes()] if not tree else [b"", bytes(range(256))]
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes) -> bool:
         from lmpc_runtime.sheet import load_sheet, parse_sheet, sheet_from_dict
 
         try:
             if not self.tree:
                 self.path.write_bytes(data)
                 load_sheet(self.path)
-                return
+                return True
             src = Bytes(data)
             if src.byte() & 1:
                 parse_sheet(mutate_tree(self.valid, src))
@@ -244,6 +247,8 @@ class SheetTarget:
         except Exception as exc:
             if not _expected(exc):
                 raise
+            return False
+        return True
 
 
 class CApiTarget:
@@ -260,10 +265,12 @@ class CApiTarget:
         self.dir = _private_bundle().parent
         self.seeds = [b"", b"\x02hello\x00\x04\x00\x10", bytes(range(64))]
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes) -> bool:
+        """True when every call of the sequence succeeded, False when one returned an error code."""
         from lmpc_runtime.capi import E_INTERNAL, status_of
 
         src = Bytes(data)
+        accepted = True
         for _ in range(1 + src.below(8)):
             op = self._ops[src.below(len(self._ops))]
             try:  # what capi.guarded does, keeping the traceback of an unexpected exception
@@ -271,12 +278,14 @@ class CApiTarget:
             except Exception as exc:
                 if status_of(exc) == E_INTERNAL:
                     raise
+                accepted = False
         # Back to a quiet NPC for the next input: no reply in progress, no line waiting, no event kept.
         self.api.cancel(self.npc)
         while self.api.tick(self.rt, 0) != 2:
             self.api.tick(self.rt, 1000)
         self.api.poll(self.rt, 1 << 20)
         self.api._runtimes[self.rt].waiting.clear()
+        return accepted
 
     def _raw(self, src: Bytes) -> bytes | None:
         n = src.byte()
@@ -334,7 +343,7 @@ class CApiTarget:
             npc_unload, close]
 
 
-TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
+TARGETS: dict[str, Callable[[], Callable[[bytes], bool]]] = {
     "manifest": lambda: ManifestTarget(tree=False),
     "manifest_tree": lambda: ManifestTarget(tree=True),
     "save": lambda: SaveTarget(tree=False),
