@@ -55,12 +55,24 @@ def c_status(call) -> int:
     return OK
 
 
-def run_until_quiet(rt, budget_ms=1000):
+def tick_until_decoding(rt, npc, limit=5000):
+    """Tick a token at a time until the NPC's reply is decoding. Bounded by tokens, not by the clock: on a
+    loaded machine a time budget can carry a reply past that phase, or to its end, between two looks."""
+    for _ in range(limit):
+        rt.tick(budget_ms=1000, max_tokens=1)
+        if npc.current is not None and npc.current.phase == "decode":
+            return
+    raise AssertionError(f"the reply was not decoding after {limit} one-token ticks")
+
+
+def run_until_quiet(rt, budget_ms=1000, limit=20_000):
     events = []
-    while rt.busy():
+    for _ in range(limit):
+        if not rt.busy():
+            return events + rt.poll()
         rt.tick(budget_ms=budget_ms)
         events += rt.poll()
-    return events + rt.poll()
+    raise AssertionError(f"still busy after {limit} ticks")
 
 
 # -- the player's line --------------------------------------------------------------------------------
@@ -138,8 +150,7 @@ def test_an_unknown_npc_id_is_a_clear_error(rt, npc, capi):
 
 def test_an_npc_unloaded_mid_reply_ends_it_cancelled(rt, npc):
     reply_id = rt.say(npc, "Tell me of House Marlo.")
-    while not npc.current or npc.current.phase != "decode":
-        rt.tick(budget_ms=1)
+    tick_until_decoding(rt, npc)
     rt.unload_npc(npc)
     events = rt.poll() + run_until_quiet(rt)
     assert [(e.kind, e.finish) for e in events if e.reply == reply_id][-1] == (DONE, FINISH_CANCELLED)
@@ -251,8 +262,7 @@ def test_the_same_line_again_after_a_cancelled_reply_is_answered(rt, npc):
     """Found by atheris on the C ABI: the cancelled reply left its whole prompt in the cache, the repeated
     line then had nothing to prefill and no logits to sample from, and `tick` raised TypeError."""
     rt.say(npc, "Hello there.")
-    while not npc.current or npc.current.phase != "decode":
-        rt.tick(budget_ms=5)
+    tick_until_decoding(rt, npc)
     rt.cancel(npc)
     again = rt.say(npc, "Hello there.")
     done = [e for e in run_until_quiet(rt) if e.kind == DONE]
