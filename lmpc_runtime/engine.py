@@ -5,9 +5,9 @@ such as an NPC's persona); `extend` appends tokens to a sequence (prefill, or on
 returns the logits of its last position; `step` advances several sequences by one token each;
 `rewind` drops tokens from the end without recomputing what comes before; `fork` copies a sequence.
 
-`open_engine` picks the engine for a bundle's graph layout:
+`Engine` is that interface (a Protocol); `open_engine` picks the engine for a bundle's graph layout:
 - `lmpc-gqa` (`fused_engine.FusedEngine`): the fast engine, fused graph with an in-place KV cache.
-- `optimum-kv-concat` (`Engine`, below): graphs exported by optimum. Past keys and values go in as
+- `optimum-kv-concat` (`ReferenceEngine`, below): graphs exported by optimum. Past keys and values go in as
   `past_key_values.{i}.key/value` [batch, kv_heads, past, head_dim] and come back one position longer
   as `present.{i}.*`; the graph concatenates them itself. Simple and slow, it is kept as the reference
   the fast engine is tested against.
@@ -16,7 +16,7 @@ returns the logits of its last position; `step` advances several sequences by on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -25,6 +25,36 @@ from .errors import BundleFormatError, ContextOverflowError, ModelError
 from .fused_engine import FusedEngine
 from .prefix_cache import PrefixCache
 from .session import EngineOptions, make_session, refuse_mismatched_graph
+
+
+class ForwardPass(Protocol):
+    """A forward pass begun by an engine, run a segment at a time (the scheduler keeps a frame's budget
+    between segments); `advance` returns the logits once the last segment has run, else None."""
+
+    segments: int
+
+    @property
+    def done(self) -> bool: ...
+    def advance(self) -> np.ndarray | None: ...
+    def finish(self) -> np.ndarray: ...
+    def cancel(self) -> None: ...
+
+
+class Engine(Protocol):
+    """What the runtime asks of an engine: one loaded model, shared by every NPC that uses it. A sequence
+    is whatever object the engine hands out from `new_sequence` (it has `len()` and `tokens`)."""
+
+    spec: ModelSpec
+    options: EngineOptions
+    prefixes: PrefixCache
+
+    def new_sequence(self, prefix: list[int] = ()) -> Any: ...
+    def extend(self, seq: Any, tokens: list[int]) -> np.ndarray: ...
+    def step(self, seqs: list[Any], tokens: list[int]) -> np.ndarray: ...
+    def begin_extend(self, seq: Any, tokens: list[int]) -> ForwardPass: ...
+    def begin_step(self, seqs: list[Any], tokens: list[int]) -> ForwardPass: ...
+    def read_kv(self, seq: Any) -> np.ndarray: ...
+    def load_kv(self, tokens: list[int], kv: np.ndarray) -> Any: ...
 
 
 @dataclass
@@ -51,8 +81,8 @@ class KvSequence:
         return KvSequence(self.num_layers, list(self.tokens), list(self.kv))
 
 
-class Engine:
-    """One loaded model, shared by every NPC that uses it."""
+class ReferenceEngine:
+    """The `optimum-kv-concat` engine: simple and slow, the reference the fast engine is tested against."""
 
     def __init__(self, model_path: str, spec: ModelSpec, options: EngineOptions = EngineOptions()):
         self.spec = spec
@@ -153,10 +183,10 @@ class WholePass:
         self.next_segment = 1
 
 
-ENGINES = {"optimum-kv-concat": Engine, "lmpc-gqa": FusedEngine}
+ENGINES: dict[str, Callable[..., Engine]] = {"optimum-kv-concat": ReferenceEngine, "lmpc-gqa": FusedEngine}
 
 
-def open_engine(model_path: str, spec: ModelSpec, options: EngineOptions = EngineOptions()) -> Engine | FusedEngine:
+def open_engine(model_path: str, spec: ModelSpec, options: EngineOptions = EngineOptions()) -> Engine:
     """The engine that drives `spec.layout` (bundle.py admits only layouts listed here)."""
     try:
         engine_class = ENGINES[spec.layout]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmpc_runtime import ContextOverflowError, Runtime, SamplingConfig, read_bundle
-from lmpc_runtime.engine import Engine, open_engine
+from lmpc_runtime.engine import ReferenceEngine, open_engine
 from lmpc_runtime.fused_engine import FusedEngine
 from lmpc_runtime.reply import drive
 
@@ -24,7 +24,7 @@ def engine(request, tiny_bundle):
         assert isinstance(engine, FusedEngine)
         return engine
     graphs = request.getfixturevalue("tiny_graphs")
-    return Engine(str(graphs.reference), graphs.reference_spec)
+    return ReferenceEngine(str(graphs.reference), graphs.reference_spec)
 
 
 def tokens(n, start=400):

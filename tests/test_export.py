@@ -53,7 +53,7 @@ def test_export_writes_a_parity_checked_fused_int8_model(exported):
 
 def test_the_reference_layout_still_exports_and_talks(exported, embedder_exported):
     from lmpc_export.build import prepare_model, write_bundle
-    from lmpc_runtime.engine import Engine
+    from lmpc_runtime.engine import ReferenceEngine
     from lmpc_runtime.sheet import load_sheet
 
     checkpoint, _, tmp, _ = exported
@@ -66,7 +66,7 @@ def test_the_reference_layout_still_exports_and_talks(exported, embedder_exporte
                        context_length=1024)
     with Runtime() as rt:
         npc = rt.load_npc(out, seed=0)
-        assert type(npc.engine) is Engine
+        assert type(npc.engine) is ReferenceEngine
         assert [e for e in npc.ask("Hello") if e.kind == DONE][0].text
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmpc_runtime import read_bundle
-from lmpc_runtime.engine import Engine
+from lmpc_runtime.engine import ReferenceEngine
 from lmpc_runtime.fused_engine import FusedEngine
 
 
@@ -33,7 +33,7 @@ def fused(tiny_bundle):
 def test_the_fused_graph_decodes_like_the_optimum_export(tiny_graphs):
     """Same float32 weights, two independent exports and engines: the same logits at every step."""
     fast = FusedEngine(str(tiny_graphs.fused), tiny_graphs.fused_spec)
-    slow = Engine(str(tiny_graphs.reference), tiny_graphs.reference_spec)
+    slow = ReferenceEngine(str(tiny_graphs.reference), tiny_graphs.reference_spec)
     ids = prompt(40, 1)
     fast_seq, slow_seq = fast.new_sequence(), slow.new_sequence()
     fast_logits, slow_logits = fast.extend(fast_seq, ids[:25]), slow.extend(slow_seq, ids[:25])
@@ -52,7 +52,7 @@ def test_the_fused_graph_decodes_like_the_optimum_export(tiny_graphs):
 
 def test_batched_steps_match_the_reference_engine_step_by_step(tiny_graphs):
     fast = FusedEngine(str(tiny_graphs.fused), tiny_graphs.fused_spec)
-    slow = Engine(str(tiny_graphs.reference), tiny_graphs.reference_spec)
+    slow = ReferenceEngine(str(tiny_graphs.reference), tiny_graphs.reference_spec)
     fast_seqs, slow_seqs = [], []
     for i, n in enumerate((3, 17, 9)):
         fast_seqs.append(fast.new_sequence())
