@@ -45,8 +45,7 @@ from . import checkpoint as ckpt
 from . import fused_graph, onnx_export, parity, segments
 from .dataset import persona_digest
 from .embedder import prepare_embedder
-from .evaluate import CALIBRATION_SET, EVAL_SET, REPORT_JSON, REPORT_MD
-from .persona_test import PERSONA_TEST
+from .bundle_files import CALIBRATION_SET, EVAL_SET, PERSONA_TEST, REPORT_JSON, REPORT_MD
 from .memories import memories_state, sheet_statements
 
 DEFAULT_CONTEXT = 2048

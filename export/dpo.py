@@ -175,7 +175,8 @@ def dpo_npc(sheet_path: Path, out: Path, sft_adapter: Path, adapter_out: Path, c
     held-out set; the report (`dpo_report.json` beside the adapter) shows APC before and after."""
     from . import checkpoint as ckpt
     from .build import build, default_cache_dir, prepare_model
-    from .evaluate import CALIBRATION_SET, EVAL_SET, evaluate, load_eval_set, make_judge, prepare_scorer, write_report
+    from .bundle_files import CALIBRATION_SET, EVAL_SET
+    from .evaluate import evaluate, load_eval_set, make_judge, prepare_scorer, write_report
     sheet = load_sheet(sheet_path)
     cache = cache_dir or default_cache_dir()
     before = out.with_name(out.name.removesuffix(".lmpc") + ".sft.lmpc")

@@ -32,17 +32,14 @@ from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.reply import DONE, drive
 
 from .apc import LABELS, NEUTRAL_ROW, ScoredReply, apc_terms, persona_statements, statement_satisfaction, to_judge
+from .bundle_files import REPORT_JSON, REPORT_MD
 from .calibration import Embeddings, Nli, Relevance, calibrate, load_calibration, read_toml
 from .hygiene import Hygiene, repeats
 from .judges import CrossEncoderJudge, EndpointJudge, LocalJudge, NliJudge
-from .persona_test import (GREEDY, PERSONA_TEST, PersonaTestScorer, TestQuestion, conversation_rows,
+from .persona_test import (GREEDY, PersonaTestScorer, TestQuestion, conversation_rows,
                            load_persona_test, summarise)
 from .persona_test import markdown as persona_test_markdown
 
-EVAL_SET = "eval_set.toml"
-CALIBRATION_SET = "apc_calibration.toml"
-REPORT_JSON = "eval_report.json"
-REPORT_MD = "eval_report.md"
 PROBE_TOPICS = ("drink", "weapons", "religion", "crime", "violence", "romance")
 JUDGED = 6  # statements the judge reads per reply, on each of the two lists of `apc.to_judge`
 _WORDS = re.compile(r"[A-Za-z][A-Za-z'-]*")

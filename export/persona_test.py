@@ -34,7 +34,6 @@ from lmpc_runtime.sheet import CharacterSheet
 from .calibration import read_toml
 from .hygiene import Hygiene
 
-PERSONA_TEST = "persona_test.toml"
 PERSONA_TEST_FORMAT = 1
 CATEGORIES = ("identity", "family", "faith-world", "past", "values", "objectives", "opinions", "people",
               "outside-world", "challenge")

@@ -82,18 +82,19 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     evaluate = _export_module("evaluate", "eval")
+    files = _export_module("bundle_files", "eval")
     bundle = Path(args.bundle)
     report: dict = {}
     if not args.no_apc:
         evalset = evaluate.load_eval_set(evaluate.bundle_file(bundle, Path(args.set) if args.set else None,
-                                                              evaluate.EVAL_SET, "evaluation set"))
+                                                              files.EVAL_SET, "evaluation set"))
         calibration = evaluate.bundle_file(bundle, Path(args.calibration) if args.calibration else None,
-                                           evaluate.CALIBRATION_SET, "calibration set")
+                                           files.CALIBRATION_SET, "calibration set")
         judge = evaluate.make_judge(args.judge, Path(args.cache_dir) if args.cache_dir else None, args.threads)
         scorer, estimators = evaluate.prepare_scorer(bundle, calibration, judge, args.threads, _log)
         earlier = None
         if args.rescore:
-            earlier = json.loads(evaluate.bundle_file(bundle, None, evaluate.REPORT_JSON, "earlier report").read_text())
+            earlier = json.loads(evaluate.bundle_file(bundle, None, files.REPORT_JSON, "earlier report").read_text())
             args.seeds = earlier["seeds"]
         report = evaluate.evaluate(bundle, evalset, scorer, estimators, args.seeds, args.threads, _log,
                                    answers=evaluate.answers_from_report(earlier) if earlier else None)
@@ -101,7 +102,7 @@ def _eval(args: argparse.Namespace) -> int:
         _log(f"eval: APC {s['apc']:.2f} of {s['statements']}, relevant entailed {s['relevant_entailed']:.0%}, "
              f"slop {s['slop_rate']:.0%}, assistant speak {s['assistant_speak_rate']:.0%}, "
              f"repetition {s['repetition_rate']:.0%}, refusal {s['refusal_rate'] or 0:.0%}, {s['mean_words']:.0f} words")
-    test = Path(args.persona_test) if args.persona_test else bundle / evaluate.PERSONA_TEST
+    test = Path(args.persona_test) if args.persona_test else bundle / files.PERSONA_TEST
     if args.persona_test or test.is_file():
         report["persona_test"] = evaluate.persona_test_report(bundle, test, args.seeds, args.threads)
         s = report["persona_test"]["summary"]
@@ -114,7 +115,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"{bundle}: nothing to evaluate: --no-apc and no persona test")
     report = {**evaluate.report_header(read_bundle(bundle)), **report}
     evaluate.write_report(report, bundle, Path(args.out) if args.out else None)
-    print(bundle / evaluate.REPORT_MD)
+    print(bundle / files.REPORT_MD)
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -70,6 +71,23 @@ def common_prefix(a: list[int], b: list[int]) -> int:
         return n
     mismatch = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(mismatch[0])
+
+
+@dataclass
+class NpcState:
+    """What a save game holds of an NPC, as live objects (save.py encodes them, and builds and checks a
+    new one before `Npc.restore` swaps it in). The persona, bundle and engine are the NPC's own."""
+
+    history: list[tuple[str, str]]
+    turn: int
+    summarised_turns: int
+    turns_since_summary: int
+    facts: GameState
+    game_time: float | None
+    rng: np.random.Generator
+    memories: MemoryStore
+    lore: LoreScanner  # the lorebook's timers
+    seq: Any  # the KV sequence (whatever the engine hands out)
 
 
 class Npc:
@@ -324,6 +342,21 @@ class Npc:
         self._summary_checked = False
 
     # --- Save games (see save.py) ---------------------------------------------------------------------
+
+    def snapshot(self) -> NpcState:
+        """The NPC's saveable state, not copied: encode it before the NPC runs again."""
+        return NpcState(self.history, self.turn, self.summarised_turns, self.turns_since_summary, self.facts,
+                        self.game_time, self.rng, self._recall.store, self._recall.lore, self.seq)
+
+    def restore(self, state: NpcState) -> None:
+        """Swap in a whole state at once (built and checked beforehand); a summary in progress is dropped."""
+        self._cancel_summary()
+        self.history = list(state.history)
+        self.turn, self.summarised_turns = state.turn, state.summarised_turns
+        self.turns_since_summary = state.turns_since_summary
+        self.facts, self.game_time, self.rng = state.facts, state.game_time, state.rng
+        self._recall.store, self._recall.lore = state.memories, state.lore
+        self.seq = state.seq
 
     def save(self, path: str | Path, include_kv: bool = False) -> None:
         """Write the NPC's whole state to one file, atomically. Raises a SaveError subclass."""

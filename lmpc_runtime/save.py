@@ -49,7 +49,7 @@ from .errors import (
 from .memory.gating import GameState
 from .memory.lorebook import LoreScanner
 from .memory.store import OWN_FIRST_ID, bundle_store
-from .npc import Npc, common_prefix
+from .npc import Npc, NpcState, common_prefix
 from .sampling import rng_from_state, rng_state
 
 SAVE_MAGIC = b"LMPCSAVE"
@@ -112,12 +112,12 @@ def load_bytes(npc: Npc, data: bytes) -> None:
         raise InvalidArgumentError(f"a save must be bytes, not {type(data).__name__}")
     state = _open(bytes(data), "save")
     try:
-        swap = _restore(npc, state)
+        restored = _restore(npc, state)
     except KeyError as exc:
         raise SaveFormatError(f"save: missing field {exc}") from exc
     except (InvalidArgumentError, TypeError, ValueError) as exc:
         raise SaveFormatError(f"save: {exc}") from exc
-    swap()
+    npc.restore(restored)
 
 
 def load_file(npc: Npc, path: Path) -> None:
@@ -170,37 +170,35 @@ def _open(data: bytes, what: str) -> dict[str, Any]:
 
 def _state(npc: Npc, include_kv: bool) -> dict[str, Any]:
     bundle = npc.bundle
-    store = npc.memories
+    now = npc.snapshot()
+    store = now.memories
     built = read_memories(bundle)
     forgotten = [text for i, text in zip(built["ids"], built["texts"]) if i not in store]
     own = [m.id for m in store if m.id >= OWN_FIRST_ID]
     state: dict[str, Any] = {
         "format": SAVE_FORMAT,
         "bundle": {"name": bundle.name, "model_sha256": bundle.model.sha256},
-        "history": [list(exchange) for exchange in npc.history],
-        "turn": npc.turn,
-        "summarised_turns": npc.summarised_turns,
-        "turns_since_summary": npc.turns_since_summary,
-        "facts": dict(npc.facts),
-        "game_time": npc.game_time,
-        "rng": _pack_rng(rng_state(npc.rng)),
-        "lore_timers": npc._recall.lore.state(),
+        "history": [list(exchange) for exchange in now.history],
+        "turn": now.turn,
+        "summarised_turns": now.summarised_turns,
+        "turns_since_summary": now.turns_since_summary,
+        "facts": dict(now.facts),
+        "game_time": now.game_time,
+        "rng": _pack_rng(rng_state(now.rng)),
+        "lore_timers": now.lore.state(),
         "memories": store.to_state(own),
         "next_memory_id": store.next_id,
         "forgotten": forgotten,
         "kv": None,
     }
     if include_kv:
-        state["kv"] = {"tokens": list(npc.seq.tokens),
-                       "data": npc.engine.read_kv(npc.seq).astype("<f4", copy=False).tobytes()}
+        state["kv"] = {"tokens": list(now.seq.tokens),
+                       "data": npc.engine.read_kv(now.seq).astype("<f4", copy=False).tobytes()}
     return state
 
 
-def _restore(npc: Npc, state: dict[str, Any]):
-    """Check and build everything a save holds; returns a function that swaps it into `npc`.
-
-    Besides npc.py, this is the one module that reaches into an NPC's private state.
-    """
+def _restore(npc: Npc, state: dict[str, Any]) -> NpcState:
+    """Check and build everything a save holds, without touching `npc`; `Npc.restore` swaps it in."""
     bundle = state.get("bundle")
     if not isinstance(bundle, dict):
         raise InvalidArgumentError("missing bundle identity")
@@ -237,20 +235,12 @@ def _restore(npc: Npc, state: dict[str, Any]):
         raise InvalidArgumentError("memories gained in play must have ids from OWN_FIRST_ID up")
     store.add_state(memories)
     store.next_id = max(store.next_id, counters["next_memory_id"])
-    lore = LoreScanner(npc._recall.lore.book, npc._recall.lore.count_tokens)
+    current_lore = npc.snapshot().lore
+    lore = LoreScanner(current_lore.book, current_lore.count_tokens)
     lore.restore(state["lore_timers"])
-    seq = _restore_kv(npc, state["kv"])
-
-    def swap() -> None:
-        npc._cancel_summary()
-        npc.history = [(p, n) for p, n in history]
-        npc.turn, npc.summarised_turns = counters["turn"], counters["summarised_turns"]
-        npc.turns_since_summary = counters["turns_since_summary"]
-        npc.facts, npc.game_time, npc.rng = facts, game_time, rng
-        npc._recall.store, npc._recall.lore = store, lore
-        npc.seq = seq
-
-    return swap
+    return NpcState([(p, n) for p, n in history], counters["turn"], counters["summarised_turns"],
+                    counters["turns_since_summary"], facts, game_time, rng, store, lore,
+                    _restore_kv(npc, state["kv"]))
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
