@@ -1,12 +1,15 @@
 """The fuzz targets (tests/fuzz/) in the default test run: every input a fuzzer ever crashed is replayed,
 and each target gets a short seeded random run. The long coverage-guided runs are `make fuzz`."""
 
+import json
 import random
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).parents[1]
 FUZZ = Path(__file__).parent / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
@@ -60,3 +63,12 @@ def test_the_tree_mutator_reaches_deep_and_odd_shapes():
             stack.extend((child, level + 1) for child in children)
         seen.add("deep" if depth > 500 else "")
     assert {"dict", "list", "str", "int", "float", "bytes", "bool", "NoneType", "deep"} <= seen
+
+
+def test_reliability_states_the_executions_the_raw_results_hold():
+    """RELIABILITY.md's headline is the sum of what `benchmarks/results/fuzz.json` records."""
+    raw = json.loads((REPO / "benchmarks" / "results" / "fuzz.json").read_text())
+    recorded = sum((run or {}).get("executions") or 0 for target in raw.values() for run in target.values())
+    stated = re.search(r"([\d,]+) executions recorded in `benchmarks/results/fuzz.json`",
+                       (REPO / "RELIABILITY.md").read_text())
+    assert stated and int(stated.group(1).replace(",", "")) == recorded

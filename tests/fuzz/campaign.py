@@ -35,6 +35,10 @@ def run(cmd: list[str], cwd: Path, pattern: str) -> tuple[int, float, int, str]:
     return (int(found[-1]) if found else 0), seconds, out.returncode, "\n".join(log.splitlines()[-30:])
 
 
+# atheris prints "Done N runs" when its time is up, only its final stats when it stops at a finding.
+ATHERIS_EXECUTIONS = r"(?:Done |number_of_executed_units: *)(\d+)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", default=list(TARGETS))
@@ -53,7 +57,7 @@ def main() -> None:
             # -timeout: one input running longer is a hang; -rss_limit_mb: growing past it is a finding.
             runs, seconds, status, tail = run(
                 fuzz + [f"-max_total_time={args.seconds}", "-timeout=10", "-rss_limit_mb=3072",
-                        "-print_final_stats=1"], work, r"Done (\d+) runs")
+                        "-print_final_stats=1"], work, ATHERIS_EXECUTIONS)
             entry["atheris"] = {"executions": runs, "seconds": round(seconds), "finding": status != 0,
                                 **({"log": tail} if status else {})}
         if args.random:
