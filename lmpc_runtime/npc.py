@@ -159,7 +159,9 @@ class Npc:
 
     def start_reply(self, player_text: str, sampling: SamplingConfig | None = None,
                     reply_id: int | None = None) -> Reply:
-        """Build the prompt for `player_text`; the reply is produced by whoever drives it."""
+        """Build the prompt for `player_text`; the reply is produced by whoever drives it. The seam for tools
+        that drive replies themselves (the toolchain batches its evaluation runs so); a game says lines
+        through `Runtime.say`, which calls this and `end_reply` where the NPC's state lives."""
         if self.current is not None and not self.current.done:
             raise InvalidArgumentError(f"{self.name} is still answering; cancel that reply first")
         text = clean_player_text(player_text)

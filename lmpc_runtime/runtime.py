@@ -74,7 +74,7 @@ class Runtime:
         # thread need not stop, and runs each pass whole (faster, and fewer hand-overs of Python's GIL).
         self.options = EngineOptions(threads=threads, spinning=spinning, segmented=not worker)
         self.clock = clock
-        self.scheduler = Scheduler(clock=clock)
+        self._scheduler = Scheduler(clock=clock)
         self._seeds = np.random.SeedSequence(seed)
         self._engines: dict[tuple[str, str], Engine] = {}
         self._embedders: dict[str, Embedder] = {}  # by the embedder file's sha256
@@ -162,8 +162,8 @@ class Runtime:
         if npc.id not in self._npcs:
             return
         self._cancel(npc)
-        for job in [j for j in self.scheduler.jobs if j.reply.npc_id == npc.id]:
-            self.scheduler.cancel(job.reply)  # its background jobs: a summary nobody will read
+        for job in [j for j in self._scheduler.jobs if j.reply.npc_id == npc.id]:
+            self._scheduler.cancel(job.reply)  # its background jobs: a summary nobody will read
         del self._npcs[npc.id], self._lines[npc.id], self._priority[npc.id]
         # A model or tokenizer no NPC uses any more is released.
         in_use = {(n.bundle.model.sha256, n.bundle.model.layout) for n in self._npcs.values()}
@@ -211,7 +211,7 @@ class Runtime:
     def _cancel(self, npc: Npc) -> None:
         self._lines.get(npc.id, deque()).clear()
         if npc.current is not None and not npc.current.done:
-            self._events.extend(self.scheduler.cancel(npc.current))
+            self._events.extend(self._scheduler.cancel(npc.current))
 
     def set_priority(self, npc: str | Npc, priority: float) -> None:
         """The NPC's priority for this and later replies: FOCUS for the one the player talks to, AMBIENT
@@ -222,7 +222,7 @@ class Runtime:
         def apply() -> None:
             self._priority[target.id] = value
             if target.current is not None:
-                self.scheduler.set_priority(target.current, value)
+                self._scheduler.set_priority(target.current, value)
 
         self._call(apply)
 
@@ -253,7 +253,7 @@ class Runtime:
         start = self.clock()
         self._start_waiting_lines()
         self._start_background_jobs()
-        events, stats = self.scheduler.tick(budget_s - (self.clock() - start), max_tokens)
+        events, stats = self._scheduler.tick(budget_s - (self.clock() - start), max_tokens)
         self._events.extend(events)
         stats.seconds = self.clock() - start
         return stats
@@ -271,14 +271,14 @@ class Runtime:
                 self._events.append(Event(DONE, npc_id, line.reply_id, "", FINISH_ERROR))
                 continue
             priority = line.priority if line.priority is not None else self._priority[npc_id]
-            self.scheduler.submit(reply, npc.engine, priority, line.deadline_s, finished=npc.end_reply)
+            self._scheduler.submit(reply, npc.engine, priority, line.deadline_s, finished=npc.end_reply)
 
     def _start_background_jobs(self) -> None:
-        queued = {id(job.reply) for job in self.scheduler.jobs}
+        queued = {id(job.reply) for job in self._scheduler.jobs}
         for npc in self._npcs.values():
             for reply in npc.background_jobs():
                 if id(reply) not in queued:
-                    self.scheduler.submit(reply, npc.engine, BACKGROUND)
+                    self._scheduler.submit(reply, npc.engine, BACKGROUND)
 
     def poll(self) -> list[Event]:
         """Every event since the last poll, oldest first."""
@@ -291,7 +291,7 @@ class Runtime:
         """True while any reply is in progress or any line is waiting."""
         if self._worker is not None and threading.get_ident() != self._worker.ident:
             return self._worker.busy
-        return bool(self.scheduler.jobs) or any(self._lines.values())
+        return bool(self._scheduler.jobs) or any(self._lines.values())
 
     # -- game state and save games ---------------------------------------------------------------
     # The one safe way to change an NPC's state in both modes. Each call waits for the model work to be at

@@ -191,7 +191,7 @@ def test_the_runtime_schedules_summaries_behind_the_replies(tiny_bundle):
         assert kinds.count(DONE) == 3 and kinds[-1] == SUMMARY  # two replies, then the summary job
         assert npc.history == [] and [m.kind for m in npc.memories][-1] == "summary"
         rt.unload_npc(npc)
-        assert rt.scheduler.jobs == []
+        assert rt._scheduler.jobs == []
 
 
 def test_a_reset_makes_a_running_summary_stale(tiny_bundle):

@@ -152,7 +152,7 @@ def test_cancel_frees_the_npc_and_leaves_no_history(world):
     rt.cancel(focus)
     events = rt.poll()
     assert [(e.kind, e.reply, e.finish) for e in events] == [(DONE, first, "cancelled")]
-    assert not rt.busy() and focus.history == [] and not rt.scheduler.jobs
+    assert not rt.busy() and focus.history == [] and not rt._scheduler.jobs
     later = rt.say(focus, "A new question.")
     log = run_frames(rt, clock, 200)
     ids = {e.reply for _, evs in log for e in evs}
@@ -245,7 +245,7 @@ def test_cancel_in_the_middle_of_a_pass_frees_the_sequence(world):
     rt.say(focus, "Tell me a long story about the sea.")
     for _ in range(200):
         run_frames(rt, clock, 1, budget_ms=0.3)
-        flight = rt.scheduler.flight
+        flight = rt._scheduler.flight
         if flight is not None and flight.kind == "decode" and 0 < flight.forward.next_segment:
             break
     else:
@@ -254,7 +254,7 @@ def test_cancel_in_the_middle_of_a_pass_frees_the_sequence(world):
     length = len(seq)
     assert seq.busy
     rt.cancel(focus)
-    assert rt.scheduler.flight is None and not seq.busy and len(seq) == length
+    assert rt._scheduler.flight is None and not seq.busy and len(seq) == length
     assert [e.finish for e in rt.poll()] == ["cancelled"]
     later = rt.say(focus, "And now?")
     events = [e for _, evs in run_frames(rt, clock, 300) for e in evs]
