@@ -95,6 +95,18 @@ def test_the_demo_uses_only_what_the_extension_registers(builds, tmp_path):
     assert 'type="LmpcRuntime"' in (GODOT / "demo" / autoload).read_text()
 
 
+def test_the_demo_keeps_the_player_typing_after_enter_on_every_godot_4():
+    # Godot 4.4+ LineEdit leaves edit mode on Enter unless keep_editing_on_text_submit is set; 4.2 and 4.3
+    # lack that property and LineEdit.edit(), so the script may only reach them by name, behind a check.
+    script = (GODOT / "demo" / "main.gd").read_text()
+    assert re.search(r'if "keep_editing_on_text_submit" in input:\n\t+input\.set\("keep_editing_on_text_submit", true\)',
+                     script)
+    assert re.search(r'if input\.has_method\("edit"\):\n\t+input\.call\("edit"\)', script)
+    assert not re.search(r"input\.(keep_editing_on_text_submit|edit\(\))", script)  # direct use fails to parse on 4.2
+    submitted = re.search(r"^func _on_line_submitted\(.*?(?=^func )", script, re.M | re.S).group(0)
+    assert "_keep_typing()" in submitted and "input.grab_focus()" in script
+
+
 def test_without_liblmpc_every_use_reports_an_error_and_nothing_crashes(builds, tmp_path):
     out = builds["nolib"].run("nolib", folder=tmp_path)
     assert passed(out), out.stdout + out.stderr

@@ -16,6 +16,10 @@ func _ready() -> void:
 	orlando.reply_updated.connect(_show_reply_so_far)
 	orlando.error.connect(func(message: String) -> void: status.text = message)
 	input.text_submitted.connect(_on_line_submitted)
+	# Godot 4.4+ leaves edit mode on Enter unless told otherwise; 4.2 and 4.3 have no such property
+	# (nor edit mode), so it is set by name only where it exists.
+	if "keep_editing_on_text_submit" in input:
+		input.set("keep_editing_on_text_submit", true)
 	# The NPC node became ready (and loaded its bundle) before this one.
 	if orlando.is_loaded():
 		status.text = "Ser Orlando is listening."
@@ -29,6 +33,7 @@ func _on_line_submitted(line: String) -> void:
 	if line.is_empty() or answering:
 		return
 	input.clear()
+	_keep_typing()
 	transcript += "[b]You:[/b] %s\n" % _plain(line)
 	dialogue.text = transcript
 	if not orlando.say(line):
@@ -48,6 +53,14 @@ func _show_reply_so_far(text: String) -> void:
 func _input(event: InputEvent) -> void:
 	if answering and event.is_action_pressed("ui_cancel"):
 		orlando.cancel()  # reply_finished still comes, with what he had said
+
+
+## The player types the next line without clicking back into the field: focus, and on 4.4+ edit
+## mode again (LineEdit.edit() does not exist before 4.4, hence the call by name).
+func _keep_typing() -> void:
+	input.grab_focus()
+	if input.has_method("edit"):
+		input.call("edit")
 
 
 ## Text shown as written: "[" would otherwise start a BBCode tag.
