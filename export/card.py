@@ -5,10 +5,10 @@ base64. Card fields map onto the sheet where they mean the same thing, text kept
 
     name → name            personality → summary       description → backstory
     first_mes → greeting   scenario → world.description mes_example → [[examples]]
-Everything else (creator notes, alternate greetings, tags, the card's own `extensions`, V3 assets…) is
-kept under the sheet's `extensions.chara_card`, with the raw `mes_example` and the lorebook
-(`character_book`, verbatim until the sheet has a lorebook section of its own), so nothing the card held
-is lost. A card has no place for much of what a sheet requires (title, values,
+The lorebook (`character_book`) becomes the sheet's `[lorebook]` (`lorebook_from_card`). `{{user}}` stays
+in the text: the runtime resolves it with the player's name (`lmpc_runtime.macros`). Everything else
+(creator notes, alternate greetings, tags, the card's own `extensions`, V3 assets…) is kept under the
+sheet's `extensions.chara_card`, with the raw `mes_example`, so nothing the card held is lost. A card has no place for much of what a sheet requires (title, values,
 objectives, facts, the world's order, opinions, ten examples): the imported sheet is a draft, and
 `SheetImport.missing` lists what the writer must add (`lmpc check` says the same).
 """
@@ -37,8 +37,13 @@ EXTENSION_KEY = "chara_card"
 # Card fields whose text becomes a sheet field verbatim (after {{char}} is replaced by the name).
 _MAPPED = {"name", "personality", "description", "first_mes", "scenario"}
 _CHAR_MACRO = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
-_USER_MACRO = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
 _START = re.compile(r"<START>", re.IGNORECASE)
+# Lorebook fields a card's book and its entries share with the sheet's `[lorebook]`.
+_BOOK_FIELDS = {"name", "description", "scan_depth", "token_budget", "recursive_scanning"}
+_ENTRY_FIELDS = {"keys", "secondary_keys", "content", "enabled", "constant", "selective", "insertion_order",
+                 "priority", "case_sensitive", "name", "comment", "id", "position"}
+# SillyTavern's `extensions.selectiveLogic` codes.
+_SELECTIVE_LOGIC = {0: "and_any", 1: "not_all", 2: "not_any", 3: "and_all"}
 
 
 @dataclass
@@ -162,6 +167,39 @@ def parse_examples(mes_example: str, name: str) -> tuple[list[dict[str, str]], i
     return examples, orphans
 
 
+def lorebook_from_card(book: dict[str, Any]) -> dict[str, Any]:
+    """The card's `character_book` as the sheet's `[lorebook]`: every field the sheet knows mapped, what
+    SillyTavern keeps in an entry's `extensions` (selective logic, sticky, cooldown, delay) read from
+    there, and anything else kept under `extensions.chara_card` of the book or of its entry."""
+    lore = {k: book[k] for k in _BOOK_FIELDS if book.get(k) not in (None, "")}
+    lore["entries"] = [_lore_entry(entry) for entry in book.get("entries") or [] if isinstance(entry, dict)]
+    extra = {k: v for k, v in book.items() if k not in _BOOK_FIELDS | {"entries", "extensions"}}
+    extensions = {**(book.get("extensions") or {}), **({EXTENSION_KEY: extra} if extra else {})}
+    if extensions:
+        lore["extensions"] = extensions
+    return lore
+
+
+def _lore_entry(card_entry: dict[str, Any]) -> dict[str, Any]:
+    # Cards write "" for a name or comment left blank; the sheet leaves such a field out.
+    entry = {k: card_entry[k] for k in _ENTRY_FIELDS
+             if card_entry.get(k) is not None and (card_entry[k] != "" or k == "content")}
+    extensions = dict(card_entry.get("extensions") or {})
+    logic = extensions.pop("selectiveLogic", None)
+    if logic in _SELECTIVE_LOGIC:
+        entry["selective_logic"] = _SELECTIVE_LOGIC[logic]
+    for key in ("sticky", "cooldown", "delay"):
+        value = extensions.pop(key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            entry[key] = value
+    extra = {k: v for k, v in card_entry.items() if k not in _ENTRY_FIELDS | {"extensions"}}
+    if extra:  # e.g. V3's use_regex: kept, not applied
+        extensions[EXTENSION_KEY] = extra
+    if extensions:
+        entry["extensions"] = extensions
+    return entry
+
+
 def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     """Map a card onto a sheet (plain data, in the sheet's field order). Raises SheetError on a bad card."""
     spec, data = card_data(card, where)
@@ -184,7 +222,7 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
         sheet["examples"] = examples
 
     kept = {k: v for k, v in data.items()
-            if k not in _MAPPED and k != "mes_example" and v not in (None, "", [], {})}
+            if k not in _MAPPED | {"mes_example", "character_book"} and v not in (None, "", [], {})}
     if data.get("mes_example"):
         kept["mes_example"] = data["mes_example"]  # the parse into pairs drops the blocks' grouping
     card_extra = {"spec": spec, **({"spec_version": card["spec_version"]} if "spec_version" in card else {}),
@@ -193,15 +231,8 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     sheet["extensions"] = {EXTENSION_KEY: card_extra}
 
     notes = []
-    book = data.get("character_book")
-    if book and book.get("entries"):
-        notes.append(f"the card's lorebook ({len(book['entries'])} entries) is kept verbatim under "
-                     f"extensions.{EXTENSION_KEY}.character_book; the sheet has no lorebook section yet")
-    mapped_text = [text(k) for k in _MAPPED] + [ex["player"] + ex["npc"] for ex in examples]
-    users = sum(len(_USER_MACRO.findall(t)) for t in mapped_text)
-    if users:
-        notes.append(f"the text says {{{{user}}}} {users} time(s); LMPC does not replace it: "
-                     "reword those places")
+    if data.get("character_book"):
+        sheet["lorebook"] = lorebook_from_card(data["character_book"])
     if orphans:
         notes.append(f"{orphans} example line(s) of the character with no player line before them "
                      "were left out")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lmpc_runtime.chat import ChatFormat
+from lmpc_runtime.macros import UNNAMED_PLAYER, resolve
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.lorebook import LoreScanner
 from lmpc_runtime.memory.recall import Recall
@@ -95,11 +96,12 @@ class Rendered:
 
 
 def persona_ids(sheet: CharacterSheet, chat: ChatFormat, style: str = "sheet") -> list[int]:
-    """The persona exactly as `Npc` builds it from a bundle's manifest."""
+    """The persona exactly as `Npc` builds it from a bundle's manifest (`{{user}}` as the unnamed player)."""
     system, shots = persona_text(sheet, style)
-    ids = chat.turn("system", system)
+    ids = chat.turn("system", resolve(system, sheet.name, UNNAMED_PLAYER))
     for player, npc in shots:
-        ids += chat.turn("user", player) + chat.turn("assistant", npc)
+        ids += (chat.turn("user", resolve(player, sheet.name, UNNAMED_PLAYER))
+                + chat.turn("assistant", resolve(npc, sheet.name, UNNAMED_PLAYER)))
     return ids
 
 

@@ -200,7 +200,7 @@ def _chat(args: argparse.Namespace) -> int:
     scripted = args.script is not None or not sys.stdin.isatty()
     lines = open(args.script, encoding="utf-8") if args.script else sys.stdin
     with rt:
-        greeting = npc.bundle.character.greeting
+        greeting = npc.greeting
         print(f"[{npc.name}] {greeting}" if greeting else f"[talking to {npc.name}; Ctrl-D to leave]")
         while True:
             if not scripted:

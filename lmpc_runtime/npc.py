@@ -32,7 +32,8 @@ from .errors import ContextOverflowError, InvalidArgumentError
 from .hooks import HookedReply, TextHooks, call_hook
 from .memory.embedder import Embedder
 from .memory.gating import GameState
-from .memory.lorebook import PLAYER_NAME_FACT, LoreScanner
+from .macros import UNNAMED_PLAYER, player_name, resolve
+from .memory.lorebook import LoreScanner
 from .memory.recall import Recall, RecallConfig
 from .memory.store import Memory, MemoryStore, bundle_store
 from .memory.summary import PROMPT_OVERHEAD, SummaryConfig, clean_summary, exchanges_to_summarise, summary_prompt
@@ -104,15 +105,11 @@ class Npc:
         self.history: list[tuple[str, str]] = []  # (player line, NPC reply), oldest first
         self.current: Reply | None = None
         self._reply_ids = itertools.count(1)
-        persona = bundle.persona
-        self.persona_tokens = chat.turn("system", persona.system)
-        for player, npc in persona.shots:
-            self.persona_tokens += chat.turn("user", player) + chat.turn("assistant", npc)
-        # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
-        self.seq = engine.new_sequence(self.persona_tokens)
-
         # Memory and knowledge: what the game tells the NPC, what it remembers, and how it recalls it.
         self.facts = GameState()
+        self._personas: dict[str, list[int]] = {}  # persona tokens by the player's name ({{user}})
+        # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
+        self.seq = engine.new_sequence(self.persona_tokens)
         self.hooks = TextHooks()
         self.game_time: float | None = None  # stamped on memories and summaries the NPC makes
         self.turn = 0  # player lines started so far; lorebook timers count these
@@ -128,6 +125,29 @@ class Npc:
     @property
     def name(self) -> str:
         return self.bundle.character.name
+
+    @property
+    def persona_tokens(self) -> list[int]:
+        """The persona (system prompt and example shots) with `{{user}}` as the game names the player now.
+        A persona without the macro is one list; a new name only re-reads the persona from its first
+        use of the name on (the cached prefix before it is kept)."""
+        user = player_name(self.facts)
+        tokens = self._personas.get(user)
+        if tokens is None:
+            persona = self.bundle.persona
+            tokens = self.chat.turn("system", resolve(persona.system, self.name, user))
+            for player, npc in persona.shots:
+                tokens += (self.chat.turn("user", resolve(player, self.name, user))
+                           + self.chat.turn("assistant", resolve(npc, self.name, user)))
+            if len(self._personas) >= 4:  # a game renaming the player often must not grow this
+                self._personas.clear()
+            self._personas[user] = tokens
+        return tokens
+
+    @property
+    def greeting(self) -> str:
+        """The sheet's greeting (empty if none), with `{{char}}` and `{{user}}` resolved."""
+        return resolve(self.bundle.character.greeting, self.name, player_name(self.facts))
 
     def prompt_tokens(self, player_text: str, max_tokens: int, note: Sequence[str] = ()) -> list[int]:
         """Persona + as many recent exchanges as fit + the memory note + the new line, leaving room for
@@ -294,8 +314,8 @@ class Npc:
         return available - min(note, available // 2)
 
     def _player_name(self) -> str:
-        name = self.facts.get(PLAYER_NAME_FACT)
-        return name if isinstance(name, str) and name.strip() else "The traveller"
+        name = player_name(self.facts)
+        return "The traveller" if name == UNNAMED_PLAYER else name
 
     def _next_summary(self) -> Reply | None:
         counts = [len(self.chat.turn("user", p)) + len(self.chat.turn("assistant", n)) for p, n in self.history]

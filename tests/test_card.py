@@ -50,11 +50,13 @@ V2_CARD = {
             "entries": [
                 {"keys": ["guild", "harbour guild"],
                  "content": "The harbour guild owns every boat but Wren's.",
-                 "extensions": {"depth": 4}, "enabled": True, "insertion_order": 100, "case_sensitive": False,
+                 "extensions": {"depth": 4, "selectiveLogic": 3, "sticky": 2}, "enabled": True,
+                 "insertion_order": 100, "case_sensitive": False,
                  "name": "guild", "priority": 10, "id": 1, "comment": "", "selective": False,
                  "secondary_keys": [], "constant": False, "position": "before_char"},
-                {"keys": ["lamp"], "content": "The lamp burns whale oil; Wren hates the smell.",
-                 "extensions": {}, "enabled": True, "insertion_order": 50, "constant": True, "id": 2},
+                {"keys": ["lamp"], "content": "The lamp burns whale oil; {{char}} hates the smell.",
+                 "extensions": {}, "enabled": True, "insertion_order": 50, "constant": True, "id": 2,
+                 "use_regex": False},
             ],
         },
         "tags": ["fantasy", "mystery", "female"],
@@ -108,16 +110,26 @@ def test_a_v2_json_card_maps_field_by_field(tmp_path):
     kept = sheet["extensions"]["chara_card"]
     # Everything the sheet has no field for is kept, verbatim.
     for key in ("creator_notes", "system_prompt", "post_history_instructions", "alternate_greetings", "tags",
-                "creator", "character_version", "character_book", "mes_example"):
+                "creator", "character_version", "mes_example"):
         assert kept[key] == data[key], key
+    # The lorebook becomes the sheet's: the fields both know, SillyTavern's extensions read, the rest kept.
+    lore, book = sheet["lorebook"], data["character_book"]
+    assert "character_book" not in kept
+    assert {k: lore[k] for k in ("name", "description", "scan_depth", "token_budget", "recursive_scanning")} == \
+        {k: book[k] for k in ("name", "description", "scan_depth", "token_budget", "recursive_scanning")}
+    guild, lamp = lore["entries"]
+    assert guild["keys"] == ["guild", "harbour guild"] and guild["priority"] == 10 and guild["id"] == 1
+    assert guild["selective_logic"] == "and_all" and guild["sticky"] == 2 and guild["position"] == "before_char"
+    assert guild["extensions"] == {"depth": 4}
+    assert lamp["constant"] is True and lamp["insertion_order"] == 50
+    assert lamp["extensions"] == {"chara_card": {"use_regex": False}}
     assert kept["extensions"]["some_frontend/custom"] == {"colour": "#ffcc00"}  # the null could not be kept
     assert kept["spec"] == "chara_card_v2" and kept["spec_version"] == "2.0"
     # What the card lacks is listed, and the notes say what was done.
     assert any(p.startswith("title: missing") for p in result.missing)
     assert any("examples: 3 given" in p for p in result.missing)
-    assert any("lorebook (2 entries)" in n for n in result.notes)
     assert any("with no player line" in n for n in result.notes)
-    assert any("says {{user}} 1 time" in n for n in result.notes)  # in the scenario
+    assert "{{user}}" in sheet["world"]["description"]  # resolved at run time, with the player's name
     assert any("some_frontend/custom.unused" in n for n in result.notes)
 
 
@@ -148,6 +160,26 @@ def test_completing_the_draft_gives_a_valid_sheet(tmp_path):
                           marginalised_important_people=[{"name": "C", "description": "D"}])
     sheet["examples"] = sheet["examples"] * 4
     assert parse_sheet(sheet).name == "Wren Halloway"
+
+
+def test_an_imported_lorebook_triggers_in_conversation():
+    from lmpc_runtime.memory.lorebook import LoreScanner
+
+    sheet = card_to_sheet(V2_CARD).sheet
+    for key in ("title", "alignment", "speech_style"):
+        sheet[key] = "-"
+    sheet.update(values=["-"], objectives=["-"], facts=["-"], opinions={"-": "-"})
+    sheet["world"].update(name="-", political_order="-", powers="-", marginalised_groups="-",
+                          important_people=[{"name": "-", "description": "-"}],
+                          marginalised_important_people=[{"name": "-", "description": "-"}])
+    sheet["examples"] = sheet["examples"] * 4
+    lore = LoreScanner(parse_sheet(sheet).lorebook, lambda text: len(text.split()))
+    facts = {"player.name": "Mira"}
+    # The constant entry always; the guild entry only when a line names the guild.
+    assert lore.activate(["Nice weather."], facts, 1, "Wren Halloway") == [
+        "The lamp burns whale oil; Wren Halloway hates the smell."]
+    assert "The harbour guild owns every boat but Wren's." in lore.activate(
+        ["Who runs the harbour guild?"], facts, 2, "Wren Halloway")
 
 
 def test_a_png_card_prefers_the_v3_chunk(tmp_path):

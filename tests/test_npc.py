@@ -147,3 +147,31 @@ def test_a_sheet_without_fallback_lines_still_never_gives_an_empty_bubble(tiny_c
         reply = npc.start_reply("Hello.")
         assert reply.fallback == SILENT_FALLBACK
         reply.cancel()
+
+
+def test_user_and_char_in_a_persona_and_greeting_take_the_players_name(tiny_copy):
+    """A card's `{{user}}` is resolved at run time: the unnamed player at first, then the name the game
+    sets; the persona re-reads only from the name on."""
+    import msgpack
+
+    from lmpc_runtime.bundle import MANIFEST_NAME, pack_manifest
+
+    path = tiny_copy / MANIFEST_NAME
+    manifest = msgpack.unpackb(path.read_bytes())
+    manifest["persona"]["system"] += " You are talking to {{user}}."
+    manifest["character"]["greeting"] = "Well met, {{user}}. I am {{char}}."
+    path.write_bytes(pack_manifest(manifest))
+    with Runtime(threads=1, seed=1) as rt:
+        npc = rt.load_npc(tiny_copy, sampling=SHORT)
+        assert npc.greeting == "Well met, the traveller. I am Orlando Marlo."
+        unnamed = list(npc.persona_tokens)
+        assert "You are talking to the traveller." in npc.chat.decode(unnamed)
+        reply_text(npc, "Hello.")
+        rt.set_fact(npc, "player.name", "Mira")
+        assert npc.greeting == "Well met, Mira. I am Orlando Marlo."
+        named = npc.persona_tokens
+        assert "You are talking to Mira." in npc.chat.decode(named)
+        shared = next(i for i, (a, b) in enumerate(zip(unnamed, named)) if a != b)
+        assert npc.chat.decode(named[:shared]).endswith("You are talking to")  # the same up to the name
+        reply_text(npc, "Do you know my name?")
+        assert npc.seq.tokens[: len(named)] == named  # the prompt now starts with the named persona

@@ -228,7 +228,7 @@ class Game:
         if self.letter == "carried":
             self._deliver_letter()
         if self.current is None and not self.dialogue.reply:
-            greeting = self.orlando.bundle.character.greeting
+            greeting = self.orlando.greeting
             if greeting:
                 self.dialogue.show("", greeting)
 

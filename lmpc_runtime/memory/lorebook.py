@@ -25,14 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import InvalidArgumentError
+from ..macros import player_name, resolve
 from ..sheet import LoreEntry, Lorebook
 from .gating import Condition, Value, parse_condition
 
 MAX_RECURSION = 8
-_CHAR_MACRO = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
-_USER_MACRO = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
-PLAYER_NAME_FACT = "player.name"
-UNNAMED_PLAYER = "the traveller"
 
 
 @dataclass
@@ -93,9 +90,8 @@ class LoreScanner:
                     break
                 active |= fresh
 
-        player = facts.get(PLAYER_NAME_FACT)
-        user = player if isinstance(player, str) and player.strip() else UNNAMED_PLAYER
-        texts = {i: _USER_MACRO.sub(user, _CHAR_MACRO.sub(char_name, book.entries[i].content)) for i in active}
+        user = player_name(facts)
+        texts = {i: resolve(book.entries[i].content, char_name, user) for i in active}
         kept, used = [], 0
         for i in sorted(active, key=lambda i: (not book.entries[i].constant, -book.entries[i].priority,
                                                book.entries[i].insertion_order, i)):
