@@ -39,9 +39,12 @@ class Build:
                         str(self.harness)], check=True)
         self.sanitize = sanitize
 
-    def run(self, scenario: str, *args, folder: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    def run(self, scenario: str, *args, folder: Path, godot: str = "4.2",
+            timeout: int = 900) -> subprocess.CompletedProcess:
+        """Run a scenario with the harness playing `godot`: "4.2", or "4.7" built with deprecated=no."""
         (folder / "user").mkdir(exist_ok=True)
-        env = {**os.environ, "HARNESS_RES_DIR": str(folder), "HARNESS_USER_DIR": str(folder / "user")}
+        env = {**os.environ, "HARNESS_RES_DIR": str(folder), "HARNESS_USER_DIR": str(folder / "user"),
+               "HARNESS_GODOT": godot}
         if self.sanitize:
             env["ASAN_OPTIONS"] = "detect_leaks=0"  # the embedded Python keeps its memory to the end
         return subprocess.run([str(self.harness), str(self.extension), scenario, *map(str, args)],
@@ -81,6 +84,17 @@ def test_classes_methods_properties_and_signals_are_registered_as_godot_expects(
     assert passed(out), out.stdout + out.stderr
     assert "budget_ms must be in [0, 1000], not -1" in out.stdout
     assert "LmpcNpc.set_bundle_path: argument 1 (bundle_path) must be a String, not null" in out.stdout
+
+
+def test_a_godot_without_deprecated_functions_loads_the_addon_through_their_new_names(builds, tmp_path, tiny_bundle):
+    # A 4.7 build made with deprecated=no lacks get_godot_version, string_new_with_utf8_chars_and_len,
+    # classdb_construct_object and classdb_register_extension_class2; Godot 4.2 has only those. The harness
+    # plays each engine (checking every function it serves is fetched once, and POSTINITIALIZE is sent once).
+    for godot in ("4.7", "4.2"):
+        for scenario in (["registration"], ["bad", tiny_bundle]):
+            out = builds["plain"].run(*scenario, folder=tmp_path, godot=godot)
+            assert f"playing Godot {godot}" in out.stdout
+            assert passed(out), out.stdout[-4000:] + out.stderr[-4000:]
 
 
 def test_the_demo_uses_only_what_the_extension_registers(builds, tmp_path):

@@ -17,6 +17,8 @@
 **   bad BUNDLE     bad input with a working library (BUNDLE: the tiny test bundle), handlers that free
 **                  nodes while signals are emitted
 **   talk BUNDLE    a conversation with a real NPC: streaming, facts, save and load, cancel
+** $HARNESS_GODOT=4.7 plays a Godot 4.7 built with deprecated=no (only the newest names of renamed
+** interface functions); by default it plays Godot 4.2 (only their 4.2 names).
 ** res:// maps to $HARNESS_RES_DIR (default: the working directory), user:// to $HARNESS_USER_DIR.
 ** Exit status 0 when every check passed; each failure is printed as "FAIL line N: ...".
 */
@@ -223,9 +225,19 @@ typedef struct {
     fake_info args[2];
 } fake_signal;
 
+/* What a class registration gave, whichever layout it came in. */
+typedef struct {
+    bool is_virtual, is_abstract, is_exposed;
+    void (*notification_func)(void *instance, int32_t what, gdx_bool reversed);
+    gdx_object (*create_instance_func)(void *class_userdata);                       /* 4.2 */
+    gdx_object (*create_instance4_func)(void *class_userdata, gdx_bool postinitialize); /* 4.4+ */
+    void (*free_instance_func)(void *class_userdata, void *instance);
+    void *class_userdata;
+} fake_class_info;
+
 typedef struct {
     char name[64], parent[64];
-    gdx_class_info2 info;
+    fake_class_info info;
     fake_method methods[32];
     int method_count;
     fake_property properties[16];
@@ -243,7 +255,8 @@ typedef struct fake_object {
     fake_class *extension;
     void *instance;
     bool processing;
-    const char *label; /* for the output */
+    int postinitialized; /* NOTIFICATION_POSTINITIALIZE deliveries */
+    const char *label;   /* for the output */
 } fake_object;
 
 static fake_object engine_singleton = {.engine_class = "Engine", .label = "Engine"};
@@ -304,15 +317,33 @@ static fake_info copy_info(const gdx_property_info *p) {
 
 /* ---- interface functions: ClassDB ---------------------------------------------------------------- */
 
-static void fake_register_class2(gdx_library library, const gd_string_name *name, const gd_string_name *parent,
-                                 const gdx_class_info2 *info) {
+static void register_class(gdx_library library, const gd_string_name *name, const gd_string_name *parent,
+                           fake_class_info info) {
     CHECK(library == (gdx_library)gdx_library_token);
     CHECK(class_count < 8 && !find_class(text_of(name)));
     CHECK(!strcmp(text_of(parent), "Node") || find_class(text_of(parent)));
+    if (class_count >= 8) return;
     fake_class *cls = &classes[class_count++];
     snprintf(cls->name, sizeof cls->name, "%s", text_of(name));
     snprintf(cls->parent, sizeof cls->parent, "%s", text_of(parent));
-    cls->info = *info;
+    cls->info = info;
+}
+
+static void fake_classdb_register_extension_class2(gdx_library library, const gd_string_name *name,
+                                                   const gd_string_name *parent, const gdx_class_info2 *info) {
+    register_class(library, name, parent,
+                   (fake_class_info){info->is_virtual, info->is_abstract, info->is_exposed, info->notification_func,
+                                     info->create_instance_func, NULL, info->free_instance_func,
+                                     info->class_userdata});
+}
+
+static void fake_classdb_register_extension_class6(gdx_library library, const gd_string_name *name,
+                                                   const gd_string_name *parent, const gdx_class_info4 *info) {
+    CHECK(!info->is_runtime && !info->icon_path);
+    register_class(library, name, parent,
+                   (fake_class_info){info->is_virtual, info->is_abstract, info->is_exposed, info->notification_func,
+                                     NULL, info->create_instance_func, info->free_instance_func,
+                                     info->class_userdata});
 }
 
 static void fake_register_method(gdx_library library, const gd_string_name *class_name, const gdx_method_info *m) {
@@ -368,13 +399,23 @@ static void fake_unregister_class(gdx_library library, const gd_string_name *nam
     cls->unregistered = true;
 }
 
-static gdx_object fake_construct_object(const gd_string_name *class_name) {
+static fake_object *construct(const gd_string_name *class_name) {
     CHECK(!strcmp(text_of(class_name), "Node"));
     fake_object *object = calloc(1, sizeof *object);
     object->engine_class = "Node";
     live_objects++;
     return object;
 }
+
+/* 4.2: the engine sends NOTIFICATION_POSTINITIALIZE itself (before the extension's instance is set). */
+static gdx_object fake_classdb_construct_object(const gd_string_name *class_name) {
+    fake_object *object = construct(class_name);
+    object->postinitialized++;
+    return object;
+}
+
+/* 4.4+: the extension's create_instance sends it, once its instance is set. */
+static gdx_object fake_classdb_construct_object3(const gd_string_name *class_name) { return construct(class_name); }
 
 static void fake_object_set_instance(gdx_object object, const gd_string_name *class_name, void *instance) {
     fake_object *o = object;
@@ -436,6 +477,10 @@ static void fake_variant_call(gd_variant *self, const gd_string_name *method, co
         *result = v_string(globalize(argv[0]->text, path, sizeof path));
     } else if (o->extension && !strcmp(name, "set_process") && count == 1 && argv[0]->type == GDX_TYPE_BOOL) {
         o->processing = argv[0]->b;
+    } else if (o->extension && !strcmp(name, "notification") && count == 1 && argv[0]->type == GDX_TYPE_INT) {
+        CHECK(o->instance != NULL); /* object_set_instance came first */
+        if (argv[0]->i == GDX_NOTIFICATION_POSTINITIALIZE) o->postinitialized++;
+        o->extension->info.notification_func(o->instance, (int32_t)argv[0]->i, 0);
     } else if (o->extension && !strcmp(name, "emit_signal")) {
         record_emission(o, argv, count);
     } else {
@@ -465,8 +510,19 @@ static void fake_print_warning(const char *description, const char *function, co
     warning_count++;
 }
 
-static gdx_godot_version engine_version = {4, 2, 2, "4.2.2.stable (LMPC harness)"};
-static void fake_get_godot_version(gdx_godot_version *r) { *r = engine_version; }
+static void fake_get_godot_version(gdx_godot_version *r) {
+    *r = (gdx_godot_version){4, 2, 2, "4.2.2.stable (LMPC harness)"};
+}
+
+static void fake_get_godot_version2(gdx_godot_version2 *r) {
+    *r = (gdx_godot_version2){4, 7, 0, 0x040700, "stable", "lmpc_harness", "", 0,
+                              "4.7.stable.lmpc_harness (deprecated=no)"};
+}
+
+static gdx_int fake_string_new_with_utf8_chars_and_len2(gd_string *r, const char *utf8, gdx_int bytes) {
+    *(char **)r = text_new(utf8, (size_t)bytes);
+    return 0;
+}
 
 /* ---- get_proc_address ------------------------------------------------------------------------- */
 
@@ -477,8 +533,8 @@ typedef struct {
 } served;
 
 #define SERVE(name) {#name, (gdx_function)(void *)fake_##name, 0}
-static served interface[] = {
-    SERVE(get_godot_version),
+#define SERVE_AS(name, function) {#name, (gdx_function)(void *)function, 0}
+static served common_interface[] = {
     SERVE(print_error),
     SERVE(print_warning),
     SERVE(variant_destroy),
@@ -488,30 +544,59 @@ static served interface[] = {
     SERVE(get_variant_from_type_constructor),
     SERVE(get_variant_to_type_constructor),
     SERVE(variant_get_ptr_destructor),
-    SERVE(string_new_with_utf8_chars_and_len),
     SERVE(string_to_utf8_chars),
     SERVE(string_name_new_with_utf8_chars),
     SERVE(global_get_singleton),
-    {"classdb_construct_object", (gdx_function)(void *)fake_construct_object, 0},
-    {"object_set_instance", (gdx_function)(void *)fake_object_set_instance, 0},
-    {"classdb_register_extension_class2", (gdx_function)(void *)fake_register_class2, 0},
-    {"classdb_register_extension_class_method", (gdx_function)(void *)fake_register_method, 0},
-    {"classdb_register_extension_class_property", (gdx_function)(void *)fake_register_property, 0},
-    {"classdb_register_extension_class_signal", (gdx_function)(void *)fake_register_signal, 0},
-    {"classdb_unregister_extension_class", (gdx_function)(void *)fake_unregister_class, 0},
+    SERVE_AS(object_set_instance, fake_object_set_instance),
+    SERVE_AS(classdb_register_extension_class_method, fake_register_method),
+    SERVE_AS(classdb_register_extension_class_property, fake_register_property),
+    SERVE_AS(classdb_register_extension_class_signal, fake_register_signal),
+    SERVE_AS(classdb_unregister_extension_class, fake_unregister_class),
 };
-#define INTERFACE_SIZE (int)(sizeof interface / sizeof interface[0])
+
+/* Godot 4.2 serves the functions later renamed under their 4.2 names only; a 4.7 build made with
+** deprecated=no serves only their newest names. */
+static served godot42_interface[] = {
+    SERVE(get_godot_version),
+    SERVE(string_new_with_utf8_chars_and_len),
+    SERVE(classdb_construct_object),
+    SERVE(classdb_register_extension_class2),
+};
+static served godot47_interface[] = {
+    SERVE(get_godot_version2),
+    SERVE(string_new_with_utf8_chars_and_len2),
+    SERVE(classdb_construct_object3),
+    SERVE(classdb_register_extension_class6),
+};
+
+/* Names of these functions in Godot versions between the two: asking for them is fine (NULL here). */
+static const char *const other_names[] = {"classdb_register_extension_class5", "classdb_register_extension_class4",
+                                          "classdb_construct_object2"};
+
+static bool godot47; /* HARNESS_GODOT=4.7: play the deprecated=no 4.7 build */
+#define COUNT(array) (int)(sizeof array / sizeof array[0])
 static int unknown_requests;
 
+static served *find_served(served *table, int count, const char *name) {
+    for (int i = 0; i < count; i++)
+        if (!strcmp(table[i].name, name)) return &table[i];
+    return NULL;
+}
+
 static gdx_function fake_get_proc_address(const char *name) {
-    for (int i = 0; i < INTERFACE_SIZE; i++) {
-        if (!strcmp(interface[i].name, name)) {
-            interface[i].requests++;
-            return interface[i].function;
-        }
+    served *engine = godot47 ? godot47_interface : godot42_interface;
+    served *f = find_served(common_interface, COUNT(common_interface), name);
+    if (!f) f = find_served(engine, COUNT(godot42_interface), name);
+    if (f) {
+        f->requests++;
+        return f->function;
     }
-    printf("FAIL: the extension asked for %s, which this harness does not serve\n", name);
-    unknown_requests++;
+    bool known = find_served(godot47 ? godot42_interface : godot47_interface, COUNT(godot42_interface), name);
+    for (int i = 0; i < COUNT(other_names); i++) known = known || !strcmp(other_names[i], name);
+    if (!known) {
+        printf("FAIL: the extension asked for %s, which no Godot 4 interface has\n", name);
+        unknown_requests++;
+    }
     return NULL;
 }
 
@@ -552,8 +637,11 @@ static void unload_extension(void) {
 static fake_object *instantiate(const char *class_name, const char *label) {
     fake_class *cls = find_class(class_name);
     if (!CHECK(cls != NULL)) exit(1);
-    fake_object *o = cls->info.create_instance_func(cls->info.class_userdata);
+    /* Godot 4.4+ asks the extension to send NOTIFICATION_POSTINITIALIZE (ClassDB::instantiate does). */
+    fake_object *o = cls->info.create_instance4_func ? cls->info.create_instance4_func(cls->info.class_userdata, 1)
+                                                     : cls->info.create_instance_func(cls->info.class_userdata);
     CHECK(o && o->extension == cls && o->instance);
+    CHECK(o && o->postinitialized == 1); /* exactly once, by the engine (4.2) or the extension (4.4+) */
     o->label = label;
     return o;
 }
@@ -741,10 +829,11 @@ static void scenario_registration(void) {
     fake_class *runtime = find_class("LmpcRuntime"), *npc = find_class("LmpcNpc");
     if (!CHECK(runtime && npc)) return;
     for (int i = 0; i < class_count; i++) {
-        gdx_class_info2 *info = &classes[i].info;
+        fake_class_info *info = &classes[i].info;
         CHECK(!strcmp(classes[i].parent, "Node"));
         CHECK(info->is_exposed && !info->is_virtual && !info->is_abstract);
-        CHECK(info->create_instance_func && info->free_instance_func && info->notification_func);
+        CHECK((godot47 ? info->create_instance4_func != NULL : info->create_instance_func != NULL) &&
+              info->free_instance_func && info->notification_func);
     }
     expect_method("LmpcNpc", "say", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
     expect_method("LmpcNpc", "cancel", GDX_TYPE_NIL, 0, 0, 0);
@@ -1086,8 +1175,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *scenario = argv[2], *bundle = argc > 3 ? argv[3] : NULL;
+    const char *version = getenv("HARNESS_GODOT");
+    godot47 = version && !strcmp(version, "4.7");
+    printf("playing Godot %s\n", godot47 ? "4.7 built with deprecated=no" : "4.2");
     if (!load_extension(argv[1])) return 1;
-    for (int i = 0; i < INTERFACE_SIZE; i++) CHECK(interface[i].requests == 1); /* each fetched once */
+    /* Each function this engine serves was fetched once. */
+    for (int i = 0; i < COUNT(common_interface); i++) CHECK(common_interface[i].requests == 1);
+    served *engine = godot47 ? godot47_interface : godot42_interface;
+    for (int i = 0; i < COUNT(godot42_interface); i++) {
+        if (!CHECK(engine[i].requests == 1)) printf("  %s was fetched %d times\n", engine[i].name, engine[i].requests);
+    }
     CHECK(unknown_requests == 0);
 
     if (!strcmp(scenario, "registration")) scenario_registration();

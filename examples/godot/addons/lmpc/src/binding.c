@@ -269,12 +269,10 @@ static void notification(void *instance_ptr, int32_t what, gdx_bool reversed) {
 
 /* -- instances ---------------------------------------------------------------------------------- */
 
-static gdx_object create_instance(void *userdata) {
-    registered_class *rc = userdata;
-    gd_string_name parent;
-    gd_string_name_new(&parent, rc->desc->parent);
-    gdx_object owner = gd.classdb_construct_object(&parent);
-    gd_string_name_free(&parent);
+/* The engine object, our instance attached. `postinitialize`: the engine left NOTIFICATION_POSTINITIALIZE
+** to us (the 4.4 registration), to send once the instance is set, as godot-cpp does. */
+static gdx_object create(registered_class *rc, bool postinitialize) {
+    gdx_object owner = gd_construct(rc->desc->parent);
     instance *self = calloc(1, rc->desc->instance_size);
     if (self) {
         self->owner = owner;
@@ -284,7 +282,20 @@ static gdx_object create_instance(void *userdata) {
         GD_ERROR("%s: out of memory; this node will do nothing", rc->desc->name);
     }
     gd.object_set_instance(owner, &rc->name, self);
+    if (postinitialize) {
+        gd_variant what;
+        const gd_variant *args[1] = {&what};
+        gd_variant_new_int(&what, GDX_NOTIFICATION_POSTINITIALIZE);
+        gd_call(owner, "notification", args, 1, NULL);
+        gd_variant_free(&what);
+    }
     return owner;
+}
+
+static gdx_object create_instance2(void *userdata) { return create(userdata, false); }
+
+static gdx_object create_instance4(void *userdata, gdx_bool notify_postinitialize) {
+    return create(userdata, notify_postinitialize);
 }
 
 static void free_instance(void *userdata, void *instance_ptr) {
@@ -412,14 +423,25 @@ bool classes_register(gdx_library lib, const class_desc *const *classes, int cou
 
         gd_string_name parent;
         gd_string_name_new(&parent, cls->parent);
-        gdx_class_info2 info = {
-            .is_exposed = 1,
-            .notification_func = notification,
-            .create_instance_func = create_instance,
-            .free_instance_func = free_instance,
-            .class_userdata = rc,
-        };
-        gd.classdb_register_extension_class2(library, &rc->name, &parent, &info);
+        if (gd.register_class4) {
+            gdx_class_info4 info = {
+                .is_exposed = 1,
+                .notification_func = notification,
+                .create_instance_func = create_instance4,
+                .free_instance_func = free_instance,
+                .class_userdata = rc,
+            };
+            gd.register_class4(library, &rc->name, &parent, &info);
+        } else {
+            gdx_class_info2 info = {
+                .is_exposed = 1,
+                .notification_func = notification,
+                .create_instance_func = create_instance2,
+                .free_instance_func = free_instance,
+                .class_userdata = rc,
+            };
+            gd.classdb_register_extension_class2(library, &rc->name, &parent, &info);
+        }
         gd_string_name_free(&parent);
 
         binding *b = rc->bindings;

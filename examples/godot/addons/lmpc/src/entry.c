@@ -25,10 +25,11 @@ __attribute__((visibility("default"))) gdx_bool lmpc_godot_init(gdx_get_proc_add
         if (gd.print_error) GD_ERROR("LMPC: this Godot has no interface function %s; LMPC needs Godot 4.2 or later", missing);
         return 0;
     }
-    gdx_godot_version version;
-    gd.get_godot_version(&version);
-    if (version.major != 4 || version.minor < 2) {
-        GD_ERROR("LMPC: needs Godot 4.2 or a later 4.x, not %s", version.string);
+    uint32_t major, minor;
+    const char *version;
+    gd_godot_version(&major, &minor, &version);
+    if (major != 4 || minor < 2) {
+        GD_ERROR("LMPC: needs Godot 4.2 or a later 4.x, not %s", version);
         return 0;
     }
     library = lib;

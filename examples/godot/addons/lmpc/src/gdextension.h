@@ -1,10 +1,12 @@
 /*
 ** gdextension.h — the part of Godot 4's GDExtension interface this addon uses, declared here.
 **
-** The layouts and names follow the interface as of Godot 4.2 (the addon's compatibility_minimum);
-** each declaration names the official type it mirrors. Later Godot 4 versions keep these calls and
-** structures for extensions built against 4.2. Everything the engine hands over is opaque: a String,
-** StringName or Variant is storage of the right size that only engine functions may touch.
+** The layouts and names follow the interface of Godot 4.2 (the addon's compatibility_minimum) and,
+** where later versions renamed a function, of its newer form too; each declaration names the official
+** type it mirrors. Godot builds made with deprecated=no lack the 4.2 names of renamed functions, so the
+** addon asks for the newest name first and falls back to the 4.2 one (godot.c). Everything the engine
+** hands over is opaque: a String, StringName or Variant is storage of the right size that only engine
+** functions may touch.
 */
 #ifndef LMPC_GDEXTENSION_H
 #define LMPC_GDEXTENSION_H
@@ -59,6 +61,7 @@ typedef struct {
 #define GDX_USAGE_NIL_IS_VARIANT (1u << 17) /* a NIL type means "any Variant" */
 
 /* Notifications (Object and Node constants). */
+#define GDX_NOTIFICATION_POSTINITIALIZE 0
 #define GDX_NOTIFICATION_PREDELETE 1
 #define GDX_NOTIFICATION_ENTER_TREE 10
 #define GDX_NOTIFICATION_EXIT_TREE 11
@@ -102,7 +105,8 @@ typedef struct {
     gd_variant **default_arguments;
 } gdx_method_info;
 
-/* GDExtensionClassCreationInfo2 (Godot 4.2). Callbacks this addon does not need stay NULL. */
+/* GDExtensionClassCreationInfo2 (Godot 4.2), for classdb_register_extension_class2. Callbacks this addon
+** does not need stay NULL. */
 typedef struct {
     gdx_bool is_virtual;
     gdx_bool is_abstract;
@@ -128,6 +132,35 @@ typedef struct {
     void *class_userdata;
 } gdx_class_info2;
 
+/* GDExtensionClassCreationInfo4 (Godot 4.4), which 4.5 names Info5 and 4.7 Info6 with the same layout:
+** for classdb_register_extension_class4, 5 and 6. The engine then constructs the base object without
+** NOTIFICATION_POSTINITIALIZE and create_instance_func sends it when asked to. */
+typedef struct {
+    gdx_bool is_virtual;
+    gdx_bool is_abstract;
+    gdx_bool is_exposed;
+    gdx_bool is_runtime;
+    const gd_string *icon_path; /* NULL: no icon */
+    void *set_func;
+    void *get_func;
+    void *get_property_list_func;
+    void *free_property_list_func;
+    void *property_can_revert_func;
+    void *property_get_revert_func;
+    void *validate_property_func;
+    void (*notification_func)(void *instance, int32_t what, gdx_bool reversed);
+    void *to_string_func;
+    void *reference_func;
+    void *unreference_func;
+    gdx_object (*create_instance_func)(void *class_userdata, gdx_bool notify_postinitialize);
+    void (*free_instance_func)(void *class_userdata, void *instance);
+    void *recreate_instance_func;
+    void *get_virtual_func;
+    void *get_virtual_call_data_func;
+    void *call_virtual_with_data_func;
+    void *class_userdata;
+} gdx_class_info4;
+
 /* GDExtensionInitializationLevel and GDExtensionInitialization. */
 typedef enum {
     GDX_INIT_CORE = 0,
@@ -143,11 +176,19 @@ typedef struct {
     void (*deinitialize)(void *userdata, gdx_init_level level);
 } gdx_initialization;
 
-/* GDExtensionGodotVersion. */
+/* GDExtensionGodotVersion (get_godot_version) and GDExtensionGodotVersion2 (get_godot_version2, 4.5). */
 typedef struct {
     uint32_t major, minor, patch;
     const char *string;
 } gdx_godot_version;
+
+typedef struct {
+    uint32_t major, minor, patch;
+    uint32_t hex; /* 0xMMmmpp */
+    const char *status, *build, *hash;
+    uint64_t timestamp;
+    const char *string;
+} gdx_godot_version2;
 
 /* GDExtensionInterfaceGetProcAddress: the engine's function table, looked up by name. */
 typedef void (*gdx_function)(void);
@@ -158,9 +199,9 @@ typedef void (*gdx_variant_from_type)(gd_variant *r_variant, void *value); /* r_
 typedef void (*gdx_type_from_variant)(void *r_value, gd_variant *variant); /* r_value uninitialized; converts */
 typedef void (*gdx_destructor)(void *value);
 
-/* The engine functions this addon calls: X(name the engine knows it by, return type, (parameters)). */
+/* The engine functions this addon calls, under names every Godot 4.2+ build serves:
+** X(name the engine knows it by, return type, (parameters)). */
 #define GDX_INTERFACE(X)                                                                                     \
-    X(get_godot_version, void, (gdx_godot_version *))                                                        \
     X(print_error, void, (const char *description, const char *function, const char *file, int32_t line,     \
                           gdx_bool editor_notify))                                                           \
     X(print_warning, void, (const char *description, const char *function, const char *file, int32_t line,   \
@@ -174,14 +215,10 @@ typedef void (*gdx_destructor)(void *value);
     X(get_variant_from_type_constructor, gdx_variant_from_type, (gdx_variant_type))                          \
     X(get_variant_to_type_constructor, gdx_type_from_variant, (gdx_variant_type))                            \
     X(variant_get_ptr_destructor, gdx_destructor, (gdx_variant_type))                                        \
-    X(string_new_with_utf8_chars_and_len, void, (gd_string *r_string, const char *utf8, gdx_int bytes))      \
     X(string_to_utf8_chars, gdx_int, (const gd_string *, char *r_utf8, gdx_int capacity))                    \
     X(string_name_new_with_utf8_chars, void, (gd_string_name *r_name, const char *utf8))                     \
     X(global_get_singleton, gdx_object, (const gd_string_name *name))                                        \
-    X(classdb_construct_object, gdx_object, (const gd_string_name *class_name))                              \
     X(object_set_instance, void, (gdx_object, const gd_string_name *class_name, void *instance))             \
-    X(classdb_register_extension_class2, void, (gdx_library, const gd_string_name *class_name,               \
-                                                const gd_string_name *parent, const gdx_class_info2 *))      \
     X(classdb_register_extension_class_method, void, (gdx_library, const gd_string_name *class_name,         \
                                                       const gdx_method_info *))                              \
     X(classdb_register_extension_class_property, void, (gdx_library, const gd_string_name *class_name,       \
@@ -192,5 +229,29 @@ typedef void (*gdx_destructor)(void *value);
                                                       const gd_string_name *signal,                          \
                                                       const gdx_property_info *arguments, gdx_int count))    \
     X(classdb_unregister_extension_class, void, (gdx_library, const gd_string_name *class_name))
+
+/* Functions Godot renamed after 4.2 (deprecated=no builds serve only the newer names), newest first,
+** each with the version that introduced it. One of each group is fetched (godot.c). */
+#define GDX_INTERFACE_RENAMED(X)                                                                             \
+    X(get_godot_version2, void, (gdx_godot_version2 *)) /* 4.5 */                                            \
+    X(get_godot_version, void, (gdx_godot_version *))   /* 4.1 */                                            \
+    X(string_new_with_utf8_chars_and_len2, gdx_int, (gd_string *r_string, const char *utf8, gdx_int bytes)) \
+    /* 4.3: returns an error code */                                                                         \
+    X(string_new_with_utf8_chars_and_len, void, (gd_string *r_string, const char *utf8, gdx_int bytes))      \
+    X(classdb_construct_object3, gdx_object, (const gd_string_name *class_name)) /* 4.7 */                   \
+    X(classdb_construct_object2, gdx_object, (const gd_string_name *class_name)) /* 4.4 */                   \
+    X(classdb_construct_object, gdx_object, (const gd_string_name *class_name))  /* 4.1 */                   \
+    X(classdb_register_extension_class6, void, (gdx_library, const gd_string_name *class_name,               \
+                                                const gd_string_name *parent, const gdx_class_info4 *))      \
+    /* 4.7 */                                                                                                \
+    X(classdb_register_extension_class5, void, (gdx_library, const gd_string_name *class_name,               \
+                                                const gd_string_name *parent, const gdx_class_info4 *))      \
+    /* 4.5 */                                                                                                \
+    X(classdb_register_extension_class4, void, (gdx_library, const gd_string_name *class_name,               \
+                                                const gd_string_name *parent, const gdx_class_info4 *))      \
+    /* 4.4 */                                                                                                \
+    X(classdb_register_extension_class2, void, (gdx_library, const gd_string_name *class_name,               \
+                                                const gd_string_name *parent, const gdx_class_info2 *))      \
+    /* 4.2 */
 
 #endif /* LMPC_GDEXTENSION_H */

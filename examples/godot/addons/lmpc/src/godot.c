@@ -19,6 +19,36 @@ bool godot_bind(gdx_get_proc_address get_proc_address, const char **missing) {
     }
     GDX_INTERFACE(GODOT_FETCH)
 #undef GODOT_FETCH
+    /* Renamed functions: the newest name first, since deprecated=no builds lack the old ones; an engine
+    ** that lacks a name answers NULL. Only what is needed is asked for. */
+#define TRY(name) (*(void **)&gd.name = (void *)get_proc_address(#name))
+    if (!TRY(get_godot_version2) && !TRY(get_godot_version)) {
+        *missing = "get_godot_version2 or get_godot_version";
+        return false;
+    }
+    if (!TRY(string_new_with_utf8_chars_and_len2) && !TRY(string_new_with_utf8_chars_and_len)) {
+        *missing = "string_new_with_utf8_chars_and_len2 or string_new_with_utf8_chars_and_len";
+        return false;
+    }
+    /* The 4.4 registration goes with construct_object2 or 3 (no postinitialize by the engine), the 4.2
+    ** one with construct_object: never mixed. */
+    if (TRY(classdb_register_extension_class6) || TRY(classdb_register_extension_class5) ||
+        TRY(classdb_register_extension_class4)) {
+        gd.register_class4 = gd.classdb_register_extension_class6   ? gd.classdb_register_extension_class6
+                             : gd.classdb_register_extension_class5 ? gd.classdb_register_extension_class5
+                                                                    : gd.classdb_register_extension_class4;
+        if (!TRY(classdb_construct_object3) && !TRY(classdb_construct_object2)) {
+            *missing = "classdb_construct_object3 or classdb_construct_object2";
+            return false;
+        }
+    } else if (!TRY(classdb_register_extension_class2)) {
+        *missing = "classdb_register_extension_class6, 5, 4 or 2";
+        return false;
+    } else if (!TRY(classdb_construct_object)) {
+        *missing = "classdb_construct_object";
+        return false;
+    }
+#undef TRY
     gd.variant_from_bool = gd.get_variant_from_type_constructor(GDX_TYPE_BOOL);
     gd.variant_from_int = gd.get_variant_from_type_constructor(GDX_TYPE_INT);
     gd.variant_from_float = gd.get_variant_from_type_constructor(GDX_TYPE_FLOAT);
@@ -40,7 +70,34 @@ void gd_string_name_new(gd_string_name *r_name, const char *utf8) { gd.string_na
 void gd_string_name_free(gd_string_name *name) { gd.string_name_destroy(name); }
 
 void gd_string_new(gd_string *r_string, const char *utf8) {
-    gd.string_new_with_utf8_chars_and_len(r_string, utf8, (gdx_int)strlen(utf8));
+    /* The 4.3 form also reports invalid UTF-8; our texts come from Godot or from LMPC, which checks it. */
+    if (gd.string_new_with_utf8_chars_and_len2) {
+        gd.string_new_with_utf8_chars_and_len2(r_string, utf8, (gdx_int)strlen(utf8));
+    } else {
+        gd.string_new_with_utf8_chars_and_len(r_string, utf8, (gdx_int)strlen(utf8));
+    }
+}
+
+void gd_godot_version(uint32_t *major, uint32_t *minor, const char **text) {
+    if (gd.get_godot_version2) {
+        gdx_godot_version2 version;
+        gd.get_godot_version2(&version);
+        *major = version.major, *minor = version.minor, *text = version.string;
+    } else {
+        gdx_godot_version version;
+        gd.get_godot_version(&version);
+        *major = version.major, *minor = version.minor, *text = version.string;
+    }
+}
+
+gdx_object gd_construct(const char *class_name) {
+    gd_string_name name;
+    gd_string_name_new(&name, class_name);
+    gdx_object object = gd.classdb_construct_object3   ? gd.classdb_construct_object3(&name)
+                        : gd.classdb_construct_object2 ? gd.classdb_construct_object2(&name)
+                                                       : gd.classdb_construct_object(&name);
+    gd_string_name_free(&name);
+    return object;
 }
 
 void gd_string_free(gd_string *string) { gd.string_destroy(string); }

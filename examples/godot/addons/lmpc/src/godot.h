@@ -16,6 +16,10 @@
 
 struct godot_interface {
     GDX_INTERFACE(GODOT_FIELD)
+    GDX_INTERFACE_RENAMED(GODOT_FIELD) /* NULL where this Godot lacks the name */
+    /* The class registration in use: classdb_register_extension_class6, 5 or 4 (NULL: the engine has
+    ** none of them, and classdb_register_extension_class2 is used). */
+    void (*register_class4)(gdx_library, const gd_string_name *, const gd_string_name *, const gdx_class_info4 *);
     /* Conversions and destructors, looked up once through the functions above. */
     gdx_variant_from_type variant_from_bool, variant_from_int, variant_from_float, variant_from_string,
         variant_from_string_name, variant_from_object;
@@ -27,6 +31,11 @@ extern struct godot_interface gd;
 
 /* Fetch every engine function this addon uses. False (with the missing name) if the engine lacks one. */
 bool godot_bind(gdx_get_proc_address get_proc_address, const char **missing);
+
+/* The running Godot's version (major, minor) and its full text. */
+void gd_godot_version(uint32_t *major, uint32_t *minor, const char **text);
+/* A new engine object of a built-in class, to be given an instance with object_set_instance. */
+gdx_object gd_construct(const char *class_name);
 
 void gd_string_name_new(gd_string_name *r_name, const char *utf8);
 void gd_string_name_free(gd_string_name *name);
