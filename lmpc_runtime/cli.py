@@ -41,6 +41,23 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new(args: argparse.Namespace) -> int:
+    from .scaffold import new_sheet
+
+    if not args.name.strip():
+        raise InvalidArgumentError("the character needs a name")
+    out = Path(args.output or args.name.strip().lower().replace(" ", "_") + ".toml")
+    try:
+        with open(out, "x", encoding="utf-8") as f:  # never over a writer's work
+            f.write(new_sheet(args.name.strip()))
+    except FileExistsError:
+        raise InvalidArgumentError(f"{out} already exists; choose another file with -o") from None
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    print(out)
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     card = _export_module("card", "import")
     result = card.import_card(args.card, args.output)
@@ -235,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", default="lmpc-gqa", choices=("lmpc-gqa", "optimum-kv-concat"),
                    help="model graph: the fast fused one (default), or optimum's export (the slow reference)")
     p.set_defaults(run=_build)
+
+    p = sub.add_parser("new", help="start a character sheet: every field, empty, with what it is for")
+    p.add_argument("name", help="the character's full name")
+    p.add_argument("-o", "--output", help="the TOML file to write (default: NAME in lower case, .toml)")
+    p.set_defaults(run=_new)
 
     p = sub.add_parser("import", help="turn a Character Card V2/V3 (JSON or PNG) into a character sheet")
     p.add_argument("card")

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 LMPC = str(Path(sys.executable).with_name("lmpc"))
 
 
@@ -44,3 +46,38 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2 and "title: missing" in out.stderr and "Traceback" not in out.stderr
     out = run("ask", tmp_path / "nope.lmpc", "hi")
     assert out.returncode == 2 and "no such bundle directory" in out.stderr
+
+
+def test_new_writes_a_sheet_to_fill_in_that_check_walks_through(tmp_path):
+    import tomllib
+
+    from lmpc_runtime.errors import SheetError
+    from lmpc_runtime.sheet import MIN_EXAMPLES, load_sheet, parse_sheet
+
+    out = tmp_path / "ada.toml"
+    done = run("new", "Ada \"Quill\" Varga", "-o", out)
+    assert done.returncode == 0 and done.stdout.strip() == str(out)
+    data = tomllib.loads(out.read_text())
+    assert data["name"] == 'Ada "Quill" Varga' and len(data["examples"]) == MIN_EXAMPLES
+    # Empty as written: `lmpc check` lists what to write, each with its place.
+    check = run("check", out)
+    assert check.returncode != 0
+    for place in ("title", "summary", "values", "facts", "world.name", "examples[0].npc"):
+        assert place in check.stderr, place
+    with pytest.raises(SheetError):
+        load_sheet(out)
+    # Filled in, the same layout is a valid sheet.
+    for key in ("title", "summary", "alignment", "speech_style", "backstory"):
+        data[key] = "Something."
+    data.update(values=["Truth."], objectives=["Print the news."], facts=["Ada prints the Gazette."],
+                opinions={"The mayor": "A liar."})
+    for key in ("name", "description", "political_order", "powers", "marginalised_groups"):
+        data["world"][key] = "Something."
+    for person in data["world"]["important_people"] + data["world"]["marginalised_important_people"]:
+        person.update(name="Someone", description="Someone she knows.")
+    for example in data["examples"]:
+        example.update(player="Who are you?", npc="Ada Varga, printer.")
+    assert parse_sheet(data).name == 'Ada "Quill" Varga'
+    # A second `new` never overwrites the first.
+    again = run("new", "Ada", "-o", out)
+    assert again.returncode != 0 and "already exists" in again.stderr
