@@ -3,6 +3,7 @@ tests/godot/harness.c plays the engine. It loads the extension built by examples
 recording implementations of the GDExtension interface, and drives nodes frame by frame; these tests run
 its scenarios and read what it printed. Each scenario exits non-zero if any of its checks failed."""
 
+import json
 import os
 import platform
 import re
@@ -150,10 +151,91 @@ def test_bad_input_gives_the_error_signal_and_an_error_print_under_sanitizers(bu
     assert re.search(r"^tiny reply: \d+ updates over \d+ frames$", out.stdout, re.M)
 
 
+# The addon's types by ABI class, in the vocabulary of tests/godot/gdextension_declarations.json.
+OUR_ABI = {"void": "void", "gdx_bool": "uint8", "gdx_int": "int64", "int32_t": "int32", "uint32_t": "uint32",
+           "uint64_t": "uint64", "gdx_object": "pointer", "gdx_library": "pointer", "gdx_variant_from_type": "pointer",
+           "gdx_type_from_variant": "pointer", "gdx_destructor": "pointer", "gdx_method_call": "pointer",
+           "gdx_method_ptrcall": "pointer", "gdx_variant_type": "enum (int32)", "gdx_call_error_type": "enum (int32)",
+           "gdx_init_level": "enum (int32)", "gdx_argument_metadata": "enum (int32)"}
+# Which official structure each of the addon's mirrors, and the prefixes of its enum constants.
+OUR_STRUCTS = {"gdx_property_info": "GDExtensionPropertyInfo", "gdx_method_info": "GDExtensionClassMethodInfo",
+               "gdx_class_info2": "GDExtensionClassCreationInfo2", "gdx_class_info4": "GDExtensionClassCreationInfo4",
+               "gdx_initialization": "GDExtensionInitialization", "gdx_godot_version": "GDExtensionGodotVersion",
+               "gdx_godot_version2": "GDExtensionGodotVersion2", "gdx_call_error": "GDExtensionCallError"}
+OUR_ENUMS = {"GDX_TYPE_": "GDEXTENSION_VARIANT_TYPE_", "GDX_CALL_": "GDEXTENSION_CALL_",
+             "GDX_INIT_": "GDEXTENSION_INITIALIZATION_"}
+
+
+def abi_of(declaration: str) -> str:
+    """The ABI class of a C declaration of the addon (a parameter, a field, a return type)."""
+    if "*" in declaration:
+        return "pointer"
+    words = declaration.replace("const ", "").split()
+    return OUR_ABI[words[0]]
+
+
+def addon_declarations() -> tuple[dict, dict, dict]:
+    """Functions (name: [return class, parameter classes...]), structures (name: [(field, class)...]) and enum
+    constants that examples/godot/addons/lmpc/src/gdextension.h declares."""
+    header = (GODOT / "addons" / "lmpc" / "src" / "gdextension.h").read_text()
+    header = re.sub(r"/\*.*?\*/", " ", header, flags=re.S).replace("\\\n", " ")
+    functions = {}
+    for name, ret, params in re.findall(r"\bX\((\w+), ([\w ]+), \(([^()]*)\)\)", header):
+        functions[name] = [abi_of(ret)] + [abi_of(p) for p in params.split(",")]
+    structs = {}
+    for body, name in re.findall(r"typedef struct \{([^{}]*)\} (\w+);", header):
+        if name not in OUR_STRUCTS:
+            continue  # opaque storage (String, Variant)
+        fields = []
+        for member in filter(None, (m.strip() for m in body.split(";"))):
+            pointer = re.match(r".*\(\*(\w+)\)\(.*\)$", member, re.S)
+            if pointer:
+                fields.append((pointer.group(1), "pointer"))
+                continue
+            base, *names = re.match(r"((?:const )?\w+)\s+(.*)$", member, re.S).groups()
+            for declarator in names[0].split(","):
+                declarator = declarator.strip()
+                fields.append((declarator.lstrip("*"), abi_of(base + (" *" if declarator.startswith("*") else ""))))
+        structs[name] = fields
+    enums = {name: int(value) for name, value in re.findall(r"\b(GDX_(?:TYPE|CALL|INIT)_\w+) = (\d+)", header)}
+    return functions, structs, enums
+
+
+def test_interface_declarations_match_the_list_derived_from_godots_headers():
+    # The harness shares the addon's declarations, so only Godot's own declarations can check them: this list
+    # was derived from Godot 4.2's and 4.7's (names and types, no header text), so the check needs no network.
+    listed = json.loads(HARNESS.with_name("gdextension_declarations.json").read_text())
+    abi, versions = listed["abi"], listed["versions"]
+    functions, structs, enums = addon_declarations()
+    assert len(functions) == 28 and set(OUR_STRUCTS) <= set(structs) and len(enums) == 16
+    for name, ours in functions.items():
+        found = [v for v in versions.values() if name in v["functions"]]
+        assert found, f"{name} is in no Godot version listed"
+        for version in found:
+            theirs = version["functions"][name]
+            assert ours == [abi[theirs["returns"]]] + [abi[t] for t in theirs["params"]], (name, version["source"])
+    for name in re.findall(r"\bX\((\w+),", (GODOT / "addons" / "lmpc" / "src" / "gdextension.h").read_text()
+                           .split("GDX_INTERFACE_RENAMED")[0]):
+        # The functions the addon asks for by one name only exist, undeprecated, in every version listed.
+        assert all(name in v["functions"] and "deprecated_since" not in v["functions"][name]
+                   for v in versions.values()), name
+    for ours, official in OUR_STRUCTS.items():
+        found = [v for v in versions.values() if official in v["structs"]]
+        assert found, official
+        for version in found:
+            assert structs[ours] == [(field, abi[t]) for field, t in version["structs"][official]], (ours, version["source"])
+    for ours, value in enums.items():
+        prefix = next(p for p in OUR_ENUMS if ours.startswith(p))
+        official = OUR_ENUMS[prefix] + ours.removeprefix(prefix)
+        for version in versions.values():
+            values = {k: v for enum in version["enums"].values() for k, v in enum.items()}
+            assert values[official] == value, (ours, version["source"])
+
+
 @pytest.mark.skipif(not os.environ.get("GODOT_GDEXTENSION_INCLUDE"),
                     reason="set GODOT_GDEXTENSION_INCLUDE to a folder with Godot's gdextension_interface.h")
 def test_interface_declarations_match_godots_header():
-    # The harness shares the addon's declarations, so only Godot's own header can check them.
+    # The same with a header of Godot's at hand: sizes and offsets as the compiler sees them.
     subprocess.run([CC, "-std=c11", "-fsyntax-only", f"-I{os.environ['GODOT_GDEXTENSION_INCLUDE']}",
                     f"-I{GODOT / 'addons' / 'lmpc' / 'src'}", str(HARNESS.with_name("layout_check.c"))], check=True)
 
