@@ -18,8 +18,8 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from lmpc_export.evaluate import score_persona_test
 from lmpc_export.bundle_files import PERSONA_TEST
+from lmpc_export.evaluate import score_persona_test
 from lmpc_export.persona_test import GREEDY, load_persona_test, summarise
 from lmpc_runtime import RecallConfig, read_bundle
 
