@@ -256,6 +256,8 @@ typedef struct fake_object {
     void *instance;
     bool processing;
     int postinitialized; /* NOTIFICATION_POSTINITIALIZE deliveries */
+    int locks;           /* calls and signal emissions under way on it: the engine refuses to free it then */
+    bool in_tree, queued;
     const char *label;   /* for the output */
 } fake_object;
 
@@ -448,7 +450,9 @@ static void record_emission(fake_object *o, const fake_variant *const *args, gdx
     e->frame = frame_number;
     snprintf(e->signal, sizeof e->signal, "%s", signal);
     e->text = count == 2 ? strdup(args[1]->text) : NULL;
+    o->locks++; /* as Object::emit_signalp does while the handlers run */
     if (on_emit) on_emit(o, signal);
+    o->locks--;
 }
 
 static const char *globalize(const char *path, char *out, size_t size) {
@@ -648,15 +652,48 @@ static fake_object *instantiate(const char *class_name, const char *label) {
 
 static void notify(fake_object *o, int what) { o->extension->info.notification_func(o->instance, what, 0); }
 
-/* Object destruction: NOTIFICATION_PREDELETE (reversed), then the extension's free_instance. */
-static void destroy(fake_object *o) {
+static void exit_tree(fake_object *o) {
+    o->in_tree = false;
+    notify(o, GDX_NOTIFICATION_EXIT_TREE);
+}
+
+/* GDScript's free(). Like Godot (Object::callp), it refuses an object that is locked: one emitting a signal
+** or running a method call. Otherwise: NOTIFICATION_PREDELETE (reversed: the extension hears it before
+** Node, whose own PREDELETE handling removes the node from the tree, so EXIT_TREE comes next), then the
+** extension's free_instance. */
+static int refused_frees;
+
+static bool destroy(fake_object *o) {
+    if (o->locks > 0) {
+        fake_print("ERROR", "Object is locked and can't be freed.", "Object::callp", "core/object/object.cpp", 0);
+        refused_frees++;
+        return false;
+    }
     o->extension->info.notification_func(o->instance, GDX_NOTIFICATION_PREDELETE, 1);
+    if (o->in_tree) exit_tree(o);
     o->extension->info.free_instance_func(o->extension->info.class_userdata, o->instance);
     free(o);
     live_objects--;
+    return true;
+}
+
+/* queue_free(): freed at the end of the frame, when nothing is locked. */
+static fake_object *free_queue[64];
+static int queued_count;
+
+static void queue_free(fake_object *o) {
+    if (o->queued || !CHECK(queued_count < 64)) return;
+    o->queued = true;
+    free_queue[queued_count++] = o;
+}
+
+static void flush_free_queue(void) {
+    for (int i = 0; i < queued_count; i++) CHECK(destroy(free_queue[i]));
+    queued_count = 0;
 }
 
 static void enter_tree(fake_object *o) {
+    o->in_tree = true;
     notify(o, GDX_NOTIFICATION_ENTER_TREE);
     notify(o, GDX_NOTIFICATION_READY);
 }
@@ -676,6 +713,7 @@ static void frame(fake_object *const *nodes, int count) {
     frame_number++;
     for (int i = 0; i < count; i++)
         if (nodes[i] && nodes[i]->processing) notify(nodes[i], GDX_NOTIFICATION_PROCESS);
+    flush_free_queue(); /* as SceneTree does after processing */
     process_seconds += seconds() - start;
     double rest = 1.0 / 60 - (seconds() - start);
     if (rest > 0) nanosleep(&(struct timespec){0, (long)(rest * 1e9)}, NULL);
@@ -691,7 +729,9 @@ static fake_variant call_v(fake_object *o, const char *method, int count, fake_v
     const gd_variant *argv[4];
     for (int i = 0; i < count; i++) argv[i] = (const gd_variant *)&args[i];
     if (!CHECK(m != NULL)) return result;
+    o->locks++; /* Object::callp locks the object for the call */
     m->call(m->userdata, o->instance, argv, count, (gd_variant *)&result, error);
+    o->locks--;
     return result;
 }
 
@@ -706,7 +746,10 @@ static bool call_bool(fake_object *o, const char *method, int count, fake_varian
 /* A method call with pointers to raw values (typed GDScript, other extensions). */
 static void call_p(fake_object *o, const char *method, const void **args, void *result) {
     fake_method *m = find_method(o->extension, method);
-    if (CHECK(m != NULL)) m->ptrcall(m->userdata, o->instance, args, result);
+    if (!CHECK(m != NULL)) return;
+    o->locks++;
+    m->ptrcall(m->userdata, o->instance, args, result);
+    o->locks--;
 }
 
 static int count_signals(fake_object *o, const char *signal, int since) {
@@ -932,7 +975,7 @@ static void scenario_registration(void) {
     enter_tree(orlando);
     CHECK(!rt->processing && error_count == errors_before);
     CHECK(!call_bool(orlando, "is_loaded", 0, NULL));
-    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
+    exit_tree(rt);
     editor_hint = false;
     destroy(orlando);
     destroy(rt);
@@ -964,12 +1007,10 @@ static void scenario_nolib(void) {
     errors_before = error_count;
     enter_tree(second);
     CHECK(warning_count == warnings_before + 1 && error_count == errors_before && !second->processing);
-    notify(second, GDX_NOTIFICATION_EXIT_TREE);
-    destroy(second);
+    destroy(second); /* leaves the tree first */
 
     destroy(npc);
-    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
-    destroy(rt);
+    destroy(rt); /* leaves the tree first */
 }
 
 /* A python_home that is not one: the library says so before starting Python, and nothing crashes. */
@@ -983,20 +1024,23 @@ static void scenario_nohome(const char *bundle) {
     set_string(npc, "set_bundle_path", bundle);
     EXPECT_REPORTED(npc, "lmpc_boot: /nonexistent/python is not a Python home", enter_tree(npc));
     destroy(npc);
-    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
-    destroy(rt);
+    destroy(rt); /* leaves the tree first */
 }
 
 /* Signal handlers that free nodes while the extension is emitting (GDScript may call free()). */
 static fake_object *free_on_update, *free_on_finish, *free_on_error;
 
+/* A handler of the NPC's own signal cannot free() it (the engine refuses: it is emitting), so it does
+** what GDScript must, queue_free(). Freeing another object, here the runtime, is allowed at once. */
 static void handler_frees_nodes(fake_object *object, const char *signal) {
     if (object == free_on_error && !strcmp(signal, "error")) {
         free_on_error = NULL;
-        destroy(object);
+        queue_free(object);
     } else if (object == free_on_update && !strcmp(signal, "reply_updated")) {
         free_on_update = NULL;
-        destroy(object);
+        CHECK(!destroy(object) && refused_frees == 1); /* refused, as Godot refuses it */
+        refused_frees = 0;
+        queue_free(object);
     } else if (free_on_finish && !strcmp(signal, "reply_finished")) {
         fake_object *victim = free_on_finish;
         free_on_finish = NULL;
@@ -1054,7 +1098,8 @@ static void scenario_bad(const char *bundle) {
         free_on_error = doomed;
         args[0] = refusal ? v_string("Hello?") : v_nil();
         CHECK(!call_bool(doomed, "say", 1, args));
-        CHECK(free_on_error == NULL); /* the handler ran */
+        CHECK(free_on_error == NULL && doomed->queued); /* the handler ran */
+        frame(NULL, 0);                                  /* frees it */
     }
     on_emit = NULL;
 
@@ -1164,8 +1209,7 @@ static void scenario_talk(const char *bundle) {
     printf("idle frames: %.0f us of _process each\n", 1e6 * (process_seconds - before) / 120);
 
     destroy(orlando);
-    notify(rt, GDX_NOTIFICATION_EXIT_TREE);
-    destroy(rt);
+    destroy(rt); /* leaves the tree first */
 }
 
 int main(int argc, char **argv) {
@@ -1197,7 +1241,9 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    flush_free_queue();
     unload_extension();
+    CHECK(refused_frees == 0); /* no scenario frees an object the engine would refuse to */
     CHECK(live_objects == 0);
     CHECK(live_texts == 0); /* every String, StringName and Variant the extension made was released */
     CHECK(double_destroys == 0);
