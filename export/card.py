@@ -8,9 +8,11 @@ base64. Card fields map onto the sheet where they mean the same thing, text kept
 The lorebook (`character_book`) becomes the sheet's `[lorebook]` (`lorebook_from_card`). `{{user}}` stays
 in the text: the runtime resolves it with the player's name (`lmpc_runtime.macros`). Everything else
 (creator notes, alternate greetings, tags, the card's own `extensions`, V3 assets…) is kept under the
-sheet's `extensions.chara_card`, with the raw `mes_example`, so nothing the card held is lost. A card has no place for much of what a sheet requires (title, values,
-objectives, facts, the world's order, opinions, ten examples): the imported sheet is a draft, and
-`SheetImport.missing` lists what the writer must add (`lmpc check` says the same).
+sheet's `extensions.chara_card`, with the raw `mes_example`, so nothing the card held is lost. The
+imported sheet builds and talks as it is; a card has no place for much of what makes a sheet's NPC
+better (title, values, objectives, facts, the world's order, opinions, ten examples), and
+`SheetImport.advice` lists it, most useful first (`lmpc check` says the same). `SheetImport.problems`
+holds what would stop a build (a broken lorebook entry, say).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lmpc_runtime.errors import SheetError
-from lmpc_runtime.sheet import SHEET_FORMAT, parse_sheet
+from lmpc_runtime.sheet import SHEET_FORMAT, advice, parse_sheet
 
 from .toml_writer import dumps, strip_nulls
 
@@ -52,14 +54,18 @@ class SheetImport:
 
     sheet: dict[str, Any]
     spec: str
-    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what stops `lmpc build` until fixed
+    advice: list[str] = field(default_factory=list)  # what would make a better NPC, most useful first
     notes: list[str] = field(default_factory=list)
 
     def toml(self) -> str:
         header = [f"# Imported from a Character Card ({self.spec}) by `lmpc import`."]
-        if self.missing:
-            header.append("# Still to write before `lmpc build` (see docs/character-sheet.md):")
-            header += [f"#   {problem}" for problem in self.missing]
+        if self.problems:
+            header.append("# To fix before `lmpc build`:")
+            header += [f"#   {problem}" for problem in self.problems]
+        if self.advice:
+            header.append("# It builds as it is; these would make a better NPC (see docs/character-sheet.md):")
+            header += [f"#   {item}" for item in self.advice]
         header += [f"# Note: {note}" for note in self.notes]
         return "\n".join(header) + "\n\n" + dumps(self.sheet)
 
@@ -239,11 +245,9 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     if dropped:
         notes.append(f"null values dropped (TOML has none): {', '.join(dropped[:5])}")
     try:
-        parse_sheet(sheet, where)
-        missing: list[str] = []
+        return SheetImport(sheet=sheet, spec=spec, advice=advice(parse_sheet(sheet, where)), notes=notes)
     except SheetError as exc:
-        missing = exc.problems
-    return SheetImport(sheet=sheet, spec=spec, missing=missing, notes=notes)
+        return SheetImport(sheet=sheet, spec=spec, problems=exc.problems, notes=notes)
 
 
 def import_card(card_path: str | Path, out: str | Path) -> SheetImport:

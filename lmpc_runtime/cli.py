@@ -11,7 +11,7 @@ from .bundle import read_bundle
 from .errors import InvalidArgumentError, LmpcError
 from .reply import DONE, TEXT
 from .runtime import Runtime
-from .sheet import load_sheet
+from .sheet import advice, load_sheet
 
 
 def _log(line: str) -> None:
@@ -63,10 +63,14 @@ def _import(args: argparse.Namespace) -> int:
     result = card.import_card(args.card, args.output)
     for note in result.notes:
         _log(f"note: {note}")
-    if result.missing:
-        _log(f"{args.output}: a draft; before `lmpc build`, write what the card did not have:")
-        for problem in result.missing:
+    if result.problems:
+        _log(f"{args.output}: fix before `lmpc build`:")
+        for problem in result.problems:
             _log(f"  - {problem}")
+    if result.advice:
+        _log(f"{args.output}: builds as it is; these would make a better NPC, most useful first:")
+        for item in result.advice:
+            _log(f"  - {item}")
     print(args.output)
     return 0
 
@@ -168,6 +172,10 @@ def _check(args: argparse.Namespace) -> int:
     sheet = load_sheet(args.sheet)
     print(f"{args.sheet}: OK: {sheet.name}, {len(sheet.facts)} facts, {len(sheet.examples)} example exchanges, "
           f"{len(sheet.lorebook.entries)} lorebook entries")
+    gaps = advice(sheet)
+    if gaps:
+        print("advice (it builds as it is; these would make a better NPC, most useful first):")
+        print("\n".join(f"  - {gap}" for gap in gaps))
     return 0
 
 

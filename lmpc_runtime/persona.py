@@ -26,17 +26,29 @@ def first_sentence(text: str) -> str:
     return text[: match.start() + 1] if match else text
 
 
+def _place(sheet: CharacterSheet) -> str:
+    name = sheet.world.name
+    return name[0].lower() + name[1:] if name.startswith("The ") else name
+
+
+def _who(sheet: CharacterSheet) -> str:
+    return f"{sheet.name}, {sheet.title}" if sheet.title else sheet.name
+
+
 def system_prompt(sheet: CharacterSheet, facts: int = 4, objectives: int = 3) -> str:
-    """About 200 tokens: identity, setting, aims, voice, a few core facts, and the rule to stay in role."""
+    """About 200 tokens: identity, setting, aims, voice, a few core facts, and the rule to stay in role.
+    A field the sheet leaves out leaves its line out (a card gives only some of them)."""
     world = sheet.world
-    place = world.name[0].lower() + world.name[1:] if world.name.startswith("The ") else world.name
-    lines = [
-        f"You are {sheet.name}, {sheet.title}. {sheet.summary}",
-        f"You live in {place}. {first_sentence(world.description)}",
-        "You want " + "; ".join(o.rstrip(". ")[0].lower() + o.rstrip(". ")[1:] for o in sheet.objectives[:objectives]) + ".",
-        f"How you speak: {first_sentence(sheet.speech_style)}",
-    ]
-    if facts:
+    aims = [o.rstrip(". ") for o in sheet.objectives[:objectives] if o.rstrip(". ")]
+    lines = [f"You are {_who(sheet)}. {sheet.summary}".rstrip()]
+    if world.name or world.description:
+        lines.append(" ".join(filter(None, [f"You live in {_place(sheet)}." if world.name else "",
+                                            first_sentence(world.description)])))
+    if aims:
+        lines.append("You want " + "; ".join(a[0].lower() + a[1:] for a in aims) + ".")
+    if sheet.speech_style:
+        lines.append(f"How you speak: {first_sentence(sheet.speech_style)}")
+    if facts and sheet.facts:
         lines.append(" ".join(sheet.facts[:facts]))
     lines.append(
         f"Answer as {sheet.name}, in the first person, in two or three sentences. "
@@ -49,8 +61,7 @@ def identity_prompt(sheet: CharacterSheet) -> str:
     """The short prompt of a fine-tuned character: who, where and when, and the rule to stay in role."""
     world = sheet.world
     when = re.search(r"\byear is ([^.;]+)", world.description + " " + " ".join(sheet.facts))
-    place = world.name[0].lower() + world.name[1:] if world.name.startswith("The ") else world.name
-    return (f"You are {sheet.name}, {sheet.title}, in {place}"
+    return (f"You are {_who(sheet)}" + (f", in {_place(sheet)}" if world.name else "")
             + (f", in the year {when.group(1)}" if when else "") + ". "
             f"Speak as {sheet.name.split()[0]}, in the first person, in two or three sentences; "
             "you are a person of this world, never an assistant or an AI.")

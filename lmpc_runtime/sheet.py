@@ -34,13 +34,13 @@ class Person:
 
 @dataclass(frozen=True)
 class World:
-    name: str
-    description: str
-    political_order: str
-    powers: str
-    marginalised_groups: str
-    important_people: tuple[Person, ...]
-    marginalised_important_people: tuple[Person, ...]
+    name: str = ""
+    description: str = ""
+    political_order: str = ""
+    powers: str = ""
+    marginalised_groups: str = ""
+    important_people: tuple[Person, ...] = ()
+    marginalised_important_people: tuple[Person, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,21 @@ class Lorebook:
 
 @dataclass(frozen=True)
 class CharacterSheet:
+    """Only the name is required: a character card's few fields make an NPC that talks; each deeper field
+    makes it a better one (`advice` says which are missing, most useful first)."""
+
     name: str
-    title: str
-    summary: str
-    alignment: str
-    speech_style: str
-    backstory: str
-    values: tuple[str, ...]
-    objectives: tuple[str, ...]
-    facts: tuple[str, ...]
-    world: World
-    opinions: dict[str, str]
-    examples: tuple[Example, ...]
+    title: str = ""
+    summary: str = ""
+    alignment: str = ""
+    speech_style: str = ""
+    backstory: str = ""
+    values: tuple[str, ...] = ()
+    objectives: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
+    world: World = World()
+    opinions: dict[str, str] = field(default_factory=dict)
+    examples: tuple[Example, ...] = ()
     greeting: str = ""
     catchphrases: tuple[str, ...] = ()
     fallback_lines: tuple[str, ...] = ()
@@ -113,6 +116,31 @@ class CharacterSheet:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (dicts, lists, str) for the bundle manifest; `sheet_from_dict` reverses it."""
         return _plain(asdict(self))
+
+
+def advice(sheet: CharacterSheet) -> list[str]:
+    """What the sheet still lacks, most useful first. The order is a judgement (what the NPC must know,
+    then how it sounds, then who and where it is, then what it wants and believes), not yet measured
+    field by field on the persona test."""
+    world = sheet.world
+    gaps = [
+        (not sheet.facts, "facts: none; the NPC recalls, and is scored on, only what is written here "
+                          "(short third-person statements, one fact each)"),
+        (len(sheet.examples) < MIN_EXAMPLES,
+         f"examples: {len(sheet.examples)}; at least {MIN_EXAMPLES} show the voice, 40 or more let a fine-tune learn it"),
+        (not sheet.title or not sheet.summary, "title and summary: who they are, in a line and in two or three sentences"),
+        (not world.name or not world.description, "world.name and world.description: where and when they live"),
+        (not sheet.objectives, "objectives: what they are trying to achieve"),
+        (not sheet.values, "values: what they hold dear"),
+        (not sheet.opinions, "opinions: what they think of the people and powers around them"),
+        (not sheet.speech_style, "speech_style: how they talk"),
+        (not world.important_people, "world.important_people: who they know"),
+        (not (world.political_order and world.powers and world.marginalised_groups),
+         "world.political_order, world.powers, world.marginalised_groups: how their world works"),
+        (not sheet.backstory, "backstory: their history, in prose"),
+        (not sheet.alignment, "alignment: e.g. Lawful Good"),
+    ]
+    return [text for missing, text in gaps if missing]
 
 
 def _plain(value: Any) -> Any:
@@ -128,32 +156,32 @@ def _plain(value: Any) -> Any:
 _TOP_LEVEL = {
     "format": ("int", True),
     "name": ("str", True),
-    "title": ("str", True),
-    "summary": ("str", True),
-    "alignment": ("str", True),
-    "speech_style": ("str", True),
+    "title": ("str", False),
+    "summary": ("str", False),
+    "alignment": ("str", False),
+    "speech_style": ("str", False),
     "greeting": ("str", False),
-    "backstory": ("str", True),
-    "values": ("strs", True),
-    "objectives": ("strs", True),
+    "backstory": ("str", False),
+    "values": ("strs", False),
+    "objectives": ("strs", False),
     "catchphrases": ("strs", False),
-    "facts": ("strs", True),
+    "facts": ("strs", False),
     "fallback_lines": ("strs", False),
     "avoid_phrases": ("strs", False),
-    "world": ("table", True),
-    "opinions": ("table", True),
-    "examples": ("tables", True),
+    "world": ("table", False),
+    "opinions": ("table", False),
+    "examples": ("tables", False),
     "extensions": ("table", False),
     "lorebook": ("table", False),
 }
 _WORLD = {
-    "name": ("str", True),
-    "description": ("str", True),
-    "political_order": ("str", True),
-    "powers": ("str", True),
-    "marginalised_groups": ("str", True),
-    "important_people": ("tables", True),
-    "marginalised_important_people": ("tables", True),
+    "name": ("str", False),
+    "description": ("str", False),
+    "political_order": ("str", False),
+    "powers": ("str", False),
+    "marginalised_groups": ("str", False),
+    "important_people": ("tables", False),
+    "marginalised_important_people": ("tables", False),
 }
 _PERSON = {"name": ("str", True), "description": ("str", True)}
 _EXAMPLE = {"player": ("str", True), "npc": ("str", True), "context": ("str", False)}
@@ -213,10 +241,10 @@ class _Checker:
         out: dict[str, Any] = {}
         for key, (kind, required) in schema.items():
             path = _join(where, key)
-            if key not in data:
+            if key not in data or (not required and _blank(data[key])):
                 if required:
                     self.problems.append(f"{path}: missing")
-                continue
+                continue  # an optional field left blank is one not written yet
             out[key] = self.value(data[key], kind, path)
         return out
 
@@ -261,6 +289,17 @@ class _Checker:
         raise AssertionError(kind)
 
 
+def _blank(value: Any) -> bool:
+    """Empty text, list or table, or a table of only such values (an example or person not yet written)."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value
+    if isinstance(value, dict):
+        return all(_blank(v) for v in value.values())
+    return False
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
@@ -280,32 +319,26 @@ def parse_sheet(data: dict[str, Any], source: str = "<sheet>") -> CharacterSheet
     world_raw = check.table(top.get("world", {}), _WORLD, "world") if "world" in top else {}
     people: dict[str, tuple[Person, ...]] = {}
     for key in ("important_people", "marginalised_important_people"):
-        checked = [check.table(p, _PERSON, f"world.{key}[{i}]") for i, p in enumerate(world_raw.get(key, []))]
+        checked = [check.table(p, _PERSON, f"world.{key}[{i}]")
+                   for i, p in enumerate(world_raw.get(key, [])) if not _blank(p)]
         people[key] = tuple(Person(**p) for p in checked if len(p) == len(_PERSON))
     opinions: dict[str, str] = {}
     for topic, opinion in top.get("opinions", {}).items():
         opinions[topic] = check.value(opinion, "str", f"opinions.{topic}")
-    if "opinions" in top and not opinions:
-        check.problems.append("opinions: must not be empty")
 
     examples = []
     for i, ex in enumerate(top.get("examples", [])):
+        if _blank(ex):
+            continue
         fields = check.table(ex, _EXAMPLE, f"examples[{i}]")
         if "player" in fields and "npc" in fields:
             examples.append(Example(**fields))
-    if "examples" in top and len(top["examples"]) < MIN_EXAMPLES:
-        check.problems.append(
-            f"examples: {len(top['examples'])} given, at least {MIN_EXAMPLES} are needed to show the voice"
-        )
 
     lorebook = _lorebook(check, top["lorebook"]) if "lorebook" in top else Lorebook()
 
     if check.problems:
         raise SheetError(source, check.problems)
-    world = World(
-        **{k: v for k, v in world_raw.items() if k not in people},
-        **people,
-    )
+    world = World(**{k: v for k, v in world_raw.items() if k not in people}, **people)
     return CharacterSheet(
         **{k: v for k, v in top.items() if k not in ("world", "opinions", "examples", "lorebook")},
         world=world,

@@ -126,24 +126,23 @@ def test_a_v2_json_card_maps_field_by_field(tmp_path):
     assert kept["extensions"]["some_frontend/custom"] == {"colour": "#ffcc00"}  # the null could not be kept
     assert kept["spec"] == "chara_card_v2" and kept["spec_version"] == "2.0"
     # What the card lacks is listed, and the notes say what was done.
-    assert any(p.startswith("title: missing") for p in result.missing)
-    assert any("examples: 3 given" in p for p in result.missing)
+    assert result.problems == []  # it builds as it is
+    assert result.advice[0].startswith("facts:") and any("examples: 3;" in a for a in result.advice)
+    assert any(a.startswith("world.name") for a in result.advice)  # the card names no world
     assert any("with no player line" in n for n in result.notes)
     assert "{{user}}" in sheet["world"]["description"]  # resolved at run time, with the player's name
     assert any("some_frontend/custom.unused" in n for n in result.notes)
 
 
-def test_the_written_sheet_is_toml_that_reads_back_and_lists_what_is_missing(tmp_path):
+def test_the_written_sheet_is_toml_that_reads_back_builds_and_gives_advice(tmp_path):
     card = tmp_path / "wren.json"
     card.write_text(json.dumps(V2_CARD))
     out = tmp_path / "wren.toml"
     result = import_card(card, out)
     text = out.read_text()
     assert tomllib.loads(text) == result.sheet
-    assert "#   title: missing" in text
-    with pytest.raises(SheetError) as err:
-        parse_sheet(tomllib.loads(text))
-    assert err.value.problems == result.missing
+    assert "# It builds as it is" in text and "#   facts: none" in text
+    assert parse_sheet(tomllib.loads(text)).name == "Wren Halloway"
 
 
 def test_completing_the_draft_gives_a_valid_sheet(tmp_path):
@@ -241,7 +240,7 @@ def test_cli_import(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(out)
-    assert "a draft" in run.stderr and "title: missing" in run.stderr
+    assert "builds as it is" in run.stderr and "  - facts: none" in run.stderr
     assert tomllib.loads(out.read_text())["name"] == "Wren Halloway"
     bad = tmp_path / "bad.json"
     bad.write_text("{")

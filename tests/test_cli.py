@@ -41,9 +41,10 @@ def test_chat_reads_lines_when_not_a_terminal(tiny_bundle):
 
 def test_errors_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('format = 1\nname = "X"\n')
+    bad.write_text('format = 1\nname = "X"\ntitel = "a typo"\n')
     out = run("check", bad)
-    assert out.returncode == 2 and "title: missing" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "titel: unknown key (did you mean 'title'?)" in out.stderr
+    assert "Traceback" not in out.stderr
     out = run("ask", tmp_path / "nope.lmpc", "hi")
     assert out.returncode == 2 and "no such bundle directory" in out.stderr
 
@@ -59,13 +60,18 @@ def test_new_writes_a_sheet_to_fill_in_that_check_walks_through(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == str(out)
     data = tomllib.loads(out.read_text())
     assert data["name"] == 'Ada "Quill" Varga' and len(data["examples"]) == MIN_EXAMPLES
-    # Empty as written: `lmpc check` lists what to write, each with its place.
+    # Empty as written: a valid sheet of a name alone, and `lmpc check` advises what to write.
     check = run("check", out)
-    assert check.returncode != 0
-    for place in ("title", "summary", "values", "facts", "world.name", "examples[0].npc"):
-        assert place in check.stderr, place
-    with pytest.raises(SheetError):
-        load_sheet(out)
+    assert check.returncode == 0, check.stderr
+    advice = check.stdout.split("advice")[1]
+    for place in ("facts", "examples: 0", "title and summary", "world.name", "objectives", "values"):
+        assert place in advice, place
+    assert load_sheet(out).facts == ()
+    # Half an example is an error, with its place.
+    half = out.read_text().replace('player = ""', 'player = "Who are you?"', 1)
+    out.with_name("half.toml").write_text(half)
+    with pytest.raises(SheetError, match=r"examples\[0\]\.npc: must not be empty"):
+        load_sheet(out.with_name("half.toml"))
     # Filled in, the same layout is a valid sheet.
     for key in ("title", "summary", "alignment", "speech_style", "backstory"):
         data[key] = "Something."

@@ -122,3 +122,29 @@ def test_bundle_from_the_export_loads_and_talks(exported, embedder_exported):
     write_bundle(load_sheet(ORLANDO_SHEET), entry, embedder_entry, out, context_length=1024)
     assert read_bundle(out).model.sha256 == bundle.model.sha256
     assert not list(tmp.glob(".orlando.lmpc*"))
+
+
+def test_a_character_card_builds_and_talks_as_it_is_and_its_lorebook_triggers(exported, embedder_exported):
+    """A card gives a name, a few texts, examples and a lorebook, and none of the sheet's deeper fields."""
+    from lmpc_export.build import write_bundle
+    from lmpc_export.card import card_to_sheet
+    from lmpc_runtime.sheet import parse_sheet
+
+    from test_card import V2_CARD
+
+    _, entry, tmp, _ = exported
+    _, embedder_entry, _ = embedder_exported
+    imported = card_to_sheet(V2_CARD)
+    assert imported.problems == [] and imported.advice
+    out = write_bundle(parse_sheet(imported.sheet), entry, embedder_entry, tmp / "wren.lmpc", context_length=1024)
+    with Runtime() as rt:
+        wren = rt.load_npc(out, seed=0)
+        rt.set_fact(wren, "player.name", "Mira")
+        assert "Mira" in wren.chat.decode(wren.persona_tokens)  # the scenario's {{user}}, resolved
+        assert [e for e in wren.ask("Hello there.") if e.kind == DONE][0].text
+        reply = wren.start_reply("Who runs the harbour guild?")
+        prompt = wren.chat.decode(list(wren.seq.tokens) + list(reply.todo))  # the cached part, then the rest
+        assert "The harbour guild owns every boat but Wren's." in prompt  # a keyed entry, triggered
+        assert "The lamp burns whale oil; Wren Halloway hates the smell." in prompt  # the constant one
+        reply.cancel()
+        wren.end_reply(reply)

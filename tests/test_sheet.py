@@ -47,13 +47,24 @@ def test_every_problem_is_reported_at_once_with_its_place():
     assert "world.important_people[0].description: missing" in problems
 
 
-def test_too_few_examples_and_empty_lists():
+def test_a_name_alone_is_a_sheet_and_advice_lists_the_rest_most_useful_first():
+    from lmpc_runtime.sheet import advice
+
+    bare = parse_sheet({"format": 1, "name": "Wren"})
+    assert bare.facts == () and bare.world.name == "" and bare.examples == ()
+    gaps = advice(bare)
+    assert gaps[0].startswith("facts:") and gaps[1].startswith("examples: 0;") and len(gaps) == 12
+    # Fields written but left blank (as `lmpc new` writes them) are fields not written yet.
+    blank = parse_sheet({"format": 1, "name": "Wren", "title": " ", "facts": [], "opinions": {},
+                         "examples": [{"player": "", "npc": ""}]})
+    assert blank == bare
+    # A blank inside a list, or half an example, is still an error.
     data = orlando_data()
-    data["examples"] = data["examples"][:3]
-    data["facts"] = []
+    data["facts"] = ["", "Orlando is a knight."]
+    data["examples"][0]["npc"] = ""
     problems = problems_of(data)
-    assert any(p.startswith("examples: 3 given") for p in problems)
-    assert "facts: must not be empty" in problems
+    assert "facts[0]: must not be empty" in problems and "examples[0].npc: must not be empty" in problems
+    assert advice(load_sheet(ORLANDO_SHEET)) == []
 
 
 def test_newer_format_is_refused():
