@@ -33,6 +33,7 @@ from lmpc_runtime.sheet import SHEET_FORMAT, advice, parse_sheet
 from .toml_writer import dumps, strip_nulls
 
 MAX_CARD_BYTES = 32 * 1024 * 1024
+MAX_FIELD_CHARS = 100_000  # far beyond any real card's field, and far beyond what a prompt can hold
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CARD_SPECS = {"chara_card_v2": 2, "chara_card_v3": 3}
 EXTENSION_KEY = "chara_card"
@@ -132,9 +133,12 @@ def card_data(card: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     problems = []
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         problems.append("data.name: the card has no name")
-    for key in _MAPPED | {"mes_example"}:
+    for key in sorted(_MAPPED | {"mes_example"}):
         if data.get(key) is not None and not isinstance(data[key], str):
             problems.append(f"data.{key}: expected a string")
+        elif isinstance(data.get(key), str) and len(data[key]) > MAX_FIELD_CHARS:
+            problems.append(f"data.{key}: {len(data[key]):,} characters; a card's text field may hold at most "
+                            f"{MAX_FIELD_CHARS:,} (the whole persona must fit a 2,048-token context)")
     if data.get("character_book") is not None and not isinstance(data["character_book"], dict):
         problems.append("data.character_book: expected an object")
     if problems:

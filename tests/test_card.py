@@ -214,7 +214,11 @@ def test_a_v1_card_is_its_own_data():
     (json.dumps({"spec": "chara_card_v2", "data": {"name": ""}}).encode(), "the card has no name"),
     (json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "description": 3}}).encode(),
      "expected a string"),
+    (json.dumps({"spec": "chara_card_v2", "data": {"name": "X", "description": "x" * 200_000}}).encode(),
+     "data.description: 200,000 characters"),
     (make_png({}), "holds no character card"),
+    (make_png({})[:33] + _png_chunk(b"tEXt", b"chara\0not base64!!") + make_png({})[33:],  # after IHDR
+     "not valid base64"),
     (make_png({"chara": V2_CARD}, damage=True), "CRC mismatch"),
     (make_png({"chara": V2_CARD})[:60], "truncated"),
 ])
@@ -224,6 +228,15 @@ def test_bad_cards_raise_a_sheet_error(tmp_path, content, problem):
     with pytest.raises(SheetError) as err:
         card_to_sheet(read_card(path), str(path))
     assert problem in str(err.value)
+
+
+def test_a_compressed_chunk_is_never_inflated(tmp_path):
+    """A zTXt chunk holding a zip bomb beside the card: the reader reads only tEXt, so it never inflates it."""
+    bomb = _png_chunk(b"zTXt", b"chara\0\0" + zlib.compress(b"\0" * (64 << 20), 9))
+    png = make_png({"chara": V2_CARD})
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png[:33] + bomb + png[33:])  # after the IHDR chunk
+    assert read_card(path)["data"]["name"] == "Wren Halloway"
 
 
 def test_a_missing_card_file_is_a_sheet_error(tmp_path):
