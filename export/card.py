@@ -47,6 +47,9 @@ _ENTRY_FIELDS = {"keys", "secondary_keys", "content", "enabled", "constant", "se
                  "priority", "case_sensitive", "name", "comment", "id", "position"}
 # SillyTavern's `extensions.selectiveLogic` codes.
 _SELECTIVE_LOGIC = {0: "and_any", 1: "not_all", 2: "not_any", 3: "and_all"}
+# A card written from a sheet keeps what only the sheet has under this key of its `extensions`.
+SHEET_EXTENSION = "lmpc"
+_ENTRY_ONLY = {"requires", "match_whole_words"}  # lorebook entry fields a card has no name for
 
 
 @dataclass
@@ -195,6 +198,7 @@ def _lore_entry(card_entry: dict[str, Any]) -> dict[str, Any]:
     entry = {k: card_entry[k] for k in _ENTRY_FIELDS
              if card_entry.get(k) is not None and (card_entry[k] != "" or k == "content")}
     extensions = dict(card_entry.get("extensions") or {})
+    entry.update(_sheet_only(extensions.pop(SHEET_EXTENSION, None), _ENTRY_ONLY))
     logic = extensions.pop("selectiveLogic", None)
     if logic in _SELECTIVE_LOGIC:
         entry["selective_logic"] = _SELECTIVE_LOGIC[logic]
@@ -208,6 +212,97 @@ def _lore_entry(card_entry: dict[str, Any]) -> dict[str, Any]:
     if extensions:
         entry["extensions"] = extensions
     return entry
+
+
+def _sheet_only(fields: Any, allowed: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k in allowed} if isinstance(fields, dict) else {}
+
+
+# Sheet fields a card has no place for (a card written from a sheet carries them under extensions.lmpc).
+_SHEET_ONLY = {"title", "alignment", "speech_style", "values", "objectives", "catchphrases", "facts",
+               "fallback_lines", "avoid_phrases", "opinions", "extensions"}
+_WORLD_ONLY = {"name", "political_order", "powers", "marginalised_groups", "important_people",
+               "marginalised_important_people"}
+
+
+def _merge_sheet_fields(sheet: dict[str, Any], written: dict[str, Any]) -> None:
+    sheet.update(_sheet_only(written, _SHEET_ONLY))
+    world = _sheet_only(written.get("world"), _WORLD_ONLY)
+    if world:
+        sheet["world"] = {**world, **sheet.get("world", {})}
+    contexts = written.get("example_contexts")
+    if isinstance(contexts, list) and len(contexts) == len(sheet.get("examples", [])):
+        for example, context in zip(sheet["examples"], contexts):
+            if isinstance(context, str) and context:
+                example["context"] = context
+
+
+def sheet_to_card(sheet: dict[str, Any]) -> dict[str, Any]:
+    """A Character Card V2 from a sheet (plain data, as read from TOML): the fields a card has mapped back
+    (the reverse of `card_to_sheet`), what an earlier import kept of a card restored, and every field only
+    a sheet has under `extensions.lmpc`, so that importing the card gives the sheet again."""
+    kept = dict((sheet.get("extensions") or {}).get(EXTENSION_KEY) or {})
+    kept.pop("spec", None), kept.pop("spec_version", None), kept.pop("mes_example", None)
+    world = sheet.get("world") or {}
+    examples = sheet.get("examples") or []
+    own = {k: v for k, v in sheet.items() if k in _SHEET_ONLY}
+    own["extensions"] = {k: v for k, v in (sheet.get("extensions") or {}).items() if k != EXTENSION_KEY}
+    own["world"] = _sheet_only(world, _WORLD_ONLY)
+    if any(ex.get("context") for ex in examples):
+        own["example_contexts"] = [ex.get("context", "") for ex in examples]
+    own = {k: v for k, v in own.items() if v not in ({}, [], "")}
+    data = {
+        "name": sheet["name"],
+        "description": sheet.get("backstory", ""),
+        "personality": sheet.get("summary", ""),
+        "scenario": world.get("description", ""),
+        "first_mes": sheet.get("greeting", ""),
+        "mes_example": "".join(f"<START>\n{{{{user}}}}: {ex['player']}\n{{{{char}}}}: {ex['npc']}\n"
+                               for ex in examples),
+        **kept,
+    }
+    data["extensions"] = {**(kept.get("extensions") or {}), **({SHEET_EXTENSION: own} if own else {})}
+    if sheet.get("lorebook"):
+        data["character_book"] = lorebook_to_card(sheet["lorebook"])
+    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": data}
+
+
+def lorebook_to_card(lore: dict[str, Any]) -> dict[str, Any]:
+    """The reverse of `lorebook_from_card`."""
+    extensions = dict(lore.get("extensions") or {})
+    book = {**extensions.pop(EXTENSION_KEY, {}), **{k: lore[k] for k in _BOOK_FIELDS if k in lore}}
+    book["extensions"] = extensions
+    book["entries"] = []
+    for entry in lore.get("entries", []):
+        extensions = dict(entry.get("extensions") or {})
+        card_entry = {**extensions.pop(EXTENSION_KEY, {}), **{k: entry[k] for k in _ENTRY_FIELDS if k in entry}}
+        if "selective_logic" in entry:
+            extensions["selectiveLogic"] = {v: k for k, v in _SELECTIVE_LOGIC.items()}[entry["selective_logic"]]
+        extensions.update({k: entry[k] for k in ("sticky", "cooldown", "delay") if entry.get(k)})
+        only = _sheet_only(entry, _ENTRY_ONLY)
+        if only:
+            extensions[SHEET_EXTENSION] = only
+        card_entry["extensions"] = extensions
+        card_entry.setdefault("keys", [])
+        card_entry.setdefault("enabled", True)
+        card_entry.setdefault("insertion_order", 100)
+        book["entries"].append(card_entry)
+    return book
+
+
+def write_card(card: dict[str, Any], out: str | Path) -> None:
+    """A card as JSON (`.json`) or as a 1x1 PNG carrying it in a `chara` tEXt chunk (`.png`)."""
+    out = Path(out)
+    text = json.dumps(card, ensure_ascii=False, indent=1)
+    if out.suffix.lower() != ".png":
+        out.write_text(text + "\n", encoding="utf-8")
+        return
+    pixel = zlib.compress(b"\x00\x5a\x4a\x3c")  # one row: no filter, one dark amber pixel
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
+    chunks = [(b"IHDR", header), (b"tEXt", b"chara\0" + base64.b64encode(text.encode("utf-8"))),
+              (b"IDAT", pixel), (b"IEND", b"")]
+    out.write_bytes(PNG_SIGNATURE + b"".join(struct.pack(">I", len(body)) + kind + body
+                                             + struct.pack(">I", zlib.crc32(kind + body)) for kind, body in chunks))
 
 
 def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
@@ -231,9 +326,15 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     if examples:
         sheet["examples"] = examples
 
+    written = (data.get("extensions") or {}).get(SHEET_EXTENSION)
+    if isinstance(written, dict):  # a card LMPC wrote from a sheet: the sheet's own fields come back
+        _merge_sheet_fields(sheet, written)
     kept = {k: v for k, v in data.items()
             if k not in _MAPPED | {"mes_example", "character_book"} and v not in (None, "", [], {})}
-    if data.get("mes_example"):
+    if isinstance(written, dict):
+        kept["extensions"] = {k: v for k, v in kept["extensions"].items() if k != SHEET_EXTENSION}
+        kept = {k: v for k, v in kept.items() if v != {}}
+    if data.get("mes_example") and not isinstance(written, dict):
         kept["mes_example"] = data["mes_example"]  # the parse into pairs drops the blocks' grouping
     card_extra = {"spec": spec, **({"spec_version": card["spec_version"]} if "spec_version" in card else {}),
                   **kept}

@@ -58,6 +58,18 @@ def _new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_card(args: argparse.Namespace) -> int:
+    import tomllib
+
+    card = _export_module("card", "export-card")
+    load_sheet(args.sheet)  # the same errors as `lmpc check` for a bad sheet
+    with open(args.sheet, "rb") as f:
+        data = tomllib.load(f)  # the writer's text as written, not as the runtime normalises it
+    card.write_card(card.sheet_to_card(data), args.output)
+    print(args.output)
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     card = _export_module("card", "import")
     result = card.import_card(args.card, args.output)
@@ -270,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("card")
     p.add_argument("-o", "--output", required=True, help="the TOML character sheet to write")
     p.set_defaults(run=_import)
+
+    p = sub.add_parser("export-card", help="write a sheet as a Character Card V2 (JSON, or PNG by the name); "
+                       "`lmpc import` reads it back to the same sheet")
+    p.add_argument("sheet")
+    p.add_argument("-o", "--output", required=True, help="the card to write: NAME.json or NAME.png")
+    p.set_defaults(run=_export_card)
 
     p = sub.add_parser("train", help="fine-tune a model on a character and build its bundle")
     p.add_argument("sheet")

@@ -260,3 +260,70 @@ def test_cli_import(tmp_path):
     run = subprocess.run([lmpc, "import", str(bad), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "not valid JSON" in run.stderr
+
+
+def _without_card_keepings(sheet):
+    """A parsed sheet's data without what an import keeps of the card it came from."""
+    data = sheet.to_dict()
+    data["extensions"] = {k: v for k, v in data["extensions"].items() if k != "chara_card"}
+    return data
+
+
+@pytest.mark.parametrize("suffix", [".json", ".png"])
+def test_a_sheet_round_trips_through_a_card(tmp_path, suffix):
+    from conftest import ORLANDO_SHEET
+    from lmpc_export.card import sheet_to_card, write_card
+
+    original = tomllib.loads(ORLANDO_SHEET.read_text())
+    card = tmp_path / f"orlando{suffix}"
+    write_card(sheet_to_card(original), card)
+    back = card_to_sheet(read_card(card), str(card))
+    assert back.problems == [] and back.advice == []
+    assert _without_card_keepings(parse_sheet(back.sheet)) == _without_card_keepings(parse_sheet(original))
+    # What the card itself holds reads as a card should, for any front end.
+    data = read_card(card)["data"]
+    assert data["name"] == "Orlando Marlo" and data["first_mes"].startswith("Good day")
+    assert data["mes_example"].startswith("<START>\n{{user}}: ") and data["character_book"]["entries"]
+
+
+@pytest.mark.parametrize("card", [
+    V2_CARD,
+    {k: v for k, v in V2_CARD["data"].items() if k in ("name", "description", "personality", "scenario",
+                                                       "first_mes", "mes_example")},  # V1
+    {"spec": "chara_card_v3", "spec_version": "3.0",
+     "data": {**V2_CARD["data"], "nickname": "Wren", "group_only_greetings": []}},
+], ids=["v2", "v1", "v3"])
+def test_a_card_round_trips_through_a_sheet(tmp_path, card):
+    from lmpc_export.card import sheet_to_card, write_card
+
+    first = card_to_sheet(card).sheet
+    path = tmp_path / "again.png"
+    write_card(sheet_to_card(first), path)
+    again = read_card(path)
+    # The sheet again, apart from the card's spec and raw example text that the first import kept.
+    assert _without_card_keepings(parse_sheet(card_to_sheet(again).sheet)) == \
+        _without_card_keepings(parse_sheet(first))
+    data, original = again["data"], card.get("data", card)
+    name = original["name"]
+    for key in ("name", "description", "personality", "scenario", "first_mes"):
+        assert data[key] == original[key].replace("{{char}}", name).strip(), key
+    for key in ("creator_notes", "tags", "alternate_greetings", "nickname"):
+        if key in original:
+            assert data[key] == original[key], key
+    if "character_book" in original:
+        for mine, theirs in zip(data["character_book"]["entries"], original["character_book"]["entries"]):
+            for key in ("keys", "content", "constant", "insertion_order", "priority", "use_regex"):
+                if theirs.get(key) not in (None, ""):
+                    assert mine[key] == theirs[key], key
+            assert mine["extensions"].get("selectiveLogic") == theirs["extensions"].get("selectiveLogic")
+
+
+def test_cli_export_card(tmp_path):
+    from conftest import ORLANDO_SHEET
+
+    out = tmp_path / "orlando.png"
+    lmpc = str(Path(sys.executable).with_name("lmpc"))
+    run = subprocess.run([lmpc, "export-card", str(ORLANDO_SHEET), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert read_card(out)["data"]["name"] == "Orlando Marlo"
