@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -327,3 +328,22 @@ def test_cli_export_card(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert read_card(out)["data"]["name"] == "Orlando Marlo"
+
+
+@pytest.mark.real_model
+def test_a_v3_png_card_imports_builds_and_answers_in_one_command_each(real_bundle, tmp_path):
+    """On the real base model (exported once for the demo bundle, cached): no field beyond the card's."""
+    card = tmp_path / "wren.png"
+    card.write_bytes(make_png({"ccv3": {**V2_CARD, "spec": "chara_card_v3", "spec_version": "3.0"}}))
+    lmpc = str(Path(sys.executable).with_name("lmpc"))
+
+    def step(*args):
+        done = subprocess.run([lmpc, *map(str, args)], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    step("import", card, "-o", tmp_path / "wren.toml")
+    step("build", tmp_path / "wren.toml", "-o", tmp_path / "wren.lmpc")
+    reply = json.loads(step("ask", tmp_path / "wren.lmpc", "Who are you, and what is this place?", "--seed", "1",
+                            "--json"))["text"]
+    assert reply.strip() and not re.search(r"\b(as an ai|language model|assistant)\b", reply, re.I), reply
