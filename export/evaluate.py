@@ -90,7 +90,7 @@ def answer(bundle: Path, lines: list[tuple[int, int, str, str]], seeds: list[int
     numbers (turn 0 starts afresh), with each seed."""
     sampling = None if temperature is None else replace(read_bundle(bundle).sampling, temperature=temperature)
     out = []
-    with Runtime(threads=threads) as rt:
+    with Runtime(threads=threads, segmented=False) as rt:
         for seed in seeds:
             npc = rt.load_npc(bundle, seed=seed, sampling=sampling)
             for conversation, turn, topic, line in lines:
@@ -113,7 +113,7 @@ def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
     run's replies are those it would give alone (sampling depends only on its seed), up to the rounding
     of batched arithmetic."""
     out: dict[str, list[Answer]] = {name: [] for name in runs}
-    with Runtime(threads=threads) as rt:
+    with Runtime(threads=threads, segmented=False) as rt:
         npcs = {name: rt.load_npc(bundle, seed=seed, sampling=sampling) for name, (seed, sampling, _) in runs.items()}
         for name, npc in npcs.items():
             if runs[name][2] is not None:

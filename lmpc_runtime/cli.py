@@ -198,7 +198,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace):
-    rt = Runtime(threads=args.threads, seed=args.seed)
+    rt = Runtime(threads=args.threads, seed=args.seed, segmented=False)  # no frame to keep: whole passes
     npc = rt.load_npc(args.bundle, seed=args.seed)
     if args.max_tokens:
         npc.sampling = npc.sampling.with_(max_tokens=args.max_tokens)

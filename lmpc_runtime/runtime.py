@@ -67,12 +67,18 @@ class Runtime:
     """
 
     def __init__(self, threads: int = 2, spinning: bool = False, seed: int | None = None,
-                 worker: bool = False, duty_cycle: float = 0.5, clock: Callable[[], float] = time.perf_counter):
+                 worker: bool = False, duty_cycle: float = 0.5, clock: Callable[[], float] = time.perf_counter,
+                 segmented: bool | None = None):
         if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
             raise InvalidArgumentError(f"threads must be an integer in 1..256, not {threads!r}")
+        if segmented is not None and not isinstance(segmented, bool):
+            raise InvalidArgumentError(f"segmented must be true, false or None, not {segmented!r}")
         # Tick mode runs the model a segment at a time, to stop when the frame's budget is spent; the worker
         # thread need not stop, and runs each pass whole (faster, and fewer hand-overs of Python's GIL).
-        self.options = EngineOptions(threads=threads, spinning=spinning, segmented=not worker)
+        # A caller with no frame to keep (a tool, `npc.ask` in a script) passes segmented=False: whole
+        # passes in tick mode too, a tick then overrunning its budget by up to one pass.
+        self.options = EngineOptions(threads=threads, spinning=spinning,
+                                     segmented=not worker if segmented is None else segmented)
         self.clock = clock
         self._scheduler = Scheduler(clock=clock)
         self._seeds = np.random.SeedSequence(seed)

@@ -134,3 +134,17 @@ def test_worker_mode_saves_and_restores_an_npc_between_steps(tiny_bundle, tmp_pa
         assert rt.forget(npc, memory).text == "The harbour master owes me a favour."
         with pytest.raises(InvalidArgumentError):
             rt.remember(npc, 42)
+
+
+def test_a_tool_without_frames_runs_whole_passes_in_tick_mode(tiny_bundle):
+    sampling = SamplingConfig(max_tokens=12)
+    with Runtime(segmented=False) as rt:
+        npc = rt.load_npc(tiny_bundle, seed=9, sampling=sampling)
+        assert len(npc.engine.segments) == 1
+        whole = [e for e in npc.ask("Where is the capital?") if e.kind == DONE][0].text
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, seed=9, sampling=sampling)
+        assert len(npc.engine.segments) > 1  # tick mode keeps a frame's budget a segment at a time
+        assert [e for e in npc.ask("Where is the capital?") if e.kind == DONE][0].text == whole
+    with pytest.raises(InvalidArgumentError):
+        Runtime(segmented="yes")
