@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lmpc_runtime.errors import SheetError
+from lmpc_runtime.macros import CHAR_MACRO
 from lmpc_runtime.sheet import SHEET_FORMAT, advice, parse_sheet
 
 from .toml_writer import dumps, strip_nulls
@@ -39,7 +40,6 @@ CARD_SPECS = {"chara_card_v2": 2, "chara_card_v3": 3}
 EXTENSION_KEY = "chara_card"
 # Card fields whose text becomes a sheet field verbatim (after {{char}} is replaced by the name).
 _MAPPED = {"name", "personality", "description", "first_mes", "scenario"}
-_CHAR_MACRO = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
 _START = re.compile(r"<START>", re.IGNORECASE)
 # Lorebook fields a card's book and its entries share with the sheet's `[lorebook]`.
 _BOOK_FIELDS = {"name", "description", "scan_depth", "token_budget", "recursive_scanning"}
@@ -175,7 +175,7 @@ def parse_examples(mes_example: str, name: str) -> tuple[list[dict[str, str]], i
             elif player is None:
                 orphans += 1
             else:
-                examples.append({"player": player, "npc": _CHAR_MACRO.sub(name, text)})
+                examples.append({"player": player, "npc": CHAR_MACRO.sub(lambda _: name, text)})
                 player = None
     return examples, orphans
 
@@ -242,7 +242,8 @@ def sheet_to_card(sheet: dict[str, Any]) -> dict[str, Any]:
     (the reverse of `card_to_sheet`), what an earlier import kept of a card restored, and every field only
     a sheet has under `extensions.lmpc`, so that importing the card gives the sheet again."""
     kept = dict((sheet.get("extensions") or {}).get(EXTENSION_KEY) or {})
-    kept.pop("spec", None), kept.pop("spec_version", None), kept.pop("mes_example", None)
+    for key in ("spec", "spec_version", "mes_example"):  # the card written here has its own
+        kept.pop(key, None)
     world = sheet.get("world") or {}
     examples = sheet.get("examples") or []
     own = {k: v for k, v in sheet.items() if k in _SHEET_ONLY}
@@ -311,7 +312,7 @@ def card_to_sheet(card: dict[str, Any], where: str = "<card>") -> SheetImport:
     name = data["name"].strip()
 
     def text(key: str) -> str:
-        return _CHAR_MACRO.sub(name, data.get(key) or "").strip()
+        return CHAR_MACRO.sub(lambda _: name, data.get(key) or "").strip()
 
     sheet: dict[str, Any] = {"format": SHEET_FORMAT, "name": name}
     if text("personality"):

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lmpc_runtime.chat import ChatFormat
-from lmpc_runtime.macros import UNNAMED_PLAYER, resolve
+from lmpc_runtime.macros import UNNAMED_PLAYER
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.lorebook import LoreScanner
 from lmpc_runtime.memory.recall import Recall
 from lmpc_runtime.memory.store import MemoryStore
-from lmpc_runtime.persona import memory_note, persona_text
+from lmpc_runtime.persona import memory_note, persona_text, persona_tokens
 from lmpc_runtime.sheet import CharacterSheet
 
 from .dialogues import Dialogue
@@ -98,11 +98,7 @@ class Rendered:
 def persona_ids(sheet: CharacterSheet, chat: ChatFormat, style: str = "sheet") -> list[int]:
     """The persona exactly as `Npc` builds it from a bundle's manifest (`{{user}}` as the unnamed player)."""
     system, shots = persona_text(sheet, style)
-    ids = chat.turn("system", resolve(system, sheet.name, UNNAMED_PLAYER))
-    for player, npc in shots:
-        ids += (chat.turn("user", resolve(player, sheet.name, UNNAMED_PLAYER))
-                + chat.turn("assistant", resolve(npc, sheet.name, UNNAMED_PLAYER)))
-    return ids
+    return persona_tokens(chat, system, shots, sheet.name, UNNAMED_PLAYER)
 
 
 def persona_digest(sheet: CharacterSheet, style: str = "sheet") -> str:

@@ -38,7 +38,7 @@ from .memory.recall import Recall, RecallConfig
 from .memory.store import Memory, MemoryStore, bundle_store
 from .memory.summary import PROMPT_OVERHEAD, SummaryConfig, clean_summary, exchanges_to_summarise, summary_prompt
 from .names import NameGuard, ReplyNames, sheet_words
-from .persona import memory_note
+from .persona import memory_note, persona_tokens
 from .reply import FINISH_CANCELLED, SUMMARY, Event, Reply, drive
 from .sampling import Sampler, SamplingConfig
 
@@ -135,10 +135,7 @@ class Npc:
         tokens = self._personas.get(user)
         if tokens is None:
             persona = self.bundle.persona
-            tokens = self.chat.turn("system", resolve(persona.system, self.name, user))
-            for player, npc in persona.shots:
-                tokens += (self.chat.turn("user", resolve(player, self.name, user))
-                           + self.chat.turn("assistant", resolve(npc, self.name, user)))
+            tokens = persona_tokens(self.chat, persona.system, persona.shots, self.name, user)
             if len(self._personas) >= 4:  # a game renaming the player often must not grow this
                 self._personas.clear()
             self._personas[user] = tokens

@@ -10,8 +10,13 @@ the prompt it learnt with.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Sequence
 
+from .macros import resolve
 from .sheet import CharacterSheet
+
+if TYPE_CHECKING:
+    from .chat import ChatFormat
 
 DEFAULT_SHOTS = 3
 # Prompt styles. "sheet": the system prompt below plus example shots, for a base model that must be told
@@ -74,6 +79,16 @@ def persona_text(sheet: CharacterSheet, style: str = "sheet") -> tuple[str, tupl
     if style == "identity":
         return identity_prompt(sheet), ()
     raise ValueError(f"unknown prompt style {style!r} (known: {', '.join(PROMPT_STYLES)})")
+
+
+def persona_tokens(chat: "ChatFormat", system: str, shots: Sequence[Sequence[str]], char: str,
+                   user: str) -> list[int]:
+    """The persona as the model reads it: the system turn, then each shot as a player and a character
+    turn, with `{{char}}` and `{{user}}` resolved. Training and the runtime both build it here."""
+    tokens = chat.turn("system", resolve(system, char, user))
+    for player, npc in shots:
+        tokens += chat.turn("user", resolve(player, char, user)) + chat.turn("assistant", resolve(npc, char, user))
+    return tokens
 
 
 def example_shots(sheet: CharacterSheet, count: int = DEFAULT_SHOTS) -> tuple[tuple[str, str], ...]:
