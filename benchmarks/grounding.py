@@ -27,6 +27,8 @@ VARIANTS = {
     "as shipped: note of 5 above 0.2, name guard 3": ({"name_penalty": 3.0}, RecallConfig()),
     "note off": ({"name_penalty": 3.0}, RecallConfig(k=0)),
     "note of 3 above 0.3": ({"name_penalty": 3.0}, RecallConfig(k=3, min_score=0.3)),
+    "note of 3 above 0.4": ({"name_penalty": 3.0}, RecallConfig(k=3, min_score=0.4)),
+    "note of 2 above 0.5": ({"name_penalty": 3.0}, RecallConfig(k=2, min_score=0.5)),
     "name guard off": ({"name_penalty": 0.0}, RecallConfig()),
 }
 COLUMNS = ("key_facts", "key_facts_greedy", "key_facts_sampled", "wrong", "invented_name", "assistant_speak", "loop")

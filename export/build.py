@@ -46,7 +46,8 @@ from . import fused_graph, onnx_export, parity, segments
 from .dataset import persona_digest
 from .embedder import prepare_embedder
 from .bundle_files import CALIBRATION_SET, EVAL_SET, PERSONA_TEST, REPORT_JSON, REPORT_MD
-from .memories import memories_state, sheet_statements
+from .knowledge import Topic, knowledge_file_for, load_knowledge
+from .memories import memories_state, sheet_statements, statement_cues
 
 DEFAULT_CONTEXT = 2048
 # Part of the model cache key: bump it whenever a change here alters the exported model.
@@ -227,13 +228,14 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
                  training: dict | None = None, attachments: dict[str, Path] | None = None,
-                 prompt_style: str = "sheet") -> Path:
+                 prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = ()) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
     `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
     `training` is the adapter's training report, kept in the bundle's report. `attachments` (name in
     the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
     never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
+    `knowledge` (the writer's drills) gives the indexed statements their cues.
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -258,8 +260,10 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                 GraphSegment(p.file, sha256_file(tmp / p.file), p.first_layer, p.end_layer) for p in pieces))
         persona_system, shots = persona_text(sheet, prompt_style)
         embedder = _write_embedder(embedder_entry, embedder_report, tmp)
-        memories = memories_state(sheet_statements(sheet, persona_system),
-                                  Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder))
+        statements = sheet_statements(sheet, persona_system)
+        memories = memories_state(statements,
+                                  Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder),
+                                  statement_cues(sheet, statements, knowledge))
         (tmp / MEMORIES_FILE).write_bytes(msgpack.packb(memories, use_bin_type=True))
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -302,6 +306,7 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
           context_length: int = DEFAULT_CONTEXT, layout: str = DEFAULT_LAYOUT, adapter: Path | None = None,
           log: Log = lambda _: None) -> Path:
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
+    knowledge_file = knowledge_file_for(sheet_path)
     training = None
     prompt_style = "sheet"
     if adapter is not None:
@@ -318,7 +323,8 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
     log(f"bundle: writing {out}")
     return write_bundle(sheet, entry, embedder_entry, out, context_length,
                         sampling=TUNED_SAMPLING if adapter is not None else SamplingConfig(), training=training,
-                        attachments=attachments(sheet_path, adapter), prompt_style=prompt_style)
+                        attachments=attachments(sheet_path, adapter), prompt_style=prompt_style,
+                        knowledge=tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else ())
 
 
 def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:

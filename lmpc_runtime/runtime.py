@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -310,10 +310,12 @@ class Runtime:
         self._run(lambda: target.facts.set(name, value))
 
     def remember(self, npc: str | Npc, text: str, kind: str = "event", importance: float = 0.5,
-                 requires: str = "") -> int:
-        """Give an NPC a memory of play (Npc.remember: embedded now, a few ms); returns its id."""
+                 requires: str = "", cues: Sequence[str] = ()) -> int:
+        """Give an NPC a memory of play (Npc.remember: embedded now, a few ms each for it and its cues);
+        returns its id."""
         target = self.npc(npc)
-        return self._run(lambda: target.remember(text, kind=kind, importance=importance, requires=requires))
+        return self._run(lambda: target.remember(text, kind=kind, importance=importance, requires=requires,
+                                                 cues=cues))
 
     def forget(self, npc: str | Npc, memory_id: int) -> Memory:
         """Remove one of an NPC's memories so it is never recalled again (Npc.forget)."""

@@ -144,3 +144,11 @@ def test_the_identity_prompt_is_two_sentences_with_the_year_and_no_shots():
     assert persona_digest(sheet, "identity") != persona_digest(sheet)
     with pytest.raises(ValueError, match="unknown prompt style"):
         persona_text(sheet, "long")
+
+
+@pytest.mark.parametrize("share", [0.0, 0.7, 1.0])
+def test_the_note_share_decides_how_many_drills_read_a_note(share):
+    drills = [Dialogue(((f"Question {i}?", "Answer."),), "knowledge", covers=("fact:1",)) for i in range(400)]
+    samples = make_samples(drills, lambda messages: ("A note.",), knowledge_note_share=share)
+    with_note = sum(bool(s.memories) for s in samples) / len(samples)
+    assert len(samples) == 400 and with_note == pytest.approx(share, abs=0.06)

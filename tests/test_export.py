@@ -124,6 +124,35 @@ def test_bundle_from_the_export_loads_and_talks(exported, embedder_exported):
     assert not list(tmp.glob(".orlando.lmpc*"))
 
 
+def test_the_writers_drill_questions_are_cues_that_recall_their_statements(exported, embedder_exported):
+    from lmpc_export.build import write_bundle
+    from lmpc_export.knowledge import knowledge_file_for, load_knowledge
+    from lmpc_export.memories import statement_ref
+    from lmpc_runtime.sheet import load_sheet
+
+    _, entry, tmp, _ = exported
+    _, embedder_entry, _ = embedder_exported
+    sheet = load_sheet(ORLANDO_SHEET)
+    topics = load_knowledge(knowledge_file_for(ORLANDO_SHEET), sheet)
+    out = write_bundle(sheet, entry, embedder_entry, tmp / "cued.lmpc", context_length=1024, knowledge=tuple(topics))
+    with Runtime() as rt:
+        npc = rt.load_npc(out, seed=0)
+        # The tiny embedder knows no meaning and finds most texts alike (cosines near 0.9): without the
+        # discount, a question still finds itself exactly among the cues.
+        npc.memories.cue_discount = 0.0
+        indexed = {statement_ref(m.source, sheet): m for m in npc.memories}
+        covered: dict[str, set] = {}  # a question may be asked in several topics
+        for topic in topics:
+            for question in topic.questions:
+                covered.setdefault(question, set()).update(topic.covers)
+        asked = [(t, q) for t in topics if any(ref in indexed for ref in t.covers) for q in t.questions[:1]]
+        assert len(asked) > 100
+        for topic, question in asked:
+            assert question in npc.memories.cues(indexed[next(r for r in topic.covers if r in indexed)].id)
+            (memory, score), *_ = npc.recall(question)
+            assert statement_ref(memory.source, sheet) in covered[question] and score > 0.99, question
+
+
 def test_a_character_card_builds_and_talks_as_it_is_and_its_lorebook_triggers(exported, embedder_exported):
     """A card gives a name, a few texts, examples and a lorebook, and none of the sheet's deeper fields."""
     from lmpc_export.build import write_bundle

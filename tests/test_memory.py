@@ -77,6 +77,16 @@ def test_retrieval_finds_planted_memories_among_the_bundle_statements(real_npc):
         assert theft not in [m.id for m, _ in real_npc.recall("Who stole the chalice?", k=5)]
         real_npc.facts.set("player.stole_chalice", True)
         assert real_npc.recall("Who stole the chalice?", k=1)[0][0].id == theft
+        # A cue lets a question find a memory its words do not resemble.
+        oath = "Orlando swore on the Sunspire steps to see the grain ledgers burned."
+        uncued = real_npc.remember(oath)
+        assert uncued not in [m.id for m, _ in real_npc.recall("What did you vow to do?", k=1)]
+        real_npc.forget(uncued)
+        cued = real_npc.remember(oath, cues=["What did you promise?", "Did you give your word to anyone?"])
+        assert real_npc.recall("What did you vow to do?", k=1)[0][0].id == cued
+        with pytest.raises(InvalidArgumentError, match="cues"):
+            real_npc.remember("Not kept.", cues="What?")
+        assert "Not kept." not in [m.text for m in real_npc.memories]
     finally:
         for memory in [m for m in real_npc.memories if m.id >= OWN_FIRST_ID]:
             real_npc.forget(memory.id)

@@ -38,13 +38,15 @@ def played(rt, tiny_bundle, seed=11):
     npc.game_time = 12.5
     for line in LINES[:2]:
         reply_text(npc, line)
-    npc.remember("Mira paid for the cider at the Tipped Lantern.", importance=0.8, requires="player.name")
+    npc.remember("Mira paid for the cider at the Tipped Lantern.", importance=0.8, requires="player.name",
+                 cues=["Who paid for the drinks?"])
     npc.forget(next(m.id for m in npc.memories if "Vesper" in m.text))
     return npc
 
 
 def state_of(npc):
-    return (npc.history, dict(npc.facts), list(npc.memories), npc._recall.lore.state(), npc.turn, npc.game_time,
+    return (npc.history, dict(npc.facts), list(npc.memories), [npc.memories.cues(m.id) for m in npc.memories],
+            npc._recall.lore.state(), npc.turn, npc.game_time,
             npc.rng.bit_generator.state)
 
 
