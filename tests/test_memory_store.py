@@ -137,13 +137,15 @@ def test_state_round_trip_is_exact():
 
 def test_a_cue_recalls_its_memory_and_leaves_with_it():
     axis = np.eye(4, dtype=np.float32)
-    store = MemoryStore(4)
-    mother = store.add("Lady Beatrix is his mother.", axis[0], "persona")
-    store.add("The capital is Aurelis.", axis[1], "world")
     asked = axis[2] + 0.1 * axis[1]  # the player's words: closer to the capital's text than the mother's
     asked /= np.linalg.norm(asked)
-    assert store.search(asked, 1)[0][0].text == "The capital is Aurelis."
-    store.add_cue(mother, "Who is your mother?", axis[2])
+    uncued = MemoryStore(4)
+    uncued.add("Lady Beatrix is his mother.", axis[0], "persona")
+    uncued.add("The capital is Aurelis.", axis[1], "world")
+    assert uncued.search(asked, 1)[0][0].text == "The capital is Aurelis."
+    store = MemoryStore(4)
+    mother = store.add("Lady Beatrix is his mother.", axis[0], "persona", cues=[("Who is your mother?", axis[2])])
+    store.add("The capital is Aurelis.", axis[1], "world")
     (best, score), _ = store.search(asked, 2)
     assert best.id == mother and store.cues(mother) == ["Who is your mother?"]
     assert score == pytest.approx(asked[2] - CUE_DISCOUNT, abs=0.01)  # a cue counts less than the text
@@ -157,18 +159,18 @@ def test_a_cue_recalls_its_memory_and_leaves_with_it():
 def test_cues_survive_a_state_round_trip_and_bad_ones_are_refused():
     vectors = clustered(6, 24, seed=13)
     store = MemoryStore(24)
-    ids = [store.add(f"m{i}", v, "world") for i, v in enumerate(vectors[:3])]
-    for memory_id, v in zip(ids, vectors[3:]):
-        store.add_cue(memory_id, f"question about m{memory_id}?", v)
+    ids = [store.add(f"m{i}", v, "world", cues=[(f"question about m{i}?", cue)])
+           for i, (v, cue) in enumerate(zip(vectors[:3], vectors[3:]))]
     copy = MemoryStore(24)
     copy.add_state(store.to_state())
     assert [copy.cues(i) for i in ids] == [store.cues(i) for i in ids]
     assert [m.id for m, _ in copy.search(vectors[4], 1)] == [ids[1]]
     assert "cue_texts" in store.to_state(ids[:1]) and store.to_state(ids[:1])["cue_memories"] == [ids[0]]
-    with pytest.raises(InvalidArgumentError, match="no memory"):
-        store.add_cue(99, "Who?", vectors[0])
     with pytest.raises(InvalidArgumentError, match="cue"):
-        store.add_cue(ids[0], " ", vectors[0])
+        store.add("m3", vectors[0], "world", cues=[(" ", vectors[1])])
+    with pytest.raises(InvalidArgumentError, match="embedding"):
+        store.add("m3", vectors[0], "world", cues=[("Who?", np.zeros(24, np.float32))])
+    assert len(store) == 3  # a bad cue leaves the store as it was
     state = store.to_state(ids[:2])  # a cue naming a memory outside the file
     state["cue_memories"][0] = ids[2]
     with pytest.raises(InvalidArgumentError, match="names a memory"):
@@ -191,8 +193,7 @@ def test_cues_survive_a_state_round_trip_and_bad_ones_are_refused():
 def test_damaged_state_changes_nothing(damage):
     store = MemoryStore(24)
     for i, v in enumerate(clustered(5, 24, seed=12)):
-        store.add(f"m{i}", v, "event")
-    store.add_cue(0, "What is m0?", np.ones(24, np.float32))
+        store.add(f"m{i}", v, "event", cues=[("What is m0?", np.ones(24, np.float32))] if i == 0 else [])
     state = store.to_state()
     damage(state)
     target = MemoryStore(24)

@@ -219,12 +219,6 @@ class MemoryStore:
             self._insert_cues([memory.id] * len(cues), cue_texts, *quantize(np.stack(cue_vectors)))
         return memory.id
 
-    def add_cue(self, memory_id: int, text: str, vector: np.ndarray) -> None:
-        """Let `text` (a question, embedded as `vector` [dim]) recall the memory `memory_id`."""
-        self.get(memory_id)
-        codes, scales = quantize(_checked_vector(vector, self.dim)[None, :])
-        self._insert_cues([memory_id], [_checked_cue(text)], codes, scales)
-
     def cues(self, memory_id: int) -> list[str]:
         """The cues that recall a memory, in the order they were added."""
         self.get(memory_id)
