@@ -4,9 +4,9 @@
 
 Variants of the same bundle, each answering the bundle's persona test greedily and with the seeds, all
 side by side in one runtime (their steps batched): the bundle as it ships (`RecallConfig()`: 5 memories above
-cosine 0.2, and the invented-name guard at 3), and each change from it alone: the note off, a shorter and
-more precise note (3 above 0.3, `benchmarks.recall_threshold`), the guard off. The committed results were
-made while 3 above 0.3 shipped: their "as shipped" row is that note, and "note as before" is today's.
+cosine 0.2, the writer's nearest exchange above 0.45 as an earlier turn, and the invented-name guard at
+3), and each change from it alone: no exchange, a looser or stricter exchange floor, two exchanges, the
+note off, a shorter and more precise note (3 above 0.3, `benchmarks.recall_threshold`), the guard off.
 Writes OUT.json and OUT.md.
 """
 
@@ -24,11 +24,14 @@ from lmpc_export.persona_test import GREEDY, load_persona_test, summarise
 from lmpc_runtime import RecallConfig, read_bundle
 
 VARIANTS = {
-    "as shipped: note of 5 above 0.2, name guard 3": ({"name_penalty": 3.0}, RecallConfig()),
+    "as shipped: note of 5 above 0.2, nearest exchange above 0.45, name guard 3": ({"name_penalty": 3.0}, RecallConfig()),
+    "no exchange": ({"name_penalty": 3.0}, RecallConfig(exchanges=0)),
+    "exchange above 0.3": ({"name_penalty": 3.0}, RecallConfig(exchange_min_score=0.3)),
+    "exchange above 0.6": ({"name_penalty": 3.0}, RecallConfig(exchange_min_score=0.6)),
+    "2 exchanges above 0.45": ({"name_penalty": 3.0}, RecallConfig(exchanges=2)),
     "note off": ({"name_penalty": 3.0}, RecallConfig(k=0)),
+    "note and exchange off": ({"name_penalty": 3.0}, RecallConfig(k=0, exchanges=0)),
     "note of 3 above 0.3": ({"name_penalty": 3.0}, RecallConfig(k=3, min_score=0.3)),
-    "note of 3 above 0.4": ({"name_penalty": 3.0}, RecallConfig(k=3, min_score=0.4)),
-    "note of 2 above 0.5": ({"name_penalty": 3.0}, RecallConfig(k=2, min_score=0.5)),
     "name guard off": ({"name_penalty": 0.0}, RecallConfig()),
 }
 COLUMNS = ("key_facts", "key_facts_greedy", "key_facts_sampled", "wrong", "invented_name", "assistant_speak", "loop")

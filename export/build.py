@@ -47,7 +47,7 @@ from .dataset import persona_digest
 from .embedder import prepare_embedder
 from .bundle_files import CALIBRATION_SET, EVAL_SET, PERSONA_TEST, REPORT_JSON, REPORT_MD
 from .knowledge import Topic, knowledge_file_for, load_knowledge
-from .memories import memories_state, sheet_statements, statement_cues
+from .memories import drill_exchanges, memories_state, sheet_statements, statement_cues
 
 DEFAULT_CONTEXT = 2048
 # Part of the model cache key: bump it whenever a change here alters the exported model.
@@ -235,7 +235,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
     `training` is the adapter's training report, kept in the bundle's report. `attachments` (name in
     the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
     never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
-    `knowledge` (the writer's drills) gives the indexed statements their cues.
+    `knowledge` (the writer's drills) gives the indexed statements their cues and the bundle its exchanges.
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -263,7 +263,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
         statements = sheet_statements(sheet, persona_system)
         memories = memories_state(statements,
                                   Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder),
-                                  statement_cues(sheet, statements, knowledge))
+                                  statement_cues(sheet, statements, knowledge), drill_exchanges(knowledge))
         (tmp / MEMORIES_FILE).write_bytes(msgpack.packb(memories, use_bin_type=True))
         manifest = {
             "format": BUNDLE_FORMAT,

@@ -57,7 +57,7 @@ def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Calla
         # A fresh lorebook scanner per conversation: its timers must not carry over between samples.
         recall = Recall(store, embedder, LoreScanner(sheet.lorebook, count_tokens), count_tokens, sheet.name)
         with store.cues_left_out(messages[-1]):
-            return tuple(recall.note_lines(messages[-1], messages, {}, turn=(len(messages) + 1) // 2))
+            return tuple(recall.for_turn(messages[-1], messages, {}, turn=(len(messages) + 1) // 2).note)
 
     return note
 

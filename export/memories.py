@@ -10,6 +10,9 @@ Each statement is indexed with cues: the questions of the writer's drills (`know
 answers state it. A player asks in the words of a question, not of a statement, and the cues are what
 lets retrieval find "Who is your mother?" under "Lady Beatrix Marlo, his mother, ..." (see
 `lmpc_runtime/memory/store.py`).
+
+The drills also ship whole, as exchanges the runtime shows the model as an earlier turn when a player's
+line is like their question (`lmpc_runtime/memory/exchanges.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 from typing import Any, Iterable
 
 from lmpc_runtime.memory.embedder import Embedder
+from lmpc_runtime.memory.exchanges import ExchangeBank
 from lmpc_runtime.memory.store import MemoryStore
 from lmpc_runtime.sheet import CharacterSheet
 
@@ -72,14 +76,22 @@ def statement_cues(sheet: CharacterSheet, statements: list[tuple[str, str, str]]
     return [questions.get(statement_ref(source, sheet) or "", []) for _, _, source in statements]
 
 
+def drill_exchanges(topics: Iterable[Topic]) -> list[tuple[str, str]]:
+    """(question, answer) for every drill question, its topic's answers taken in turn."""
+    return [(q, t.answers[i % len(t.answers)]) for t in topics for i, q in enumerate(t.questions)]
+
+
 def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
-                   cues: list[list[str]] | None = None) -> dict[str, Any]:
+                   cues: list[list[str]] | None = None, exchanges: list[tuple[str, str]] = ()) -> dict[str, Any]:
     """The bundle's memories file: the statements and their `cues` (a list per statement) with their
-    embeddings, as MemoryStore columns."""
+    embeddings, as MemoryStore columns, and the `exchanges` as ExchangeBank columns."""
     cues = cues or [[] for _ in statements]
     vectors = embedder.embed([text for text, _, _ in statements])
     cue_vectors = iter(embedder.embed([q for questions in cues for q in questions]) if any(cues) else [])
     store = MemoryStore(embedder.dim)
     for (text, kind, source), vector, questions in zip(statements, vectors, cues):
         store.add(text, vector, kind, source, cues=[(q, next(cue_vectors)) for q in questions])
-    return store.to_state()
+    bank = ExchangeBank(embedder.dim)
+    if exchanges:
+        bank.add(exchanges, embedder.embed([q for q, _ in exchanges]))
+    return store.to_state() | bank.to_state()

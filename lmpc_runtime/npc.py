@@ -31,6 +31,7 @@ from .engine import Engine
 from .errors import ContextOverflowError, InvalidArgumentError
 from .hooks import HookedReply, TextHooks, call_hook
 from .memory.embedder import Embedder
+from .memory.exchanges import bundle_exchanges
 from .memory.gating import GameState
 from .macros import UNNAMED_PLAYER, player_name, resolve
 from .memory.lorebook import LoreScanner
@@ -117,7 +118,7 @@ class Npc:
         self.turns_since_summary = 0
         self.summary_config = SummaryConfig()
         self._recall = Recall(bundle_store(bundle), embedder, LoreScanner(bundle.character.lorebook, chat.count),
-                              chat.count, self.name)
+                              chat.count, self.name, exchanges=bundle_exchanges(bundle))
         self._summary_job: Reply | None = None
         self._summary_checked = False  # whether the history changed since a summary was last considered
         self._name_guard: NameGuard | None = None  # built on the first reply that asks for it
@@ -146,9 +147,11 @@ class Npc:
         """The sheet's greeting (empty if none), with `{{char}}` and `{{user}}` resolved."""
         return resolve(self.bundle.character.greeting, self.name, player_name(self.facts))
 
-    def prompt_tokens(self, player_text: str, max_tokens: int, note: Sequence[str] = ()) -> list[int]:
-        """Persona + as many recent exchanges as fit + the memory note + the new line, leaving room for
-        the reply. A line too long to leave room for the note goes without it."""
+    def prompt_tokens(self, player_text: str, max_tokens: int, note: Sequence[str] = (),
+                      exchanges: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """Persona + as many recent exchanges as fit + the recalled `exchanges` of the writer's + the memory
+        note + the new line, leaving room for the reply. A line too long to leave room for the note goes
+        without it; the recalled exchanges go in before the conversation's when there is room for them."""
         budget = self.engine.spec.context_length - max_tokens
         player = self.chat.turn("user", player_text) + self.chat.open_turn()
         room = budget - len(self.persona_tokens)
@@ -161,11 +164,14 @@ class Npc:
             # A line longer than the whole context keeps its beginning.
             player = self.chat.turn("user", self.chat.decode(self.chat.encode_text(player_text)[: room - 16]))
             player += self.chat.open_turn()
-        turns: list[list[int]] = []
+        turns: list[list[int]] = []  # newest first
         used = len(player)
-        for said, answered in reversed(self.history):
+        for recalled_only, (said, answered) in [*((True, x) for x in reversed(exchanges)),
+                                                *((False, x) for x in reversed(self.history))]:
             exchange = self.chat.turn("user", said) + self.chat.turn("assistant", answered)
             if used + len(exchange) > room:
+                if recalled_only:
+                    continue
                 break
             turns.append(exchange)
             used += len(exchange)
@@ -187,8 +193,8 @@ class Npc:
         config = sampling or self.sampling
         self.turn += 1
         messages = [line for exchange in self.history for line in exchange] + [text]
-        note = self._recall.note_lines(text, messages, self.facts, self.turn)
-        prompt = self.prompt_tokens(text, config.max_tokens, note)
+        recalled = self._recall.for_turn(text, messages, self.facts, self.turn)
+        prompt = self.prompt_tokens(text, config.max_tokens, recalled.note, recalled.exchanges)
         # The cache may hold the whole prompt (the same line again after a cancelled reply), but not the
         # logits of its last token, which the first sampled token needs: that token is always fed again.
         self.seq.rewind(min(common_prefix(self.seq.tokens, prompt), len(prompt) - 1))

@@ -124,10 +124,10 @@ def test_bundle_from_the_export_loads_and_talks(exported, embedder_exported):
     assert not list(tmp.glob(".orlando.lmpc*"))
 
 
-def test_the_writers_drill_questions_are_cues_that_recall_their_statements(exported, embedder_exported):
+def test_the_writers_drills_are_cues_that_recall_their_statements_and_exchanges_the_prompt_shows(exported, embedder_exported):
     from lmpc_export.build import write_bundle
     from lmpc_export.knowledge import knowledge_file_for, load_knowledge
-    from lmpc_export.memories import statement_ref
+    from lmpc_export.memories import drill_exchanges, statement_ref
     from lmpc_runtime.sheet import load_sheet
 
     _, entry, tmp, _ = exported
@@ -151,6 +151,12 @@ def test_the_writers_drill_questions_are_cues_that_recall_their_statements(expor
             assert question in npc.memories.cues(indexed[next(r for r in topic.covers if r in indexed)].id)
             (memory, score), *_ = npc.recall(question)
             assert statement_ref(memory.source, sheet) in covered[question] and score > 0.99, question
+        # The drills also ship whole: a drill's own question brings its exchange in as the turn before.
+        question, answer = drill_exchanges(topics)[0]
+        reply = npc.start_reply(question)
+        assert f"user\n{question}\nassistant\n{answer}\n" in npc.chat.decode(list(reply.seq.tokens) + reply.todo)
+        reply.cancel()
+        npc.end_reply(reply)
 
 
 def test_a_character_card_builds_and_talks_as_it_is_and_its_lorebook_triggers(exported, embedder_exported):

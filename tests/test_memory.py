@@ -98,6 +98,32 @@ def test_greetings_recall_nothing(real_npc):
     assert real_npc.recall("Hello there!") == []
 
 
+@pytest.mark.real_model
+def test_a_line_like_a_drill_question_brings_the_writers_exchange_just_before_the_note(real_npc):
+    """The persona test's "What's the motto of your house?" is no drill's words; the drill "What's your
+    house's motto?" and its answer come in as the turn before the note. A line like no drill brings none."""
+    def prompt_of(line, config=RecallConfig()):
+        npc = real_npc
+        npc.reset()
+        npc.recall_config = config
+        reply = npc.start_reply(line)
+        try:
+            return npc.chat.decode(list(reply.seq.tokens) + list(reply.todo))
+        finally:
+            reply.cancel()
+            npc.end_reply(reply)
+            npc.recall_config = RecallConfig()
+
+    prompt = prompt_of("What's the motto of your house?")
+    drill, answer, note = (prompt.index("user\nWhat's your house's motto?"), prompt.index("assistant\nSteady as the dawn"),
+                           prompt.index("What Orlando Marlo recalls"))
+    assert drill < answer < note < prompt.rindex("What's the motto of your house?")
+    assert prompt_of("Seven purple geese.").count("\nuser\n") == 1  # like no drill: only the line itself
+    assert "Steady as the dawn. It is" not in prompt_of("What's the motto of your house?", RecallConfig(exchanges=0))
+    with pytest.raises(InvalidArgumentError, match="recall settings"):
+        RecallConfig(exchanges=9)
+
+
 # --- The note in the prompt, on the tiny bundle -----------------------------------------------------
 
 def test_the_note_goes_right_before_the_players_turn_after_the_persona(tiny_bundle):

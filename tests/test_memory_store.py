@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lmpc_runtime import InvalidArgumentError
+from lmpc_runtime.memory.exchanges import ExchangeBank
 from lmpc_runtime.memory.gating import GameState
 from lmpc_runtime.memory.store import CUE_DISCOUNT, ExactIndex, HnswIndex, MemoryStore, dequantize, quantize
 
@@ -201,3 +202,52 @@ def test_damaged_state_changes_nothing(damage):
     with pytest.raises(InvalidArgumentError):
         target.add_state(state)
     assert [m.text for m in target] == ["kept"]
+
+
+# --- The writer's exchanges ------------------------------------------------------------------------
+
+def test_exchanges_are_found_by_their_question_above_the_floor_each_question_once():
+    vectors = clustered(4, 24, seed=21)
+    bank = ExchangeBank(24)
+    bank.add([("What's your name?", "Orlando."), ("Where is home?", "Brightwater Hall."),
+              ("What's your name?", "Orlando Marlo."), ("Who is the king?", "Theodoric II.")],
+             np.stack([vectors[0], vectors[1], vectors[0], vectors[3]]))
+    assert len(bank) == 4
+    (question, answer, score), = bank.nearest(vectors[0], 1, 0.5)
+    assert (question, answer) == ("What's your name?", "Orlando.") and score == pytest.approx(1.0, abs=0.01)
+    near = bank.nearest(vectors[0], 3, -1.0)
+    assert [q for q, _, _ in near].count("What's your name?") == 1 and len(near) == 3
+    assert [s for _, _, s in near] == sorted((s for _, _, s in near), reverse=True)
+    assert all(s >= 0.99 for _, _, s in bank.nearest(vectors[0], 3, 0.99))  # the floor holds
+    assert bank.nearest(vectors[0], 0, -1.0) == [] and ExchangeBank(24).nearest(vectors[0], 2, -1.0) == []
+
+
+def test_exchanges_round_trip_through_state_and_bad_ones_are_refused():
+    vectors = clustered(3, 24, seed=22)
+    bank = ExchangeBank(24)
+    assert bank.to_state() == {}  # a bank holding nothing adds no columns
+    bank.add([("Q1?", "A1."), ("Q2?", "A2."), ("Q3?", "A3.")], vectors)
+    copy = ExchangeBank.from_state(bank.to_state(), 24)
+    assert [copy.nearest(v, 1, 0.9)[0][:2] for v in vectors] == [("Q1?", "A1."), ("Q2?", "A2."), ("Q3?", "A3.")]
+    assert len(ExchangeBank.from_state({}, 24)) == 0  # a memories file made before exchanges
+    with pytest.raises(InvalidArgumentError, match="answer"):
+        bank.add([("Q4?", " ")], vectors[:1])
+    with pytest.raises(InvalidArgumentError, match="embedding"):
+        bank.add([("Q4?", "A4.")], np.zeros((1, 24), np.float32))
+    assert len(bank) == 3
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["exchange_answers"].pop(), "one length"),
+    (lambda s: s.update(exchange_codes=s["exchange_codes"][:-1]), "codes"),
+    (lambda s: s.update(exchange_scales=b"\x00" * len(s["exchange_scales"])), "scales"),
+    (lambda s: s["exchange_questions"].__setitem__(0, 7), "question"),
+    (lambda s: s.update(exchange_questions="Q1?"), "lists"),
+])
+def test_damaged_exchange_columns_are_refused(damage, message):
+    bank = ExchangeBank(24)
+    bank.add([("Q1?", "A1."), ("Q2?", "A2.")], clustered(2, 24, seed=23))
+    state = bank.to_state()
+    damage(state)
+    with pytest.raises(InvalidArgumentError, match=message):
+        ExchangeBank.from_state(state, 24)

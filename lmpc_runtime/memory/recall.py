@@ -1,4 +1,5 @@
-"""What an NPC recalls for one player turn: the lines of its memory note.
+"""What an NPC recalls for one player turn: the lines of its memory note, and the writer's exchanges
+most like the player's line (`exchanges.py`), which the prompt shows as earlier turns.
 
 The note holds the lorebook entries the turn activates, then the k memories most relevant to the
 player's line that clear the similarity floor, each gated by the game's facts. Both settings were
@@ -15,8 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import numpy as np
+
 from ..errors import InvalidArgumentError
 from .embedder import Embedder
+from .exchanges import ExchangeBank
 from .gating import Value
 from .lorebook import LoreScanner
 from .store import Memory, MemoryStore
@@ -30,18 +34,32 @@ class RecallConfig:
     # Below this cosine a memory is not worth the tokens; None: the bundle's embedder says (its `min_score`).
     min_score: float | None = None
     note_tokens: int = 256  # cap on the retrieved memories' tokens; lore has its own token_budget
+    # The writer's exchanges shown as earlier turns, and how alike (cosine) their question must be to the
+    # player's line; measured on the demo's persona test (benchmarks/grounding.py).
+    exchanges: int = 1
+    exchange_min_score: float = 0.45
 
     def __post_init__(self) -> None:
-        if not 0 <= self.k <= 64 or not -1 <= (self.min_score or 0) <= 1 or self.note_tokens < 0:
+        if not 0 <= self.k <= 64 or not -1 <= (self.min_score or 0) <= 1 or self.note_tokens < 0 \
+                or not 0 <= self.exchanges <= 8 or not -1 <= self.exchange_min_score <= 1:
             raise InvalidArgumentError(f"recall settings out of range: {self}")
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """What one player turn brings to mind."""
+
+    note: list[str]  # the memory note's lines: lore entries, then memories
+    exchanges: list[tuple[str, str]]  # (question, answer) of the writer's, least alike first
 
 
 class Recall:
     """Builds the memory note of each turn from an NPC's store, lorebook and facts."""
 
     def __init__(self, store: MemoryStore, embedder: Embedder, lore: LoreScanner, count_tokens,
-                 char_name: str, config: RecallConfig = RecallConfig()):
+                 char_name: str, config: RecallConfig = RecallConfig(), exchanges: ExchangeBank | None = None):
         self.store = store
+        self.exchanges = exchanges if exchanges is not None else ExchangeBank(embedder.dim)
         self.embedder = embedder
         self.lore = lore
         self.count_tokens = count_tokens
@@ -50,18 +68,23 @@ class Recall:
 
     def search(self, text: str, facts: Mapping[str, Value], k: int | None = None) -> list[tuple[Memory, float]]:
         """The memories most relevant to `text` that the facts allow, with their cosine similarity."""
-        vector = self.embedder.embed_one(text)
+        return self._search(self.embedder.embed_one(text), facts, k)
+
+    def _search(self, vector: np.ndarray, facts: Mapping[str, Value], k: int | None = None) -> list[tuple[Memory, float]]:
         floor = self.embedder.spec.min_score if self.config.min_score is None else self.config.min_score
         return self.store.search(vector, self.config.k if k is None else k, facts, floor)
 
-    def note_lines(self, player_text: str, messages: list[str], facts: Mapping[str, Value], turn: int) -> list[str]:
-        """Lore entries, then retrieved memories; records the lore's activation for turn `turn`."""
+    def for_turn(self, player_text: str, messages: list[str], facts: Mapping[str, Value], turn: int) -> Recalled:
+        """The note (lore entries, then retrieved memories) and the exchanges for `player_text`; records
+        the lore's activation for turn `turn`."""
+        vector = self.embedder.embed_one(player_text)
         lines = self.lore.activate(messages, facts, turn, self.char_name)
         used = 0
-        for memory, _ in self.search(player_text, facts):
+        for memory, _ in self._search(vector, facts):
             cost = self.count_tokens(memory.text)
             if memory.text in lines or used + cost > self.config.note_tokens:
                 continue
             lines.append(memory.text)
             used += cost
-        return lines
+        exchanges = self.exchanges.nearest(vector, self.config.exchanges, self.config.exchange_min_score)
+        return Recalled(lines, [(question, answer) for question, answer, _ in reversed(exchanges)])
