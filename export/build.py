@@ -228,14 +228,15 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
 def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
                  training: dict | None = None, attachments: dict[str, Path] | None = None,
-                 prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = ()) -> Path:
+                 prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = (), exchanges: bool = True) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
     `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
     `training` is the adapter's training report, kept in the bundle's report. `attachments` (name in
     the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
     never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
-    `knowledge` (the writer's drills) gives the indexed statements their cues and the bundle its exchanges.
+    `knowledge` (the writer's drills) gives the indexed statements their cues and, with `exchanges`, the
+    bundle its exchanges (`lmpc_runtime/memory/exchanges.py`).
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -263,7 +264,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
         statements = sheet_statements(sheet, persona_system)
         memories = memories_state(statements,
                                   Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder),
-                                  statement_cues(sheet, statements, knowledge), drill_exchanges(knowledge))
+                                  statement_cues(sheet, statements, knowledge),
+                                  drill_exchanges(knowledge) if exchanges else [])
         (tmp / MEMORIES_FILE).write_bytes(msgpack.packb(memories, use_bin_type=True))
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -304,7 +306,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
 
 def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Path | None = None,
           context_length: int = DEFAULT_CONTEXT, layout: str = DEFAULT_LAYOUT, adapter: Path | None = None,
-          log: Log = lambda _: None) -> Path:
+          exchanges: bool = True, log: Log = lambda _: None) -> Path:
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
     knowledge_file = knowledge_file_for(sheet_path)
     training = None
@@ -324,7 +326,8 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
     return write_bundle(sheet, entry, embedder_entry, out, context_length,
                         sampling=TUNED_SAMPLING if adapter is not None else SamplingConfig(), training=training,
                         attachments=attachments(sheet_path, adapter), prompt_style=prompt_style,
-                        knowledge=tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else ())
+                        knowledge=tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else (),
+                        exchanges=exchanges)
 
 
 def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:

@@ -25,18 +25,19 @@ from lmpc_runtime.chat import ChatFormat
 from lmpc_runtime.macros import UNNAMED_PLAYER
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.lorebook import LoreScanner
-from lmpc_runtime.memory.recall import Recall
+from lmpc_runtime.memory.exchanges import ExchangeBank
+from lmpc_runtime.memory.recall import Recall, Recalled
 from lmpc_runtime.memory.store import MemoryStore
 from lmpc_runtime.persona import memory_note, persona_text, persona_tokens
 from lmpc_runtime.sheet import CharacterSheet
 
 from .dialogues import Dialogue
 from .knowledge import Topic
-from .memories import memories_state, sheet_statements, statement_cues
+from .memories import drill_exchanges, memories_state, sheet_statements, statement_cues
 
-# The memory note for the last of `messages` (the conversation so far, oldest first, ending with the
-# player's new line): the lines the runtime would recall for it.
-NoteFor = Callable[[list[str]], tuple[str, ...]]
+# What the runtime recalls for the last of `messages` (the conversation so far, oldest first, ending with
+# the player's new line): the memory note's lines and the writer's exchanges.
+NoteFor = Callable[[list[str]], Recalled]
 # Drilled exchanges given the memory note. At 15 % the demo NPC learnt to ignore its note, even when the
 # note held the answer; at run time nearly every line brings one.
 KNOWLEDGE_NOTE_SHARE = 0.7
@@ -44,20 +45,25 @@ KNOWLEDGE_NOTE_SHARE = 0.7
 
 def runtime_notes(sheet: CharacterSheet, embedder: Embedder, count_tokens: Callable[[str], int],
                   style: str = "sheet", knowledge: tuple[Topic, ...] = ()) -> NoteFor:
-    """Memory notes exactly as an NPC built from `sheet` makes them at the start of a game (no game facts
+    """What an NPC built from `sheet` recalls at the start of a game (no game facts
     set): the lorebook entries the conversation activates, then the statements the bundle indexes
     (embedded and int8-coded as `lmpc build` does, with the cues of `knowledge`) that the embedder finds
-    relevant, with the runtime's own `Recall` and its default settings. A line that is itself a cue is
-    answered as if it were not one: in play, players ask in words of their own."""
+    relevant, with the runtime's own `Recall` and its default settings; and the drill exchange most like
+    the line. A line that is itself a cue or a drill is answered as if it were not one: in play, players
+    ask in words of their own."""
     statements = sheet_statements(sheet, persona_text(sheet, style)[0])
+    state = memories_state(statements, embedder, statement_cues(sheet, statements, knowledge),
+                           drill_exchanges(knowledge))
     store = MemoryStore(embedder.dim)
-    store.add_state(memories_state(statements, embedder, statement_cues(sheet, statements, knowledge)))
+    store.add_state(state)
+    bank = ExchangeBank.from_state(state, embedder.dim)
 
-    def note(messages: list[str]) -> tuple[str, ...]:
+    def note(messages: list[str]) -> Recalled:
         # A fresh lorebook scanner per conversation: its timers must not carry over between samples.
-        recall = Recall(store, embedder, LoreScanner(sheet.lorebook, count_tokens), count_tokens, sheet.name)
-        with store.cues_left_out(messages[-1]):
-            return tuple(recall.for_turn(messages[-1], messages, {}, turn=(len(messages) + 1) // 2).note)
+        recall = Recall(store, embedder, LoreScanner(sheet.lorebook, count_tokens), count_tokens, sheet.name,
+                        exchanges=bank)
+        with store.cues_left_out(messages[-1]), bank.left_out(messages[-1]):
+            return recall.for_turn(messages[-1], messages, {}, turn=(len(messages) + 1) // 2)
 
     return note
 
@@ -67,32 +73,40 @@ class Sample:
     dialogue: Dialogue
     memories: tuple[str, ...]  # the memory note before the last player line; () for none
     group: int  # the dialogue it came from: copies of one dialogue stay on one side of the held-out split
+    exchanges: tuple[tuple[str, str], ...] = ()  # the writer's exchanges recalled with the note
 
 
 def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer_weight: int = 2,
-                 knowledge_note_share: float = KNOWLEDGE_NOTE_SHARE, seed: int = 0) -> list[Sample]:
+                 knowledge_note_share: float = KNOWLEDGE_NOTE_SHARE, seed: int = 0,
+                 exchanges: bool = True) -> list[Sample]:
     """Each writer's dialogue `writer_weight` times: once without a memory note, then with the note `notes`
     gives its last player line (when it gives one); a drilled dialogue once, with that note for
     `knowledge_note_share` of them (the model must answer from its weights, and still read a note well);
-    a generated dialogue once, with the note it was answered with."""
+    a generated dialogue once, with the note it was answered with. A sample with a note also gets the
+    exchanges recalled with it, as earlier turns, unless `exchanges` is False."""
     rng = random.Random(seed)
     samples = []
     for group, dialogue in enumerate(dialogues):
         if dialogue.source == "generated":
             samples.append(Sample(dialogue, dialogue.memories, group))
             continue
+        note, shown = _recalled(dialogue, notes, exchanges)
         if dialogue.source == "knowledge":
             with_note = rng.random() < knowledge_note_share
-            samples.append(Sample(dialogue, _note(dialogue, notes) if with_note else (), group))
+            samples.append(Sample(dialogue, note, group, shown) if with_note else Sample(dialogue, (), group))
             continue
-        note = _note(dialogue, notes) if writer_weight > 1 else ()
-        samples += [Sample(dialogue, note if copy else (), group) for copy in range(writer_weight)]
+        samples += [Sample(dialogue, note, group, shown) if copy else Sample(dialogue, (), group)
+                    for copy in range(writer_weight)]
     return samples
 
 
-def _note(dialogue: Dialogue, notes: NoteFor | None) -> tuple[str, ...]:
+def _recalled(dialogue: Dialogue, notes: NoteFor | None, exchanges: bool) -> tuple[tuple, tuple]:
+    """(note lines, exchanges) the runtime recalls for the dialogue's last line."""
+    if notes is None:
+        return (), ()
     messages = [line for exchange in dialogue.turns[:-1] for line in exchange] + [dialogue.turns[-1][0]]
-    return notes(messages) if notes is not None else ()
+    recalled = notes(messages)
+    return tuple(recalled.note), tuple(recalled.exchanges) if exchanges else ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,9 @@ def render(sample: Sample, sheet: CharacterSheet, chat: ChatFormat,
 
     last = len(sample.dialogue.turns) - 1
     for i, (player, npc) in enumerate(sample.dialogue.turns):
+        if i == last:
+            for asked, answered in sample.exchanges:  # shown, not learnt: the writer's, not this sample's
+                add(chat.turn("user", asked) + chat.turn("assistant", answered), False)
         if i == last and sample.memories:
             add(chat.turn("system", memory_note(sheet.name, list(sample.memories))), False)
         add(chat.turn("user", player) + chat.open_turn(), False)

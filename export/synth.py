@@ -96,7 +96,7 @@ def synthesise(sheet: CharacterSheet, generator: Generator, count: int, notes: N
                 question = clean_line(asked, ("Speaker",))
                 if not question:
                     break
-                recalled = notes([line for exchange in turns for line in exchange] + [question])
+                recalled = tuple(notes([line for exchange in turns for line in exchange] + [question]).note)
                 answer = clean_line(generator.chat(answer_messages(sheet, scene, turns, question, recalled)),
                                     (sheet.name, first_name))
             except ContextOverflowError:

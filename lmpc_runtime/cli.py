@@ -36,7 +36,8 @@ def _build(args: argparse.Namespace) -> int:
     build = _export_module("build", "build")
     out = build.build(Path(args.sheet), Path(args.output), source=Path(args.base) if args.base else None,
                       cache_dir=Path(args.cache_dir) if args.cache_dir else None, context_length=args.context,
-                      layout=args.layout, adapter=Path(args.adapter) if args.adapter else None, log=_log)
+                      layout=args.layout, adapter=Path(args.adapter) if args.adapter else None,
+                      exchanges=args.exchanges, log=_log)
     print(out)
     return 0
 
@@ -102,7 +103,8 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume, start_adapter=Path(args.from_adapter) if args.from_adapter else None,
         generate=args.generate,
         generator_url=args.generator_url, generator_model=args.generator_model,
-        writer_weight=args.writer_weight, note_share=args.note_share, eval_fraction=args.eval_fraction,
+        writer_weight=args.writer_weight, note_share=args.note_share, exchanges=args.exchanges,
+        eval_fraction=args.eval_fraction,
         seed=args.seed,
         base=Path(args.base) if args.base else None,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
@@ -270,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="where exported models are cached (default: $LMPC_CACHE or ~/.cache/lmpc)")
     p.add_argument("--context", type=int, default=2048, help="context window in tokens")
     p.add_argument("--adapter", help="a LoRA adapter directory (from `lmpc train`) to merge into the model")
+    p.add_argument("--exchanges", action=argparse.BooleanOptionalAction, default=True,
+                   help="ship the writer's drills as exchanges the runtime recalls (default: yes; measure "
+                   "with `lmpc eval` whether your character gains from them)")
     p.add_argument("--layout", default="lmpc-gqa", choices=("lmpc-gqa", "optimum-kv-concat"),
                    help="model graph: the fast fused one (default), or optimum's export (the slow reference)")
     p.set_defaults(run=_build)
@@ -305,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--writer-weight", type=int, default=2, help="copies of each hand-written dialogue")
     p.add_argument("--note-share", type=float, default=0.7,
                    help="share of drilled exchanges trained with the memory note (default 0.7)")
+    p.add_argument("--exchanges", action=argparse.BooleanOptionalAction, default=True,
+                   help="show samples that have a note the writer's exchange the runtime would recall with it "
+                   "(default: yes; --no-exchanges trains as adapters made before exchanges were recalled)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="share of dialogues held out")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA, 5e-5 full)")

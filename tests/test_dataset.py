@@ -7,7 +7,9 @@ import pytest
 
 from lmpc_export.dataset import Sample, make_samples, persona_digest, persona_ids, render, runtime_notes, split
 from lmpc_export.dialogues import Dialogue, dialogue_file_for, load_dialogues, writer_dialogues
+from lmpc_export.knowledge import knowledge_file_for, load_knowledge
 from lmpc_runtime import Runtime, SheetError
+from lmpc_runtime.memory.recall import Recalled
 from lmpc_runtime.persona import memory_note, persona_text
 from lmpc_runtime.sheet import load_sheet
 
@@ -34,21 +36,36 @@ def test_memory_notes_are_the_runtime_prompts_notes(tiny_bundle):
         # The tiny embedder finds a statement relevant only when asked in its own words.
         statement = next(m.text for m in npc.memories)
         for line in (statement, "Where is the nearest inn?"):
-            note = notes([line])
-            rendered = render(Sample(Dialogue(((line, "Hm."),), "writer"), note, 0), sheet, npc.chat)
+            recalled = notes([line])
+            rendered = render(Sample(Dialogue(((line, "Hm."),), "writer"), tuple(recalled.note), 0,
+                                     tuple(recalled.exchanges)), sheet, npc.chat)
             reply = npc.start_reply(line)
             prompt = npc.seq.tokens + reply.todo
             reply.cancel()
             npc.reset()
             assert rendered.input_ids[: len(prompt)] == prompt
-        assert notes([statement])[0] == statement
+        assert notes([statement]).note[0] == statement
 
 
-def test_render_gives_exactly_the_runtime_prompt(npc):
+def test_a_drill_is_shown_the_exchange_of_another_drill_never_its_own(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, seed=0)
+        sheet = npc.bundle.character
+        topics = tuple(load_knowledge(knowledge_file_for(ORLANDO_SHEET), sheet))
+        notes = runtime_notes(sheet, npc.embedder, npc.chat.count, knowledge=topics)
+        asked = [t.questions[0] for t in topics[:20]]
+        shown = [notes([question]).exchanges for question in asked]
+        assert all(len(s) == 1 for s in shown)  # the tiny embedder finds every question alike
+        assert all(s[0][0] != question for s, question in zip(shown, asked))
+
+
+@pytest.mark.parametrize("note, exchanges", [((), ()), (("A fact.",), (("What's your house's motto?", "Steady as the dawn."),))])
+def test_render_gives_exactly_the_runtime_prompt(npc, note, exchanges):
     sheet = npc.bundle.character
-    rendered = render(Sample(THREE_TURNS, (), 0), sheet, npc.chat)
+    rendered = render(Sample(THREE_TURNS, note, 0, exchanges), sheet, npc.chat)
     npc.history = list(THREE_TURNS.turns[:2])
-    prompt = npc.prompt_tokens(THREE_TURNS.turns[2][0], max_tokens=80)
+    prompt = npc.prompt_tokens(THREE_TURNS.turns[2][0], 80, note, exchanges)
+    npc.history = []
     assert rendered.input_ids[: len(prompt)] == prompt
     assert rendered.prefix_length == len(npc.persona_tokens)
     assert rendered.input_ids[: rendered.prefix_length] == npc.persona_tokens
@@ -85,13 +102,18 @@ def test_the_memory_note_sits_just_before_the_last_player_line(npc):
 def test_writer_dialogues_are_weighted_and_generated_ones_keep_their_memories():
     generated = Dialogue(turns=(("Hi?", "Good day."),), source="generated", memories=("A fact.",))
     asked = []
-    notes = lambda messages: asked.append(messages) or (f"recalled for {messages[-1]}",)  # noqa: E731
+    def notes(messages):
+        asked.append(messages)
+        return Recalled([f"recalled for {messages[-1]}"], [("Where's Vesper?", "In the stable.")])
+
     samples = make_samples([THREE_TURNS, generated], notes, writer_weight=3)
     assert [s.group for s in samples] == [0, 0, 0, 1]
     assert asked == [["Who are you?", "Orlando Marlo, of Brightwater Hall.", "And your horse?",
                       "Vesper, a grey mare my sister named.", "Where is she now?"]]
     assert samples[0].memories == () and all(s.memories == ("recalled for Where is she now?",) for s in samples[1:3])
-    assert samples[3].memories == ("A fact.",)
+    assert samples[0].exchanges == () and all(s.exchanges == (("Where's Vesper?", "In the stable."),) for s in samples[1:3])
+    assert samples[3].memories == ("A fact.",) and samples[3].exchanges == ()
+    assert all(s.exchanges == () for s in make_samples([THREE_TURNS], notes, writer_weight=3, exchanges=False))
 
 
 def test_split_keeps_each_dialogue_on_one_side():
@@ -149,6 +171,6 @@ def test_the_identity_prompt_is_two_sentences_with_the_year_and_no_shots():
 @pytest.mark.parametrize("share", [0.0, 0.7, 1.0])
 def test_the_note_share_decides_how_many_drills_read_a_note(share):
     drills = [Dialogue(((f"Question {i}?", "Answer."),), "knowledge", covers=("fact:1",)) for i in range(400)]
-    samples = make_samples(drills, lambda messages: ("A note.",), knowledge_note_share=share)
+    samples = make_samples(drills, lambda messages: Recalled(["A note."], []), knowledge_note_share=share)
     with_note = sum(bool(s.memories) for s in samples) / len(samples)
     assert len(samples) == 400 and with_note == pytest.approx(share, abs=0.06)

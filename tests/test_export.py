@@ -157,6 +157,14 @@ def test_the_writers_drills_are_cues_that_recall_their_statements_and_exchanges_
         assert f"user\n{question}\nassistant\n{answer}\n" in npc.chat.decode(list(reply.seq.tokens) + reply.todo)
         reply.cancel()
         npc.end_reply(reply)
+    # A bundle built without them (`lmpc build --no-exchanges`) recalls none.
+    bare = write_bundle(sheet, entry, embedder_entry, tmp / "bare.lmpc", context_length=1024, knowledge=tuple(topics),
+                        exchanges=False)
+    with Runtime() as rt:
+        npc = rt.load_npc(bare, seed=0)
+        reply = npc.start_reply(question)
+        assert answer not in npc.chat.decode(list(reply.seq.tokens) + reply.todo)
+        reply.cancel()
 
 
 def test_a_character_card_builds_and_talks_as_it_is_and_its_lorebook_triggers(exported, embedder_exported):

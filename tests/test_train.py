@@ -25,6 +25,7 @@ pytest.importorskip("peft")
 from lmpc_export import checkpoint as ckpt  # noqa: E402
 from lmpc_export.build import build, prepare_model, special_tokens  # noqa: E402
 from lmpc_export.dataset import make_samples, persona_ids, render, split  # noqa: E402
+from lmpc_runtime.memory.recall import Recalled  # noqa: E402
 from lmpc_export.dialogues import writer_dialogues  # noqa: E402
 from lmpc_export.tiny import make_tiny_checkpoint  # noqa: E402
 from lmpc_export.toml_writer import drop_empty, dumps  # noqa: E402
@@ -43,7 +44,7 @@ def tiny(tmp_path_factory):
     tokenizer = checkpoint / "tokenizer.json"
     chat = ChatFormat.from_file(str(tokenizer), special_tokens(tokenizer))
     # A stand-in for retrieval (the real one is tested in test_dataset.py): two facts per note.
-    notes = lambda messages: sheet.facts[len(messages[-1]) % 8:][:2]  # noqa: E731
+    notes = lambda messages: Recalled(sheet.facts[len(messages[-1]) % 8:][:2], [])  # noqa: E731
     samples = make_samples(writer_dialogues(sheet, None)[:6], notes, writer_weight=2)
     train_samples, held_out = split(samples, 0.2, seed=1)
     persona = persona_ids(sheet, chat)

@@ -12,7 +12,8 @@ bundle without them recalls none.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -57,6 +58,19 @@ class ExchangeBank:
             if all(question != q for q, _, _ in out):
                 out.append((question, answer, score))
         return out
+
+    @contextmanager
+    def left_out(self, question: str) -> Iterator[None]:
+        """Search as if the exchanges asking `question` were not there: what a player asking in words of
+        their own would be shown (leave-one-out, for training on the drills themselves)."""
+        rows = [row for row, (q, _) in enumerate(self._pairs) if q == question.strip()]
+        for row in rows:
+            self._index.remove(row)
+        try:
+            yield
+        finally:
+            if rows:
+                self._index.add(np.asarray(rows), dequantize(self._codes[rows], self._scales[rows]))
 
     def to_state(self) -> dict[str, Any]:
         """The bank as memories-file columns (empty when it holds nothing)."""
