@@ -102,21 +102,20 @@ soak: bundle
 # two-sentence identity prompt, LoRA rank 16 on every layer, the epoch kept by the persona test; a stopped
 # run resumes where it was (--resume). Orlando in two stages, as his shipped adapter was made: three epochs
 # at 4e-4 with the memory note in 15 % of the drills, then two at 2e-4 with it in 70 % (he learns his
-# facts first, then to read his note). These adapters were trained before the runtime recalled the
-# writer's exchanges, hence --no-exchanges. About 2 hours for Orlando and 25 minutes for each regular on
-# 2 CPU cores. Adapters land in build/NAME.lora; copy one to examples/characters/ only if its persona test is
+# facts first, then to read his note). About 2 hours for Orlando and 25 minutes for each regular on 2 CPU
+# cores. Adapters land in build/NAME.lora; copy one to examples/characters/ only if its persona test is
 # better (docs/results/training.md).
 TRAIN_FLAGS := --generate 0 --writer-weight 1 --batch-size 8 --lora-rank 16 --threads 2 --resume
 train-demo: setup
 	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_stage1.lmpc \
 		--adapter-out build/orlando_marlo_stage1.lora $(TRAIN_FLAGS) --epochs 3 --lr 4e-4 --note-share 0.15 \
-		--no-exchanges --eval-fraction 0.03
+		--eval-fraction 0.03
 	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
 		--adapter-out build/orlando_marlo.lora --from-adapter build/orlando_marlo_stage1.lora $(TRAIN_FLAGS) \
-		--epochs 2 --lr 2e-4 --note-share 0.7 --no-exchanges --eval-fraction 0.03
+		--epochs 2 --lr 2e-4 --note-share 0.7 --eval-fraction 0.03
 	for name in $(REGULAR_NAMES); do \
 		nice -n 10 $(BIN)/lmpc train examples/characters/$$name.toml -o build/$${name}_tuned.lmpc \
-			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --epochs 3 --lr 5e-4 --no-exchanges --eval-fraction 0.05 || exit 1; \
+			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --epochs 3 --lr 5e-4 --eval-fraction 0.05 || exit 1; \
 	done
 
 # One round of APC-based DPO on top of the demo adapter (about 45 minutes on 2 busy cores): samples, scores,

