@@ -11,6 +11,7 @@ from lmpc_export.generator import LocalGenerator, OpenAIChatGenerator
 from lmpc_export.scenes import SceneSampler
 from lmpc_export.synth import answer_messages, clean_line, synthesise
 from lmpc_runtime.errors import ExportError
+from lmpc_runtime.memory.recall import Recalled
 from lmpc_runtime.persona import example_shots, system_prompt
 from lmpc_runtime.sheet import load_sheet
 
@@ -33,7 +34,7 @@ def test_the_local_generator_is_seeded_and_reuses_cached_prefixes(tiny_bundle):
 def test_synthesise_with_the_tiny_model(tiny_bundle):
     sheet = load_sheet(ORLANDO_SHEET)
     ticks = []
-    notes = lambda messages: (f"Recalled for: {messages[-1]}",)  # noqa: E731
+    notes = lambda messages: Recalled([f"Recalled for: {messages[-1]}"], [])  # noqa: E731
     dialogues = synthesise(sheet, LocalGenerator.from_bundle(tiny_bundle, seed=1), count=3, notes=notes, seed=5,
                            progress=ticks.append)
     assert ticks == [1, 1, 1] and 1 <= len(dialogues) <= 3
