@@ -54,8 +54,8 @@ regulars: $(REGULARS:%=%/manifest.msgpack)
 
 # A regular with a committed adapter (examples/characters/NAME.lora) is built tuned (an export of a few
 # minutes, then cached); one without builds on the cached base model in about a second. The regulars ship
-# without recalled exchanges: with them they stated fewer facts on their persona tests (Marta 58.5 %
-# against 61.9 %, Jory 67.2 % against 69.3 %, greedy and seed 1; benchmarks/results/grounding-*.md).
+# without recalled exchanges, which gained them nothing clear on their persona tests (3 seeds and greedy:
+# Marta 60.0 % with, 58.3 % without; Jory 66.4 % with, 66.8 % without; docs/results/training.md).
 build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack \
 		$(wildcard examples/characters/*.lora/adapter_model.safetensors)
 	$(BIN)/lmpc build $< -o build/$*.lmpc --no-exchanges \
