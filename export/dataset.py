@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from lmpc_runtime.chat import ChatFormat
@@ -90,23 +90,24 @@ def make_samples(dialogues: list[Dialogue], notes: NoteFor | None = None, writer
         if dialogue.source == "generated":
             samples.append(Sample(dialogue, dialogue.memories, group))
             continue
-        note, shown = _recalled(dialogue, notes, exchanges)
+        plain = Sample(dialogue, (), group)
         if dialogue.source == "knowledge":
             with_note = rng.random() < knowledge_note_share
-            samples.append(Sample(dialogue, note, group, shown) if with_note else Sample(dialogue, (), group))
+            samples.append(_recalled(plain, notes, exchanges) if with_note else plain)
             continue
-        samples += [Sample(dialogue, note, group, shown) if copy else Sample(dialogue, (), group)
-                    for copy in range(writer_weight)]
+        if writer_weight > 0:
+            samples += [plain] + [_recalled(plain, notes, exchanges)] * (writer_weight - 1)
     return samples
 
 
-def _recalled(dialogue: Dialogue, notes: NoteFor | None, exchanges: bool) -> tuple[tuple, tuple]:
-    """(note lines, exchanges) the runtime recalls for the dialogue's last line."""
+def _recalled(sample: Sample, notes: NoteFor | None, exchanges: bool) -> Sample:
+    """The sample with what the runtime recalls for its dialogue's last line: the note, and the exchanges
+    when `exchanges`."""
     if notes is None:
-        return (), ()
-    messages = [line for exchange in dialogue.turns[:-1] for line in exchange] + [dialogue.turns[-1][0]]
-    recalled = notes(messages)
-    return tuple(recalled.note), tuple(recalled.exchanges) if exchanges else ()
+        return sample
+    turns = sample.dialogue.turns
+    recalled = notes([line for exchange in turns[:-1] for line in exchange] + [turns[-1][0]])
+    return replace(sample, memories=tuple(recalled.note), exchanges=tuple(recalled.exchanges) if exchanges else ())
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ def render(sample: Sample, sheet: CharacterSheet, chat: ChatFormat,
         if i == last:
             for asked, answered in sample.exchanges:  # shown, not learnt: the writer's, not this sample's
                 add(chat.turn("user", asked) + chat.turn("assistant", answered), False)
-        if i == last and sample.memories:
-            add(chat.turn("system", memory_note(sheet.name, list(sample.memories))), False)
+            if sample.memories:
+                add(chat.turn("system", memory_note(sheet.name, list(sample.memories))), False)
         add(chat.turn("user", player) + chat.open_turn(), False)
         add(chat.encode_text(npc) + [chat.special.im_end], True)
         add(chat.close_turn(), False)

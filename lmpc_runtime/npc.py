@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .bundle import Bundle
+from .bundle import Bundle, read_memories
 from .chat import ChatFormat
 from .engine import Engine
 from .errors import ContextOverflowError, InvalidArgumentError
@@ -117,8 +117,9 @@ class Npc:
         self.summarised_turns = 0  # exchanges that left the history into summaries
         self.turns_since_summary = 0
         self.summary_config = SummaryConfig()
-        self._recall = Recall(bundle_store(bundle), embedder, LoreScanner(bundle.character.lorebook, chat.count),
-                              chat.count, self.name, exchanges=bundle_exchanges(bundle))
+        built = read_memories(bundle)  # read once for both
+        self._recall = Recall(bundle_store(bundle, built), embedder, LoreScanner(bundle.character.lorebook, chat.count),
+                              chat.count, self.name, exchanges=bundle_exchanges(bundle, built))
         self._summary_job: Reply | None = None
         self._summary_checked = False  # whether the history changed since a summary was last considered
         self._name_guard: NameGuard | None = None  # built on the first reply that asks for it
@@ -166,12 +167,14 @@ class Npc:
             player += self.chat.open_turn()
         turns: list[list[int]] = []  # newest first
         used = len(player)
-        for recalled_only, (said, answered) in [*((True, x) for x in reversed(exchanges)),
-                                                *((False, x) for x in reversed(self.history))]:
+        for said, answered in reversed(exchanges):  # recalled ones: each goes in if it fits
+            exchange = self.chat.turn("user", said) + self.chat.turn("assistant", answered)
+            if used + len(exchange) <= room:
+                turns.append(exchange)
+                used += len(exchange)
+        for said, answered in reversed(self.history):  # the conversation: its newest part that fits
             exchange = self.chat.turn("user", said) + self.chat.turn("assistant", answered)
             if used + len(exchange) > room:
-                if recalled_only:
-                    continue
                 break
             turns.append(exchange)
             used += len(exchange)

@@ -310,3 +310,14 @@ def test_the_output_hook_sees_whole_sentences_and_the_history_keeps_the_models_w
 def test_hooks_must_be_callable():
     with pytest.raises(HookError):
         TextHooks(before_model="translate")
+
+
+def test_a_recalled_exchange_that_does_not_fit_is_left_out_and_the_conversation_kept(tiny_bundle):
+    with Runtime() as rt:
+        npc = rt.load_npc(tiny_bundle, seed=0)
+        npc.history = [("Where is Vesper?", "In the stable.")]
+        short, huge = ("What's your horse called?", "Vesper."), ("What's your horse called?", "word " * 5000)
+        shown = npc.chat.decode(npc.prompt_tokens("And her colour?", 16, (), [short]))
+        assert shown.index("In the stable.") < shown.index("Vesper.\n") < shown.index("And her colour?")
+        left_out = npc.chat.decode(npc.prompt_tokens("And her colour?", 16, (), [huge]))
+        assert "word word" not in left_out and "In the stable." in left_out

@@ -5,7 +5,7 @@ A 135M model copies from the turns before it far more readily than it reads a no
 held-out persona test, the tuned NPC stated 70 % of the facts its note held, no more than the 68 % it
 stated when the note lacked them, while the nearest drill exchange placed as the previous turn raised
 its key facts from 68.5 % to 78 % greedily (`benchmarks/grounding.py`). The exchanges are the drills of
-the writer's knowledge file and the sheet's examples; they ship in the bundle's memories file as
+the writer's knowledge file; they ship in the bundle's memories file as
 optional columns (`exchange_questions`, `exchange_answers`, `exchange_codes`, `exchange_scales`), and a
 bundle without them recalls none.
 """
@@ -13,13 +13,13 @@ bundle without them recalls none.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..bundle import Bundle, read_memories
 from ..errors import BundleFormatError, InvalidArgumentError
-from .store import MAX_MEMORY_CHARS, ExactIndex, dequantize, quantize
+from .store import ExactIndex, checked_text, dequantize, quantize, read_codes
 
 MAX_EXCHANGES = 100_000
 
@@ -39,9 +39,10 @@ class ExchangeBank:
 
     def add(self, pairs: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
         """Add (question, answer) pairs with their questions' embeddings [n, dim]."""
-        pairs = [(_checked_text(q, "question"), _checked_text(a, "answer")) for q, a in pairs]
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim) if len(pairs) else np.zeros((0, self.dim))
-        if len(vectors) != len(pairs) or not np.all(np.isfinite(vectors)) or not np.all(np.any(vectors, axis=1)):
+        pairs = _checked_pairs(pairs)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(pairs), self.dim) or not np.all(np.isfinite(vectors)) \
+                or not np.all(np.any(vectors, axis=1)):
             raise InvalidArgumentError(f"exchanges: one embedding of {self.dim} finite numbers per question")
         self._insert(pairs, *quantize(vectors))
 
@@ -87,16 +88,10 @@ class ExchangeBank:
         codes, scales = state.get("exchange_codes", b""), state.get("exchange_scales", b"")
         if not isinstance(questions, list) or not isinstance(answers, list) or len(questions) != len(answers):
             raise InvalidArgumentError("exchanges: questions and answers must be lists of one length")
-        n = len(questions)
-        if n > MAX_EXCHANGES:
+        if len(questions) > MAX_EXCHANGES:
             raise InvalidArgumentError(f"exchanges: at most {MAX_EXCHANGES}")
-        if not isinstance(codes, bytes) or len(codes) != n * dim or not isinstance(scales, bytes) or len(scales) != 4 * n:
-            raise InvalidArgumentError(f"exchanges: codes must be {n} x {dim} int8 bytes and scales {n} float32")
-        scales_array = np.frombuffer(scales, dtype="<f4").astype(np.float32)
-        if not np.all(np.isfinite(scales_array)) or np.any(scales_array <= 0):
-            raise InvalidArgumentError("exchanges: scales must be positive finite numbers")
-        pairs = [(_checked_text(q, "question"), _checked_text(a, "answer")) for q, a in zip(questions, answers)]
-        bank._insert(pairs, np.frombuffer(codes, dtype=np.int8).reshape(n, dim), scales_array)
+        codes_array, scales_array = read_codes(codes, scales, len(questions), dim, "exchanges:")
+        bank._insert(_checked_pairs(zip(questions, answers)), codes_array, scales_array)
         return bank
 
     def _insert(self, pairs: list[tuple[str, str]], codes: np.ndarray, scales: np.ndarray) -> None:
@@ -109,16 +104,14 @@ class ExchangeBank:
         self._index.add(np.arange(first, first + len(pairs)), dequantize(codes, scales))
 
 
-def _checked_text(text: Any, what: str) -> str:
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_MEMORY_CHARS:
-        raise InvalidArgumentError(f"exchanges: an {what} must be a non-empty string of at most "
-                                   f"{MAX_MEMORY_CHARS} characters")
-    return text.strip()
+def _checked_pairs(pairs: Iterable[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    return [(checked_text(q, "exchanges: a question"), checked_text(a, "exchanges: an answer")) for q, a in pairs]
 
 
-def bundle_exchanges(bundle: Bundle) -> ExchangeBank:
-    """The exchanges a bundle was built with (none for a bundle built before they existed)."""
+def bundle_exchanges(bundle: Bundle, state: Mapping[str, Any] | None = None) -> ExchangeBank:
+    """The exchanges a bundle was built with (its memories file, or `state` already read from it; none
+    for a bundle built before they existed)."""
     try:
-        return ExchangeBank.from_state(read_memories(bundle), bundle.embedder.dim)
+        return ExchangeBank.from_state(read_memories(bundle) if state is None else state, bundle.embedder.dim)
     except InvalidArgumentError as exc:
         raise BundleFormatError(f"{bundle.path / bundle.memories.file}: {exc}") from exc

@@ -349,9 +349,7 @@ def _checked_vector(vector: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _checked_cue(text: str) -> str:
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_MEMORY_CHARS:
-        raise InvalidArgumentError(f"a cue must be a non-empty string of at most {MAX_MEMORY_CHARS} characters")
-    return text.strip()
+    return checked_text(text, "a cue")
 
 
 def _checked_memory(memory: Memory) -> Memory:
@@ -392,13 +390,7 @@ def _read_state(state: Mapping[str, Any], dim: int) -> tuple[list[Memory], np.nd
         raise InvalidArgumentError("memories: the columns have different lengths")
     if len(set(map(repr, state["ids"]))) != n:
         raise InvalidArgumentError("memories: ids repeat")
-    codes, scales = state.get("codes"), state.get("scales")
-    if not isinstance(codes, bytes) or len(codes) != n * dim or not isinstance(scales, bytes) or len(scales) != 4 * n:
-        raise InvalidArgumentError(f"memories: codes must be {n} x {dim} int8 bytes and scales {n} float32")
-    codes_array = np.frombuffer(codes, dtype=np.int8).reshape(n, dim)
-    scales_array = np.frombuffer(scales, dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(scales_array)) or np.any(scales_array <= 0):
-        raise InvalidArgumentError("memories: scales must be positive finite numbers")
+    codes_array, scales_array = read_codes(state.get("codes"), state.get("scales"), n, dim, "memories:")
     memories = [
         _checked_memory(Memory(*fields))
         for fields in zip(*(state[name] for name in columns))
@@ -412,24 +404,36 @@ def _read_cues(state: Mapping[str, Any], dim: int, memory_ids: set[int]) -> tupl
     codes, scales = state.get("cue_codes", b""), state.get("cue_scales", b"")
     if not isinstance(memories, list) or not isinstance(texts, list) or len(memories) != len(texts):
         raise InvalidArgumentError("memories: 'cue_memories' and 'cue_texts' must be lists of one length")
-    n = len(memories)
-    if not isinstance(codes, bytes) or len(codes) != n * dim or not isinstance(scales, bytes) or len(scales) != 4 * n:
-        raise InvalidArgumentError(f"memories: cue codes must be {n} x {dim} int8 bytes and scales {n} float32")
     if any(m not in memory_ids for m in memories):
         raise InvalidArgumentError("memories: a cue names a memory that is not in the same file")
-    texts = [_checked_cue(t) for t in texts]
+    codes_array, scales_array = read_codes(codes, scales, len(memories), dim, "memories: cue")
+    return list(memories), [_checked_cue(t) for t in texts], codes_array, scales_array
+
+
+def read_codes(codes: Any, scales: Any, n: int, dim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Int8 codes [n, dim] and float32 scales [n] from a saved file's bytes; InvalidArgumentError
+    naming `what` when they are not."""
+    if not isinstance(codes, bytes) or len(codes) != n * dim or not isinstance(scales, bytes) or len(scales) != 4 * n:
+        raise InvalidArgumentError(f"{what} codes must be {n} x {dim} int8 bytes and scales {n} float32")
     scales_array = np.frombuffer(scales, dtype="<f4").astype(np.float32)
     if not np.all(np.isfinite(scales_array)) or np.any(scales_array <= 0):
-        raise InvalidArgumentError("memories: cue scales must be positive finite numbers")
-    return list(memories), texts, np.frombuffer(codes, dtype=np.int8).reshape(n, dim), scales_array
+        raise InvalidArgumentError(f"{what} scales must be positive finite numbers")
+    return np.frombuffer(codes, dtype=np.int8).reshape(n, dim), scales_array
 
 
+def checked_text(text: Any, what: str) -> str:
+    """`text` stripped, or InvalidArgumentError when it is not a non-empty string of a memory's length."""
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_MEMORY_CHARS:
+        raise InvalidArgumentError(f"{what} must be a non-empty string of at most {MAX_MEMORY_CHARS} characters")
+    return text.strip()
 
-def bundle_store(bundle: Bundle) -> MemoryStore:
-    """A store holding the memories a bundle was built with; new memories get ids from OWN_FIRST_ID."""
+
+def bundle_store(bundle: Bundle, state: Mapping[str, Any] | None = None) -> MemoryStore:
+    """A store holding the memories a bundle was built with (its memories file, or `state` already read
+    from it); new memories get ids from OWN_FIRST_ID."""
     store = MemoryStore(bundle.embedder.dim)
     try:
-        store.add_state(read_memories(bundle))
+        store.add_state(read_memories(bundle) if state is None else state)
     except InvalidArgumentError as exc:
         raise BundleFormatError(f"{bundle.path / bundle.memories.file}: {exc}") from exc
     if store.next_id > OWN_FIRST_ID:
