@@ -153,7 +153,7 @@ def bench_save(bundle_path: Path, embedder: Embedder, tmp: Path) -> dict:
         for line in PLAYER_LINES[:3]:
             for _ in npc.ask(line):
                 pass
-        with_kv, kv_tokens = tmp / "npc-kv.sav", len(npc.seq)
+        with_kv, kv_tokens = tmp / "npc-kv.sav", npc.context_tokens
         npc.save(with_kv, include_kv=True)
         path = tmp / "npc.sav"
         t = time.perf_counter()

@@ -55,7 +55,7 @@ def ours(bundle: str, job: dict) -> dict:
             for _ in npc.ask(line):
                 pass
         return {"peak_rss_mb": peak_rss_mb(), "after_load_mb": loaded_only, "load_s": load_s,
-                "context_tokens": len(npc.seq)}
+                "context_tokens": npc.context_tokens}
 
 
 def peer(side: str, path: str, job: dict) -> dict:

@@ -28,12 +28,13 @@ import statistics
 import time
 from pathlib import Path
 
-from lmpc_runtime import Runtime, read_bundle
+from lmpc_runtime import Runtime, SamplingConfig, read_bundle
 from lmpc_runtime.reply import DONE, SUMMARY
 
 REPO = Path(__file__).resolve().parents[1]
 THREADS = 2
 TICK_MS = 50.0
+ONE_TOKEN = SamplingConfig(max_tokens=1)
 # Varied lines, some long, some hostile; the turn number is mixed in so no two prompts repeat exactly.
 PLAYER_LINES = [
     "Who are you?", "What do you think of the Archlector?", "Where can I find the Tipped Lantern?",
@@ -77,7 +78,8 @@ def load_cycles(bundle: Path, cycles: int, sampling, report) -> list[dict]:
         for cycle in range(1, cycles + 1):
             start = time.perf_counter()
             npc = rt.load_npc(bundle, npc_id=f"guest{cycle}", sampling=sampling)
-            npc.engine.extend(npc.seq, npc.chat.encode_text("Hello."))
+            for _ in npc.ask("Hello.", ONE_TOKEN):  # reads a line into its cache, as a first reply does
+                pass
             npc.recall(PLAYER_LINES[cycle % len(PLAYER_LINES)])
             rt.unload_npc(npc)
             del npc
@@ -102,7 +104,7 @@ def play(bundle: Path, turns: int, every: int, sampling, report) -> list[dict]:
                 now = time.perf_counter()
                 size = every if turn % every == 0 else turn % every
                 samples.append({
-                    "turn": turn, "rss_mb": round(rss_mb(), 1), "context_tokens": len(npc.seq.tokens),
+                    "turn": turn, "rss_mb": round(rss_mb(), 1), "context_tokens": npc.context_tokens,
                     "history": len(npc.history), "memories": len(npc.memories), "summaries": summaries,
                     "seconds_per_turn": round((now - window_start) / size, 4),
                     "tokens_per_turn": round(tokens / size, 2),

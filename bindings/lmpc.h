@@ -20,7 +20,8 @@
 ** own and lmpc_tick costs almost nothing; the calling rules stay the same.
 **
 ** The one heavy call is lmpc_tick(): call it once per frame with the time the game can spare. Every
-** other call returns at once (lmpc_npc_load, at a loading screen, reads the model).
+** other call returns at once, except lmpc_npc_load (about a second: it reads the model; at a loading
+** screen), whose lmpc_npc_load_async twin loads in the background while the frames go on.
 **
 **     lmpc_runtime *rt; lmpc_npc *npc; lmpc_event ev; char text[4096];
 **     if (lmpc_boot(NULL, NULL) != LMPC_OK) { puts(lmpc_errmsg()); return 1; }
@@ -71,6 +72,11 @@ extern "C" {
 #define LMPC_EVENT_DONE     4   /* the reply is finished; text is the whole final reply */
 #define LMPC_EVENT_ERROR    5   /* a reply failed; text is the message; a DONE event follows */
 #define LMPC_EVENT_SUMMARY  6   /* the NPC summarised older conversation (text is the summary) */
+/* Events of lmpc_npc_load_async (reply_id 0): LOADING as each stage starts, then one LOADED. */
+#define LMPC_EVENT_LOADING  7   /* text: the stage ("opening the model"); tokens: the percent done */
+#define LMPC_EVENT_LOADED   8   /* finish 0: the NPC is ready; LMPC_FINISH_ERROR: it failed, text says
+                                ** why; LMPC_FINISH_CANCELLED: unloaded first. Either way but 0, the
+                                ** handle is no longer valid. */
 
 /* Why a reply finished (lmpc_event.finish, for LMPC_EVENT_DONE). */
 #define LMPC_FINISH_END_OF_TURN 1   /* the model ended its turn */
@@ -103,7 +109,7 @@ typedef struct lmpc_event {
     int kind;             /* LMPC_EVENT_* */
     int finish;           /* LMPC_FINISH_* for LMPC_EVENT_DONE, else 0 */
     int reply_id;         /* as returned by lmpc_say */
-    int tokens;           /* tokens the reply has produced so far */
+    int tokens;           /* tokens the reply has produced so far; LOADING: the percent of the load done */
     lmpc_npc *npc;        /* the NPC it concerns (valid while that NPC stays loaded) */
     size_t text_len;      /* bytes of UTF-8 text, not counting the NUL */
 } lmpc_event;
@@ -133,7 +139,16 @@ int lmpc_close(lmpc_runtime *rt);
 ** reads and checks the model. LMPC_ENOTFOUND for a missing bundle, LMPC_EBUNDLE for a bad one. */
 int lmpc_npc_load(lmpc_runtime *rt, const char *bundle_path, const char *npc_id, lmpc_npc **out);
 
-/* Unload an NPC; a reply in progress ends with a DONE/CANCELLED event. NULL is fine. */
+/* The same without waiting: reads the bundle, opens the model and prefills the persona on a thread of the
+** runtime's own, and returns a handle at once (a missing bundle directory, an unreadable manifest or a
+** taken id fail here). Progress and the end come as LMPC_EVENT_LOADING and LMPC_EVENT_LOADED events;
+** lmpc_tick returns LMPC_PENDING while a load is in progress. Until LOADED, every call on the handle
+** but lmpc_npc_unload returns LMPC_ESTATE. In tick mode a frame whose lmpc_tick finds the persona being
+** prefilled skips its model work; parsing a new tokenizer holds Python's lock for about 0.15 s, once. */
+int lmpc_npc_load_async(lmpc_runtime *rt, const char *bundle_path, const char *npc_id, lmpc_npc **out);
+
+/* Unload an NPC; a reply in progress ends with a DONE/CANCELLED event. NULL is fine. An NPC still
+** loading is dropped when its load ends (LOADED with LMPC_FINISH_CANCELLED). */
 int lmpc_npc_unload(lmpc_npc *npc);
 
 /* Say a line to the NPC (queued; no model work). *reply_id (if not NULL) receives the id its events

@@ -23,6 +23,7 @@ int _lmpc_py_open(int threads, int has_seed, uint64_t seed, int max_npcs, int wo
                   uint64_t *out);
 int _lmpc_py_close(uint64_t rt);
 int _lmpc_py_npc_load(uint64_t rt, const char *path, const char *npc_id, uint64_t *out);
+int _lmpc_py_npc_load_async(uint64_t rt, const char *path, const char *npc_id, uint64_t *out);
 int _lmpc_py_npc_unload(uint64_t npc);
 int _lmpc_py_say(uint64_t npc, const char *text, int *reply_id);
 int _lmpc_py_cancel(uint64_t npc);
@@ -151,16 +152,27 @@ CFFI_DLLEXPORT int lmpc_close(lmpc_runtime *rt) {
     return _lmpc_py_close(HANDLE(rt));
 }
 
-CFFI_DLLEXPORT int lmpc_npc_load(lmpc_runtime *rt, const char *bundle_path, const char *npc_id, lmpc_npc **out) {
-    if (!out) return fail(LMPC_EINVAL, "lmpc_npc_load: out is NULL");
+/* lmpc_npc_load and lmpc_npc_load_async: the same checks, then the one or the other Python side. */
+static int npc_load(const char *function, int (*load)(uint64_t, const char *, const char *, uint64_t *),
+                    lmpc_runtime *rt, const char *bundle_path, const char *npc_id, lmpc_npc **out) {
+    if (!out) return fail(LMPC_EINVAL, "%s: out is NULL", function);
     *out = NULL;
-    if (!rt) return fail(LMPC_EINVAL, "lmpc_npc_load: runtime is NULL");
-    if (!bundle_path) return fail(LMPC_EINVAL, "lmpc_npc_load: bundle_path is NULL");
+    if (!rt) return fail(LMPC_EINVAL, "%s: runtime is NULL", function);
+    if (!bundle_path) return fail(LMPC_EINVAL, "%s: bundle_path is NULL", function);
     BOOTED();
     uint64_t handle = 0;
-    int status = _lmpc_py_npc_load(HANDLE(rt), bundle_path, npc_id, &handle);
+    int status = load(HANDLE(rt), bundle_path, npc_id, &handle);
     if (status == LMPC_OK) *out = (lmpc_npc *)(uintptr_t)handle;
     return status;
+}
+
+CFFI_DLLEXPORT int lmpc_npc_load(lmpc_runtime *rt, const char *bundle_path, const char *npc_id, lmpc_npc **out) {
+    return npc_load("lmpc_npc_load", _lmpc_py_npc_load, rt, bundle_path, npc_id, out);
+}
+
+CFFI_DLLEXPORT int lmpc_npc_load_async(lmpc_runtime *rt, const char *bundle_path, const char *npc_id,
+                                       lmpc_npc **out) {
+    return npc_load("lmpc_npc_load_async", _lmpc_py_npc_load_async, rt, bundle_path, npc_id, out);
 }
 
 CFFI_DLLEXPORT int lmpc_npc_unload(lmpc_npc *npc) {

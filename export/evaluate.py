@@ -29,7 +29,7 @@ from lmpc_runtime import RecallConfig, Runtime, SamplingConfig, read_bundle
 from lmpc_runtime.bundle import Bundle
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.memory.embedder import Embedder
-from lmpc_runtime.reply import DONE, drive
+from lmpc_runtime.reply import DONE
 
 from .apc import LABELS, NEUTRAL_ROW, ScoredReply, apc_terms, persona_statements, statement_satisfaction, to_judge
 from .bundle_files import REPORT_JSON, REPORT_MD
@@ -98,7 +98,7 @@ def answer(bundle: Path, lines: list[tuple[int, int, str, str]], seeds: list[int
                     npc.reset()
                 reply = npc.start_reply(line)
                 prompt = list(reply.seq.tokens) + list(reply.todo) if keep_prompts else []
-                done = [e for e in drive(npc.engine, reply) if e.kind == DONE][0]
+                done = [e for e in npc.run_reply(reply) if e.kind == DONE][0]
                 npc.end_reply(reply)
                 out.append(Answer(seed, conversation, turn, line, done.text, done.finish, topic, prompt))
             rt.unload_npc(npc.id)

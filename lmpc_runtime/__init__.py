@@ -2,7 +2,7 @@
 
     from lmpc_runtime import Runtime
     rt = Runtime(threads=2)
-    npc = rt.load_npc("build/orlando_marlo.lmpc")
+    npc = rt.load_npc("build/orlando_marlo.lmpc")   # or rt.start_loading(...), which does not wait
     rt.say(npc, "Who are you?")
     while running:                 # once per frame
         rt.tick(budget_ms=4)
@@ -45,6 +45,8 @@ from .reply import (
     FINISH_LENGTH,
     FINISH_REPEAT,
     FINISH_STOP,
+    LOADED,
+    LOADING,
     SENTENCE,
     STARTED,
     SUMMARY,
@@ -60,7 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # event kinds (Event.kind) and how a reply ended (Event.finish, on `done`)
-    "STARTED", "TEXT", "SENTENCE", "DONE", "ERROR", "SUMMARY",
+    "STARTED", "TEXT", "SENTENCE", "DONE", "ERROR", "SUMMARY", "LOADING", "LOADED",
     "FINISH_END", "FINISH_LENGTH", "FINISH_STOP", "FINISH_REPEAT", "FINISH_CANCELLED", "FINISH_FALLBACK",
     "FINISH_ERROR",
     "AMBIENT", "FOCUS", "NORMAL", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError",

@@ -28,7 +28,7 @@ from .errors import (
 from .npc import Npc
 from .reply import (
     DONE, ERROR, FINISH_CANCELLED, FINISH_END, FINISH_ERROR, FINISH_FALLBACK, FINISH_LENGTH, FINISH_REPEAT,
-    FINISH_STOP, SENTENCE, STARTED, SUMMARY, TEXT, Event,
+    FINISH_STOP, LOADED, LOADING, SENTENCE, STARTED, SUMMARY, TEXT, Event,
 )
 from .runtime import Runtime
 
@@ -38,7 +38,7 @@ E_ERROR, E_INVAL, E_NOTFOUND, E_BUNDLE, E_SAVE, E_TOOSMALL, E_STATE, E_MODEL, E_
 BOOT_OK = 1
 MAX_MESSAGE = 2000
 
-EVENT_CODES = {STARTED: 1, TEXT: 2, SENTENCE: 3, DONE: 4, ERROR: 5, SUMMARY: 6}
+EVENT_CODES = {STARTED: 1, TEXT: 2, SENTENCE: 3, DONE: 4, ERROR: 5, SUMMARY: 6, LOADING: 7, LOADED: 8}
 FINISH_CODES = {FINISH_END: 1, FINISH_LENGTH: 2, FINISH_STOP: 3, FINISH_REPEAT: 4, FINISH_CANCELLED: 5,
                 FINISH_FALLBACK: 6, FINISH_ERROR: 7}
 
@@ -101,7 +101,8 @@ class _OpenRuntime:
     runtime: Runtime
     max_npcs: int
     npcs: dict[str, int] = field(default_factory=dict)  # npc id -> handle
-    waiting: deque[Event] = field(default_factory=deque)  # polled from the runtime, not yet taken by C
+    # Polled from the runtime, not yet taken by C, with the handle of their NPC (0 if it was unloaded).
+    waiting: deque[tuple[Event, int]] = field(default_factory=deque)
 
 
 class CApi:
@@ -109,7 +110,7 @@ class CApi:
 
     def __init__(self) -> None:
         self._runtimes: dict[int, _OpenRuntime] = {}
-        self._npcs: dict[int, tuple[int, Npc]] = {}
+        self._npcs: dict[int, tuple[int, Npc | None]] = {}  # None while the NPC loads in the background
         self._handles = itertools.count(1)
 
     # -- runtimes --------------------------------------------------------------------------------
@@ -139,17 +140,20 @@ class CApi:
         """(status, event fields, text bytes): OK with an event, DONE if none waits, TOOSMALL if its text
         needs more than `text_cap` bytes (the event then stays first in line)."""
         entry = self._runtime(rt)
-        entry.waiting.extend(entry.runtime.poll())
+        for event in entry.runtime.poll():
+            entry.waiting.append((event, entry.npcs.get(event.npc, 0)))
+            if event.kind == LOADED:
+                self._loaded(rt, entry, event)
         if not entry.waiting:
             return DONE_STATUS, None, b""
-        event = entry.waiting[0]
+        event, npc_handle = entry.waiting[0]
         text = event.text.encode("utf-8")
         fields = {
             "kind": EVENT_CODES[event.kind],
             "finish": FINISH_CODES.get(event.finish, 0),
             "reply_id": event.reply,
             "tokens": event.tokens,
-            "npc": entry.npcs.get(event.npc, 0),
+            "npc": npc_handle,
             "text_len": len(text),
         }
         if len(text) + 1 > text_cap:
@@ -160,18 +164,48 @@ class CApi:
     # -- NPCs ------------------------------------------------------------------------------------
 
     def npc_load(self, rt: int, path: bytes | None, npc_id: bytes | None) -> int:
+        return self._load(rt, path, npc_id, wait=True)
+
+    def npc_load_async(self, rt: int, path: bytes | None, npc_id: bytes | None) -> int:
+        """A handle at once; the NPC loads in the background (Runtime.start_loading) and calls on it give
+        E_STATE until its LOADED event, after which a failed load's handle is no longer valid."""
+        return self._load(rt, path, npc_id, wait=False)
+
+    def _load(self, rt: int, path: bytes | None, npc_id: bytes | None, wait: bool) -> int:
         entry = self._runtime(rt)
         bundle = text_arg(path, "bundle_path")
         name = None if npc_id is None else text_arg(npc_id, "npc_id")
         if entry.max_npcs and len(entry.npcs) >= entry.max_npcs:
             raise CallError(E_INVAL, f"this runtime already has its maximum of {entry.max_npcs} NPCs")
-        npc = entry.runtime.load_npc(bundle, npc_id=name)
+        if wait:
+            npc: Npc | None = entry.runtime.load_npc(bundle, npc_id=name)
+            loaded_id = npc.id
+        else:
+            npc, loaded_id = None, entry.runtime.start_loading(bundle, npc_id=name)
         handle = next(self._handles)
         self._npcs[handle] = (rt, npc)
-        entry.npcs[npc.id] = handle
+        entry.npcs[loaded_id] = handle
         return handle
 
+    def _loaded(self, rt: int, entry: _OpenRuntime, event: Event) -> None:
+        handle = entry.npcs.get(event.npc)
+        if handle is None:
+            return
+        if event.finish:  # failed or unloaded while loading: the handle ends here
+            del entry.npcs[event.npc]
+            self._npcs.pop(handle, None)
+        else:
+            self._npcs[handle] = (rt, entry.runtime.npc(event.npc))
+
     def npc_unload(self, npc_handle: int) -> None:
+        found = self._npcs.get(npc_handle)
+        if found is not None and found[1] is None:  # still loading: dropped when its load ends
+            rt = found[0]
+            entry = self._runtimes[rt]
+            npc_id = next(i for i, h in entry.npcs.items() if h == npc_handle)
+            entry.runtime.unload_npc(npc_id)
+            del entry.npcs[npc_id], self._npcs[npc_handle]
+            return
         rt, npc = self._npc(npc_handle)
         entry = self._runtimes[rt]
         entry.runtime.unload_npc(npc)
@@ -221,7 +255,10 @@ class CApi:
         found = self._npcs.get(handle)
         if found is None:
             raise CallError(E_NOTFOUND, "no such NPC: the handle is invalid, or the NPC was unloaded")
-        return found
+        rt, npc = found
+        if npc is None:
+            raise CallError(E_STATE, "the NPC is still loading: wait for its LMPC_EVENT_LOADED event")
+        return rt, npc
 
 
 def guarded(call: Callable[[], int | None], report: Callable[[str], None]) -> int:
@@ -265,6 +302,10 @@ def bind(ffi, lib, api: CApi | None = None) -> CApi:
     @entry("_lmpc_py_npc_load")
     def _npc_load(rt, path, npc_id, out):
         out[0] = api.npc_load(rt, string(path), string(npc_id))
+
+    @entry("_lmpc_py_npc_load_async")
+    def _npc_load_async(rt, path, npc_id, out):
+        out[0] = api.npc_load_async(rt, string(path), string(npc_id))
 
     @entry("_lmpc_py_npc_unload")
     def _npc_unload(npc):

@@ -225,9 +225,7 @@ def _ask(args: argparse.Namespace) -> int:
             _stream_reply(npc, args.text, sys.stdout)
             return 0
         reply = npc.start_reply(args.text)
-        from .reply import drive
-
-        for _ in drive(npc.engine, reply):
+        for _ in npc.run_reply(reply):
             pass
         npc.end_reply(reply)
         print(json.dumps({"npc": npc.name, "text": reply.final_text, "finish": reply.finish,

@@ -78,7 +78,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 @dataclass
 class NpcState:
     """What a save game holds of an NPC, as live objects (save.py encodes them, and builds and checks a
-    new one before `Npc.restore` swaps it in). The persona, bundle and engine are the NPC's own."""
+    new one before `Npc.restore` swaps it in). The persona and bundle are the NPC's own; `engine` is
+    where `seq` lives (save.py reads and builds caches with it; it is never saved)."""
 
     history: list[tuple[str, str]]
     turn: int
@@ -90,6 +91,7 @@ class NpcState:
     memories: MemoryStore
     lore: LoreScanner  # the lorebook's timers
     seq: Any  # the KV sequence (whatever the engine hands out)
+    engine: Engine
 
 
 class Npc:
@@ -99,7 +101,7 @@ class Npc:
                  seed: int | None = None, sampling: SamplingConfig | None = None):
         self.id = npc_id
         self.bundle = bundle
-        self.engine = engine
+        self._engine = engine
         self.chat = chat
         self.sampling = sampling or bundle.sampling
         self.rng = np.random.default_rng(seed)
@@ -110,7 +112,7 @@ class Npc:
         self.facts = GameState()
         self._personas: dict[str, list[int]] = {}  # persona tokens by the player's name ({{user}})
         # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
-        self.seq = engine.new_sequence(self.persona_tokens)
+        self._seq = engine.new_sequence(self.persona_tokens)
         self.hooks = TextHooks()
         self.game_time: float | None = None  # stamped on memories and summaries the NPC makes
         self.turn = 0  # player lines started so far; lorebook timers count these
@@ -153,7 +155,7 @@ class Npc:
         """Persona + as many recent exchanges as fit + the recalled `exchanges` of the writer's + the memory
         note + the new line, leaving room for the reply. A line too long to leave room for the note goes
         without it; the recalled exchanges go in before the conversation's when there is room for them."""
-        budget = self.engine.spec.context_length - max_tokens
+        budget = self._engine.spec.context_length - max_tokens
         player = self.chat.turn("user", player_text) + self.chat.open_turn()
         room = budget - len(self.persona_tokens)
         recalled = self.chat.turn("system", memory_note(self.name, list(note))) if note else []
@@ -200,7 +202,7 @@ class Npc:
         prompt = self.prompt_tokens(text, config.max_tokens, recalled.note, recalled.exchanges)
         # The cache may hold the whole prompt (the same line again after a cancelled reply), but not the
         # logits of its last token, which the first sampled token needs: that token is always fed again.
-        self.seq.rewind(min(common_prefix(self.seq.tokens, prompt), len(prompt) - 1))
+        self._seq.rewind(min(common_prefix(self._seq.tokens, prompt), len(prompt) - 1))
         fallbacks = self.bundle.character.fallback_lines
         reply_type, hook = (Reply, {}) if self.hooks.after_model is None else (
             HookedReply, {"after_model": self.hooks.after_model})
@@ -208,8 +210,8 @@ class Npc:
             **hook,
             reply_id=reply_id if reply_id is not None else self.next_reply_id(),
             npc_id=self.id,
-            seq=self.seq,
-            todo=prompt[len(self.seq):],
+            seq=self._seq,
+            todo=prompt[len(self._seq):],
             sampler=Sampler(config, self.rng, banned=self.bundle.special.banned),
             stream=self.chat.text_stream(),
             end_token=self.bundle.special.im_end,
@@ -243,19 +245,29 @@ class Npc:
         any background job that fell due, so a caller without a scheduler still gets its summaries."""
         reply = self.start_reply(player_text, sampling)
         try:
-            yield from drive(self.engine, reply)
+            yield from self.run_reply(reply)
         finally:
             if not reply.done:
                 reply.cancel()
             self.end_reply(reply)
         for job in self.background_jobs():
-            yield from drive(self.engine, job)
+            yield from self.run_reply(job)
+
+    def run_reply(self, reply: Reply) -> Iterator[Event]:
+        """Produce a reply from `start_reply` (or a background job) on the calling thread, yielding its
+        events; the caller then hands it to `end_reply`."""
+        return drive(self._engine, reply)
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens in the NPC's KV cache now: the persona and the conversation as last read."""
+        return len(self._seq)
 
     def reset(self) -> None:
         """Forget the conversation (the persona's cache is kept; memories, facts and summaries stay)."""
         self.history.clear()
         self._cancel_summary()
-        self.seq.rewind(common_prefix(self.seq.tokens, self.persona_tokens))
+        self._seq.rewind(common_prefix(self._seq.tokens, self.persona_tokens))
 
     # --- Memory and knowledge ------------------------------------------------------------------------
 
@@ -317,7 +329,7 @@ class Npc:
     def _history_room(self) -> int:
         """Tokens the context leaves the history next to a player line and a note at their largest; the
         note is planned at no more than half of what the persona and the reply leave."""
-        available = (self.engine.spec.context_length - self.sampling.max_tokens - len(self.persona_tokens)
+        available = (self._engine.spec.context_length - self.sampling.max_tokens - len(self.persona_tokens)
                      - PLAYER_LINE_RESERVE)
         note = self._recall.config.note_tokens
         if self.bundle.character.lorebook.entries:
@@ -331,7 +343,7 @@ class Npc:
     def _next_summary(self) -> Reply | None:
         counts = [len(self.chat.turn("user", p)) + len(self.chat.turn("assistant", n)) for p, n in self.history]
         config = self.summary_config
-        limit = self.engine.spec.context_length - PROMPT_OVERHEAD - config.max_tokens
+        limit = self._engine.spec.context_length - PROMPT_OVERHEAD - config.max_tokens
         count = exchanges_to_summarise(counts, self._history_room(), self.turns_since_summary, limit, config)
         if not count:
             return None
@@ -340,7 +352,7 @@ class Npc:
         return Reply(
             reply_id=self.next_reply_id(),
             npc_id=self.id,
-            seq=self.engine.new_sequence(),
+            seq=self._engine.new_sequence(),
             todo=summary_prompt(self.chat, self.name, player, exchanges, limit),
             # Greedy decoding never draws from the generator: the NPC's own stays untouched.
             sampler=Sampler(SUMMARY_SAMPLING, np.random.default_rng(0), banned=self.bundle.special.banned),
@@ -379,7 +391,7 @@ class Npc:
     def snapshot(self) -> NpcState:
         """The NPC's saveable state, not copied: encode it before the NPC runs again."""
         return NpcState(self.history, self.turn, self.summarised_turns, self.turns_since_summary, self.facts,
-                        self.game_time, self.rng, self._recall.store, self._recall.lore, self.seq)
+                        self.game_time, self.rng, self._recall.store, self._recall.lore, self._seq, self._engine)
 
     def restore(self, state: NpcState) -> None:
         """Swap in a whole state at once (built and checked beforehand); a summary in progress is dropped."""
@@ -389,7 +401,7 @@ class Npc:
         self.turns_since_summary = state.turns_since_summary
         self.facts, self.game_time, self.rng = state.facts, state.game_time, state.rng
         self._recall.store, self._recall.lore = state.memories, state.lore
-        self.seq = state.seq
+        self._seq = state.seq
 
     def save(self, path: str | Path, include_kv: bool = False) -> None:
         """Write the NPC's whole state to one file, atomically. Raises a SaveError subclass."""

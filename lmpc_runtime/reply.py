@@ -22,6 +22,8 @@ from .sampling import Sampler
 
 # Event kinds, in the order a reply emits them.
 STARTED, TEXT, SENTENCE, DONE, ERROR, SUMMARY = "started", "text", "sentence", "done", "error", "summary"
+# Event kinds of a load started with `Runtime.start_loading` (reply id 0): its progress, then its end.
+LOADING, LOADED = "loading", "loaded"
 # Why a reply finished.
 FINISH_END, FINISH_LENGTH, FINISH_STOP, FINISH_REPEAT, FINISH_CANCELLED, FINISH_FALLBACK, FINISH_ERROR = (
     "end_of_turn", "length", "stop_string", "repetition", "cancelled", "fallback", "error")
@@ -35,6 +37,9 @@ _WORDS = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class Event:
+    """`tokens` counts the tokens a reply has produced so far; on a `loading` event it is the percent of
+    the load done."""
+
     kind: str
     npc: str
     reply: int

@@ -28,14 +28,15 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
-from .bundle import read_bundle
+from .bundle import read_bundle, read_manifest
 from .chat import ChatFormat
 from .engine import Engine, EngineOptions, open_engine
 from .errors import InvalidArgumentError, LmpcError, StateError
+from .loader import Loader, LoadRequest
 from .memory.embedder import Embedder
 from .memory.store import Memory
 from .npc import Npc, clean_player_text
-from .reply import DONE, ERROR, FINISH_ERROR, Event
+from .reply import DONE, ERROR, FINISH_CANCELLED, FINISH_ERROR, LOADED, LOADING, Event
 from .sampling import SamplingConfig
 from .scheduler import AMBIENT, FOCUS, NORMAL, Scheduler, TickStats
 
@@ -94,6 +95,9 @@ class Runtime:
         self._priority: dict[str, float] = {}
         self._events: deque[Event] = deque()
         self._owner = threading.get_ident()
+        self._loader = Loader(self._open_npc, self._report_loading)
+        self._loading: dict[str, bool] = {}  # ids of NPCs loading in the background -> unloaded meanwhile
+        self._model_lock = threading.Lock()  # tick mode: held by whoever drives the model
         self._worker = None
         if worker:
             from .worker import Worker
@@ -105,25 +109,57 @@ class Runtime:
 
     def load_npc(self, bundle_path: str | Path, npc_id: str | None = None, seed: int | None = None,
                  sampling: SamplingConfig | None = None, priority: float = NORMAL) -> Npc:
-        """Load a bundle (validated and hash-checked) as a new NPC. Heavy: call it while loading a level.
+        """Load a bundle (validated and hash-checked) as a new NPC and return it. Heavy (about a second):
+        call it at a loading screen, or use `start_loading`, which does not wait.
 
         The persona's KV cache is computed now (once per model and persona, shared by the NPCs that use
         it), so the first reply only reads the player's line. Raises a `BundleError` subclass for a bad bundle,
         `InvalidArgumentError` for a taken id.
         """
         self._check_thread()
+        request = LoadRequest(self._new_npc_id(bundle_path, npc_id), bundle_path, self._npc_seed(seed), sampling,
+                              _priority_value(priority))
+        return self._admit(self._open_npc(request, lambda stage: None), request.priority)
+
+    def start_loading(self, bundle_path: str | Path, npc_id: str | None = None, seed: int | None = None,
+                      sampling: SamplingConfig | None = None, priority: float = NORMAL) -> str:
+        """Load a bundle on a background thread (loader.py) and return the new NPC's id at once; the
+        game's frames go on meanwhile. `poll()` then gives `loading` events (text: the stage, `tokens`:
+        the percent done) and one `loaded` event: finish "" when the NPC is ready (`npc(id)` finds it
+        from then on), `error` with the reason in its text, or `cancelled` if it was unloaded first.
+        A missing bundle directory, an unreadable manifest or a taken id raise here, at once.
+        """
+        self._check_thread()
+        request = LoadRequest(self._new_npc_id(bundle_path, npc_id), bundle_path, self._npc_seed(seed), sampling,
+                              _priority_value(priority))
+        self._loader.submit(request)
+        self._loading[request.npc_id] = False
+        return request.npc_id
+
+    def _new_npc_id(self, bundle_path: str | Path, npc_id: str | None) -> str:
         if npc_id is not None and (not isinstance(npc_id, str) or not npc_id):
             raise InvalidArgumentError("npc_id must be a non-empty string")
-        bundle = read_bundle(bundle_path)
-        npc_id = npc_id or f"{bundle.name}#{next(self._ids)}"
-        if npc_id in self._registry:
+        if npc_id is None:
+            name = read_manifest(bundle_path).get("name")
+            npc_id = f"{name if isinstance(name, str) and name else Path(bundle_path).name}#{next(self._ids)}"
+        if npc_id in self._registry or npc_id in self._loading:
             raise InvalidArgumentError(f"an NPC with id {npc_id!r} is already loaded")
+        return npc_id
+
+    def _npc_seed(self, seed: int | None) -> int:
+        return int(self._seeds.spawn(1)[0].generate_state(1)[0]) if seed is None else seed
+
+    def _open_npc(self, request: LoadRequest, progress: Callable[[str], None]) -> tuple[Npc, tuple[str, str], Engine]:
+        """Make the NPC a request asks for (on the game's thread or the loader's): what it shares with
+        loaded NPCs is reused, and its persona is prefilled where the model runs."""
+        progress("reading the bundle")
+        bundle = read_bundle(request.bundle_path)
+        progress("opening the model")
         key = (bundle.model.sha256, bundle.model.layout)
         engine = self._engines.get(key)
         if engine is None:
             engine = open_engine(str(bundle.model_path), bundle.model, self.options)
-        if seed is None:
-            seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
+        progress("opening the memory")
         embedder = self._embedders.get(bundle.embedder.sha256)
         if embedder is None:
             embedder = Embedder(str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder,
@@ -132,11 +168,16 @@ class Runtime:
         if tokenizer is None:  # parsing the 3.5 MB tokenizer takes a while: NPCs of one bundle share it
             tokenizer = self._tokenizers[bundle.tokenizer_sha256] = Tokenizer.from_file(str(bundle.tokenizer_path))
         chat = ChatFormat(tokenizer, bundle.special)
+        progress("reading the persona")
         # The NPC's cache is taken from the engine's prefix cache, so it is made where the engine is driven.
-        npc = self._run(lambda: Npc(npc_id, bundle, engine, chat, embedder, seed=seed, sampling=sampling))
-        value = _priority_value(priority)
-        self._registry[npc_id] = npc
-        self._call(lambda: self._add_npc(npc, key, engine, value))
+        npc = self._on_model(lambda: Npc(request.npc_id, bundle, engine, chat, embedder, seed=request.seed,
+                                         sampling=request.sampling))
+        return npc, key, engine
+
+    def _admit(self, opened: tuple[Npc, tuple[str, str], Engine], priority: float) -> Npc:
+        npc, key, engine = opened
+        self._registry[npc.id] = npc
+        self._call(lambda: self._add_npc(npc, key, engine, priority))
         return npc
 
     def _add_npc(self, npc: Npc, key: tuple[str, str], engine: Engine, priority: float) -> None:
@@ -146,11 +187,30 @@ class Runtime:
         self._lines[npc.id] = deque()
         self._priority[npc.id] = priority
 
+    def _admit_loaded(self) -> None:
+        """Let the NPCs loaded in the background join, and queue their `loaded` events."""
+        for result in self._loader.finished():
+            request = result.request
+            unloaded = self._loading.pop(request.npc_id)
+            if result.error is not None:
+                finish, text = FINISH_ERROR, str(result.error)
+            elif unloaded:
+                finish, text = FINISH_CANCELLED, ""
+            else:
+                self._admit(result.loaded, request.priority)
+                finish, text = "", ""
+            self._events.append(Event(LOADED, request.npc_id, 0, text, finish, 100 if not finish else 0))
+
+    def _report_loading(self, request: LoadRequest, stage: str, percent: int) -> None:
+        self._events.append(Event(LOADING, request.npc_id, 0, stage, "", percent))  # deque appends are thread-safe
+
     def npc(self, npc: str | Npc) -> Npc:
         npc_id = npc.id if isinstance(npc, Npc) else npc
         try:
             return self._registry[npc_id]
         except (KeyError, TypeError):
+            if isinstance(npc_id, str) and npc_id in self._loading:
+                raise StateError(f"the NPC {npc_id!r} is still loading: wait for its 'loaded' event") from None
             raise InvalidArgumentError(f"no NPC with id {npc_id!r} is loaded") from None
 
     @property
@@ -158,8 +218,12 @@ class Runtime:
         return list(self._registry.values())
 
     def unload_npc(self, npc: str | Npc) -> None:
-        """Unload an NPC; a reply in progress ends with a `done` event whose finish is `cancelled`."""
+        """Unload an NPC; a reply in progress ends with a `done` event whose finish is `cancelled`. An NPC
+        still loading is dropped when its load ends (its `loaded` event then says `cancelled`)."""
         self._check_thread()
+        if isinstance(npc, str) and npc in self._loading:
+            self._loading[npc] = True
+            return
         target = self.npc(npc)
         del self._registry[target.id]
         self._call(lambda: self._remove_npc(target))
@@ -256,13 +320,18 @@ class Runtime:
         """One slice of model work (what `tick` runs; the worker thread calls it in worker mode)."""
         if budget_s <= 0 or max_tokens == 0:
             return TickStats()
-        start = self.clock()
-        self._start_waiting_lines()
-        self._start_background_jobs()
-        events, stats = self._scheduler.tick(budget_s - (self.clock() - start), max_tokens)
-        self._events.extend(events)
-        stats.seconds = self.clock() - start
-        return stats
+        if not self._model_lock.acquire(blocking=False):
+            return TickStats()  # a background load is prefilling a persona: this frame skips model work
+        try:
+            start = self.clock()
+            self._start_waiting_lines()
+            self._start_background_jobs()
+            events, stats = self._scheduler.tick(budget_s - (self.clock() - start), max_tokens)
+            self._events.extend(events)
+            stats.seconds = self.clock() - start
+            return stats
+        finally:
+            self._model_lock.release()
 
     def _start_waiting_lines(self) -> None:
         for npc_id, lines in self._lines.items():
@@ -277,24 +346,28 @@ class Runtime:
                 self._events.append(Event(DONE, npc_id, line.reply_id, "", FINISH_ERROR))
                 continue
             priority = line.priority if line.priority is not None else self._priority[npc_id]
-            self._scheduler.submit(reply, npc.engine, priority, line.deadline_s, finished=npc.end_reply)
+            self._scheduler.submit(reply, npc._engine, priority, line.deadline_s, finished=npc.end_reply)
 
     def _start_background_jobs(self) -> None:
         queued = {id(job.reply) for job in self._scheduler.jobs}
         for npc in self._npcs.values():
             for reply in npc.background_jobs():
                 if id(reply) not in queued:
-                    self._scheduler.submit(reply, npc.engine, BACKGROUND)
+                    self._scheduler.submit(reply, npc._engine, BACKGROUND)
 
     def poll(self) -> list[Event]:
         """Every event since the last poll, oldest first."""
+        self._check_thread()
+        self._admit_loaded()
         events = []
         while self._events:
             events.append(self._events.popleft())
         return events
 
     def busy(self) -> bool:
-        """True while any reply is in progress or any line is waiting."""
+        """True while any reply is in progress, any line is waiting, or any NPC is loading."""
+        if self._loading:
+            return True
         if self._worker is not None and threading.get_ident() != self._worker.ident:
             return self._worker.busy
         return bool(self._scheduler.jobs) or any(self._lines.values())
@@ -347,7 +420,9 @@ class Runtime:
     # -- lifetime --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the worker thread (if any) and unload every NPC. Safe to call twice."""
+        """Stop the loading and worker threads (if any) and unload every NPC. Safe to call twice."""
+        self._loader.stop()
+        self._loading.clear()
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
@@ -371,10 +446,16 @@ class Runtime:
     def _run(self, fn: Callable[[], T]) -> T:
         """Run `fn` where the runtime's state lives and return its result, waiting for the worker if any."""
         self._check_thread()
+        return self._on_model(fn)
+
+    def _on_model(self, fn: Callable[[], T]) -> T:
+        """Run `fn` where the model runs (from the game's thread or the loader's): on the worker thread, or
+        in tick mode holding the model's lock, so a background load and a tick never drive it at once."""
         if self._worker is not None:
             self._worker.raise_if_failed()
             return self._worker.call(fn)
-        return fn()
+        with self._model_lock:
+            return fn()
 
     def _check_thread(self) -> None:
         if threading.get_ident() != self._owner:

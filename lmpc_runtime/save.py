@@ -193,7 +193,7 @@ def _state(npc: Npc, include_kv: bool) -> dict[str, Any]:
     }
     if include_kv:
         state["kv"] = {"tokens": list(now.seq.tokens),
-                       "data": npc.engine.read_kv(now.seq).astype("<f4", copy=False).tobytes()}
+                       "data": now.engine.read_kv(now.seq).astype("<f4", copy=False).tobytes()}
     return state
 
 
@@ -235,12 +235,12 @@ def _restore(npc: Npc, state: dict[str, Any]) -> NpcState:
         raise InvalidArgumentError("memories gained in play must have ids from OWN_FIRST_ID up")
     store.add_state(memories)
     store.next_id = max(store.next_id, counters["next_memory_id"])
-    current_lore = npc.snapshot().lore
-    lore = LoreScanner(current_lore.book, current_lore.count_tokens)
+    now = npc.snapshot()
+    lore = LoreScanner(now.lore.book, now.lore.count_tokens)
     lore.restore(state["lore_timers"])
     return NpcState([(p, n) for p, n in history], counters["turn"], counters["summarised_turns"],
                     counters["turns_since_summary"], facts, game_time, rng, store, lore,
-                    _restore_kv(npc, state["kv"]))
+                    _restore_kv(now, npc.persona_tokens, state["kv"]), now.engine)
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
@@ -271,16 +271,16 @@ def _unpack_rng(packed: Any) -> np.random.Generator:
     })
 
 
-def _restore_kv(npc: Npc, kv: Any):
+def _restore_kv(now: NpcState, persona_tokens: list[int], kv: Any):
     """The KV sequence a save holds, checked against the model. When it holds none, the NPC's cache of
     its persona is kept (it is the same in every state) and the rest is prefilled by the next reply."""
     if kv is None:
-        seq = npc.seq.fork()
-        seq.rewind(common_prefix(seq.tokens, npc.persona_tokens))
+        seq = now.seq.fork()
+        seq.rewind(common_prefix(seq.tokens, persona_tokens))
         return seq
     kv = _mapping(kv, "kv")
     tokens, data = kv.get("tokens"), kv.get("data")
-    spec = npc.engine.spec
+    spec = now.engine.spec
     if not isinstance(tokens, list) or len(tokens) > spec.context_length or not all(
             isinstance(t, int) and not isinstance(t, bool) and 0 <= t < spec.vocab_size for t in tokens):
         raise InvalidArgumentError("kv.tokens must be token ids, at most the context length")
@@ -288,7 +288,7 @@ def _restore_kv(npc: Npc, kv: Any):
     if not isinstance(data, bytes) or len(data) != int(np.prod(shape)) * 4:
         raise InvalidArgumentError("kv.data does not match the model's cache shape")
     # load_kv copies the cache into the engine's own memory: the bytes are read in place, not copied first.
-    return npc.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").reshape(shape))
+    return now.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").reshape(shape))
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -12,7 +12,7 @@ pass are the same whole or in segments).
 
 The thread owns the runtime's scheduling state and the NPCs. The game's calls reach it as commands
 through a queue; events come back through the runtime's event deque. Which calls wait:
-- never: `say`, `cancel`, `set_priority`, `unload_npc`, `tick`, `poll`, `busy`;
+- never: `say`, `cancel`, `set_priority`, `unload_npc`, `start_loading`, `tick`, `poll`, `busy`;
 - for the model step in flight (one forward pass: a decoding step or a prompt chunk, tens of ms on two
   cores) and then their own work: `load_npc` (which also reads the bundle, seconds, on the caller's thread
   first), `set_fact`, `remember`, `forget`, `save_state*` and `load_state*`. `CALL_TIMEOUT_S` only

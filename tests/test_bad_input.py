@@ -93,7 +93,7 @@ def test_a_one_megabyte_line_is_cut_and_answered(rt, npc):
     assert [e.reply for e in done] == [reply_id] and done[0].finish != "error" and done[0].text
     said, _ = npc.history[-1]
     assert len(said) <= MAX_PLAYER_CHARS and line.startswith(said)
-    assert len(npc.seq.tokens) <= npc.engine.spec.context_length
+    assert len(npc._seq.tokens) <= npc._engine.spec.context_length
 
 
 def test_control_characters_never_reach_the_model(rt, npc):
@@ -101,7 +101,7 @@ def test_control_characters_never_reach_the_model(rt, npc):
     run_until_quiet(rt)
     said, _ = npc.history[-1]
     assert said == "Hello  there [31m, ser   knight !"
-    assert not any(c in npc.chat.decode(npc.seq.tokens) for c in "\x00\x1b\x7f\x85\x08")
+    assert not any(c in npc.chat.decode(npc._seq.tokens) for c in "\x00\x1b\x7f\x85\x08")
 
 
 def test_invalid_utf8_through_the_c_abi_is_einval_with_a_message(capi):

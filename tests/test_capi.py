@@ -40,7 +40,7 @@ def test_header_and_library_agree(capi_dir):
     exported = subprocess.run(["nm", "-D", "--defined-only", str(capi_dir / "liblmpc.so")],
                               capture_output=True, text=True, check=True).stdout
     declared = set(re.findall(r"^(?:int|const char \*)\s*(lmpc_\w+)\(", header, re.M))
-    assert len(declared) == 17
+    assert len(declared) == 18
     assert declared == set(re.findall(r" T (lmpc_\w+)", exported))
 
 
@@ -53,6 +53,12 @@ def test_c_host_talks_saves_and_reloads_the_real_npc(capi_dir, real_bundle, tmp_
     streamed = re.findall(r"^reply: (.*)$", out.stdout, re.M)
     assert streamed[0].strip() and replies[0].startswith(streamed[0].strip()[:20])
     assert re.search(r"^saved \d+$", out.stdout, re.M) and out.stdout.rstrip().endswith("ok")
+    # The second NPC loaded in the background: each stage reported in order, then the end, after frames
+    # that went on meanwhile.
+    stages = re.findall(r"^loading (\d+) (.+)$", out.stdout, re.M)
+    assert stages == [("0", "reading the bundle"), ("35", "opening the model"), ("65", "opening the memory"),
+                      ("85", "reading the persona")]
+    assert int(re.search(r"^loaded after (\d+) frames$", out.stdout, re.M).group(1)) > 1
     assert (tmp_path / "orlando.save").stat().st_size > 0
 
 

@@ -40,7 +40,7 @@ def test_memory_notes_are_the_runtime_prompts_notes(tiny_bundle):
             rendered = render(Sample(Dialogue(((line, "Hm."),), "writer"), tuple(recalled.note), 0,
                                      tuple(recalled.exchanges)), sheet, npc.chat)
             reply = npc.start_reply(line)
-            prompt = npc.seq.tokens + reply.todo
+            prompt = npc._seq.tokens + reply.todo
             reply.cancel()
             npc.reset()
             assert rendered.input_ids[: len(prompt)] == prompt

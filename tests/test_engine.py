@@ -9,7 +9,6 @@ import pytest
 from lmpc_runtime import ContextOverflowError, Runtime, SamplingConfig, read_bundle
 from lmpc_runtime.engine import ReferenceEngine, open_engine
 from lmpc_runtime.fused_engine import FusedEngine
-from lmpc_runtime.reply import drive
 
 from conftest import ASSETS
 
@@ -36,7 +35,7 @@ def test_greedy_reply_matches_golden_tokens(tiny_bundle, case):
     with Runtime(seed=0) as rt:
         npc = rt.load_npc(tiny_bundle, sampling=GREEDY)
         reply = npc.start_reply(case["player"])
-        list(drive(npc.engine, reply))
+        list(npc.run_reply(reply))
     assert reply.generated == case["tokens"]
 
 

@@ -66,7 +66,7 @@ def test_the_reference_layout_still_exports_and_talks(exported, embedder_exporte
                        context_length=1024)
     with Runtime() as rt:
         npc = rt.load_npc(out, seed=0)
-        assert type(npc.engine) is ReferenceEngine
+        assert type(npc._engine) is ReferenceEngine
         assert [e for e in npc.ask("Hello") if e.kind == DONE][0].text
 
 
@@ -186,7 +186,7 @@ def test_a_character_card_builds_and_talks_as_it_is_and_its_lorebook_triggers(ex
         assert "Mira" in wren.chat.decode(wren.persona_tokens)  # the scenario's {{user}}, resolved
         assert [e for e in wren.ask("Hello there.") if e.kind == DONE][0].text
         reply = wren.start_reply("Who runs the harbour guild?")
-        prompt = wren.chat.decode(list(wren.seq.tokens) + list(reply.todo))  # the cached part, then the rest
+        prompt = wren.chat.decode(list(wren._seq.tokens) + list(reply.todo))  # the cached part, then the rest
         assert "The harbour guild owns every boat but Wren's." in prompt  # a keyed entry, triggered
         assert "The lamp burns whale oil; Wren Halloway hates the smell." in prompt  # the constant one
         reply.cancel()

@@ -62,6 +62,16 @@ def builds(tmp_path_factory) -> dict[str, Build]:
             "asan": Build(root / "asan", liblmpc, sanitize=True)}
 
 
+@pytest.fixture
+def damaged_bundle(tiny_copy) -> Path:
+    """The tiny bundle with one bit of its model flipped: it starts loading, then fails its hash check."""
+    model = tiny_copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    return tiny_copy
+
+
 def passed(out: subprocess.CompletedProcess) -> bool:
     return out.returncode == 0 and re.search(r"^passed: \d+ checks, 0 failed$", out.stdout, re.M) is not None
 
@@ -135,27 +145,30 @@ def test_a_wrong_python_home_is_reported_before_python_starts(builds, tmp_path, 
     assert "lmpc_boot: /nonexistent/python is not a Python home" in out.stdout
 
 
-def test_bad_input_gives_the_error_signal_and_an_error_print_under_sanitizers(builds, tmp_path, tiny_bundle):
+def test_bad_input_gives_the_error_signal_and_an_error_print_under_sanitizers(builds, tmp_path, tiny_bundle,
+                                                                             damaged_bundle):
     # Address and undefined-behaviour sanitizers watch the extension (not the embedded Python) throughout,
     # including signal handlers that free the NPC, or the runtime itself, while it dispatches events.
-    for scenario in (["registration"], ["bad", tiny_bundle]):
+    for scenario in (["registration"], ["bad", tiny_bundle, damaged_bundle]):
         out = builds["asan"].run(*scenario, folder=tmp_path)
         assert "Sanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr[-4000:]
         assert passed(out), out.stdout[-4000:] + out.stderr[-4000:]
     for message in ["LmpcNpc.load_bundle: bundle_path is not set",
                     "LmpcNpc.say: no NPC is loaded",
                     "LmpcNpc.load_bundle: res://missing.lmpc: ",
+                    f"LmpcNpc.load_bundle: {damaged_bundle}: {damaged_bundle}/model.onnx: sha256 does not match",
+                    "LmpcNpc.say: the NPC is still loading",
                     "LmpcNpc.say: argument 1 (text) must be a String, not null",
                     "LmpcNpc.say: the player line is empty"]:
         assert message in out.stdout
     assert re.search(r"^tiny reply: \d+ updates over \d+ frames$", out.stdout, re.M)
 
 
-def test_the_harness_frees_nodes_as_godot_does_and_the_addon_copes(builds, tmp_path, tiny_bundle):
+def test_the_harness_frees_nodes_as_godot_does_and_the_addon_copes(builds, tmp_path, tiny_bundle, damaged_bundle):
     # Godot refuses free() on an object that is emitting a signal (it is locked), so the scenario's handlers
     # queue_free() the NPC they hear from (freed at the end of the frame) and free() only the runtime, which
     # is not emitting. A node freed in the tree leaves it (EXIT_TREE) before free_instance.
-    out = builds["plain"].run("bad", tiny_bundle, folder=tmp_path)
+    out = builds["plain"].run("bad", tiny_bundle, damaged_bundle, folder=tmp_path)
     assert passed(out), out.stdout[-4000:] + out.stderr[-4000:]
     assert out.stdout.count("ERROR: Object is locked and can't be freed.") == 1  # the one deliberate attempt
 
@@ -245,6 +258,13 @@ def test_interface_declarations_match_the_list_derived_from_godots_headers():
 def test_orlando_streams_into_signals_frame_by_frame(builds, tmp_path, real_bundle):
     out = builds["plain"].run("talk", real_bundle, folder=tmp_path)
     assert passed(out), out.stdout + out.stderr
+    # The bundle loaded in the background: the ready notification returned at once, the frames went on,
+    # and each stage of the load was signalled in order.
+    load = re.search(r"^loaded in [\d.]+ s over (\d+) frames \(the ready notification took ([\d.]+) s, the "
+                     r"longest frame's _process \d+ ms\); stages: (.*)$",
+                     out.stdout, re.M)
+    assert int(load.group(1)) > 1
+    assert load.group(3) == "reading the bundle; opening the model; opening the memory; reading the persona;"
     updates, frames = map(int, re.search(r"^streamed: (\d+) updates over (\d+) frames", out.stdout, re.M).groups())
     assert updates >= 3 and frames >= 3
     last_update = re.search(r"^last update: (.*)$", out.stdout, re.M).group(1)

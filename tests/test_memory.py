@@ -14,14 +14,14 @@ from lmpc_runtime.memory.recall import RecallConfig
 from lmpc_runtime.memory.store import OWN_FIRST_ID
 from lmpc_runtime.memory.summary import SummaryConfig, clean_summary, exchanges_to_summarise
 from lmpc_runtime.persona import memory_note
-from lmpc_runtime.reply import DONE, ERROR, SENTENCE, SUMMARY, TEXT, drive
+from lmpc_runtime.reply import DONE, ERROR, SENTENCE, SUMMARY, TEXT
 
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=12)
 SECRET = "The password to the old vault under Brightwater Hall is marigold."
 
 
 def finish(npc, reply):
-    events = list(drive(npc.engine, reply))
+    events = list(npc.run_reply(reply))
     npc.end_reply(reply)
     return events
 
@@ -132,7 +132,7 @@ def test_the_note_goes_right_before_the_players_turn_after_the_persona(tiny_bund
         npc.recall_config = RecallConfig(k=1, min_score=0.99)  # only a memory asked for by its own words
         memory_id = npc.remember(SECRET, importance=1.0)
         reply = npc.start_reply(SECRET)
-        prompt = npc.seq.tokens + reply.todo
+        prompt = npc._seq.tokens + reply.todo
         tail = (npc.chat.turn("system", memory_note(npc.name, [SECRET])) + npc.chat.turn("user", SECRET)
                 + npc.chat.open_turn())
         assert prompt[: len(npc.persona_tokens)] == npc.persona_tokens
@@ -141,7 +141,7 @@ def test_the_note_goes_right_before_the_players_turn_after_the_persona(tiny_bund
 
         npc.forget(memory_id)
         reply = npc.start_reply(SECRET)
-        assert "recalls that may matter now" not in npc.chat.decode(npc.seq.tokens + reply.todo)
+        assert "recalls that may matter now" not in npc.chat.decode(npc._seq.tokens + reply.todo)
         reply.cancel()
 
 
@@ -198,10 +198,10 @@ def test_summary_job_stores_a_memory_and_drops_the_exchanges(tiny_bundle):
         assert npc.background_jobs() == []
         finish(npc, npc.start_reply("Line 2: and the mayor too."))
         (job,) = npc.background_jobs()
-        assert job.kind == "summary" and job.seq is not npc.seq
+        assert job.kind == "summary" and job.seq is not npc._seq
         assert "journal of Orlando Marlo" in npc.chat.decode(job.todo)
         assert npc.background_jobs() == [job]  # one job at a time, not a new one per call
-        events = list(drive(npc.engine, job))
+        events = list(npc.run_reply(job))
         (summary,) = [e for e in events if e.kind == SUMMARY]
         assert summary.text and summary.reply == job.id and events[-1] is summary
         memory = [m for m in npc.memories if m.kind == "summary"][0]
@@ -247,16 +247,16 @@ def test_a_200_turn_conversation_stays_inside_the_context_with_summaries(tiny_bu
         npc = rt.load_npc(tiny_bundle, sampling=SamplingConfig(max_tokens=2), seed=3)
         npc.recall_config = RecallConfig(k=1, note_tokens=32)
         npc.summary_config = SummaryConfig(at_fraction=1.0, max_tokens=8)
-        limit = npc.engine.spec.context_length - 2
+        limit = npc._engine.spec.context_length - 2
         summaries = []
         for turn in range(200):
             reply = npc.start_reply(f"This is question number {turn}, about the weather and the harvest.")
-            prompt = npc.seq.tokens + reply.todo
+            prompt = npc._seq.tokens + reply.todo
             assert len(prompt) <= limit
             assert prompt[: len(npc.persona_tokens)] == npc.persona_tokens
             finish(npc, reply)
             for job in npc.background_jobs():
-                summaries += [e for e in drive(npc.engine, job) if e.kind == SUMMARY]
+                summaries += [e for e in npc.run_reply(job) if e.kind == SUMMARY]
         stored = [m for m in npc.memories if m.kind == "summary"]
         assert len(summaries) == len(stored) >= 20
         # Every exchange either went into a summary or is still in the history, and that stays short.

@@ -7,7 +7,7 @@ from tokenizers import Tokenizer
 from lmpc_runtime import Runtime
 from lmpc_runtime.errors import InvalidArgumentError
 from lmpc_runtime.names import NameGuard, mid_sentence, sheet_words
-from lmpc_runtime.reply import DONE, drive
+from lmpc_runtime.reply import DONE
 from lmpc_runtime.sampling import Sampler, SamplingConfig
 from lmpc_runtime.sheet import load_sheet
 
@@ -63,7 +63,7 @@ def test_an_npc_with_the_guard_on_replies_and_its_replies_carry_the_guard():
         npc = rt.load_npc(TINY_BUNDLE, seed=1, sampling=SamplingConfig(name_penalty=4.0, max_tokens=12))
         reply = npc.start_reply("Have you met my cousin Zebedee?")
         assert reply.names is not None and "Zebedee" in reply.names.known
-        assert [e for e in drive(npc.engine, reply) if e.kind == DONE]
+        assert [e for e in npc.run_reply(reply) if e.kind == DONE]
         npc.end_reply(reply)
         assert npc.start_reply("And you?", sampling=SamplingConfig()).names is None  # off by default
 

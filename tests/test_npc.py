@@ -4,7 +4,7 @@ import pytest
 
 from lmpc_runtime import ContextOverflowError, InvalidArgumentError, Runtime, SamplingConfig
 from lmpc_runtime.npc import MAX_PLAYER_CHARS, clean_player_text
-from lmpc_runtime.reply import DONE, TEXT, drive
+from lmpc_runtime.reply import DONE, TEXT
 
 SHORT = SamplingConfig(max_tokens=12)
 
@@ -26,7 +26,7 @@ def test_same_seed_same_reply_different_seed_differs(tiny_bundle):
 def test_npcs_share_one_model(tiny_bundle):
     with Runtime() as rt:
         a, b = rt.load_npc(tiny_bundle), rt.load_npc(tiny_bundle)
-        assert a.engine is b.engine and a.id != b.id
+        assert a._engine is b._engine and a.id != b.id
         rt.unload_npc(a.id)
         assert rt.npcs == [b]
         with pytest.raises(InvalidArgumentError):
@@ -39,14 +39,14 @@ def test_a_second_turn_prefills_only_what_is_new(tiny_bundle):
     with Runtime() as rt:
         npc = rt.load_npc(tiny_bundle, sampling=SHORT, seed=1)
         first = npc.start_reply("Good day.")
-        assert npc.seq.tokens == npc.persona_tokens  # the persona came from the prefix cache
+        assert npc._seq.tokens == npc.persona_tokens  # the persona came from the prefix cache
         assert len(first.todo) < len(npc.persona_tokens) // 2  # only the memory note and the line
-        list(drive(npc.engine, first))
+        list(npc.run_reply(first))
         npc.end_reply(first)
         second = npc.start_reply("Tell me more.")
         # The persona stays cached: what is prefilled is the last exchange (whose memory note is gone),
         # the new note and the new line.
-        assert len(npc.seq) >= len(npc.persona_tokens)
+        assert len(npc._seq) >= len(npc.persona_tokens)
         assert len(second.todo) < len(npc.persona_tokens) // 2
 
 
@@ -54,13 +54,13 @@ def test_npcs_of_one_bundle_share_the_persona_cache_and_reply_as_from_a_fresh_pr
     greedy = SamplingConfig(temperature=0.0, repetition_penalty=1.0, max_tokens=12)
     with Runtime() as rt:
         a, b = rt.load_npc(tiny_bundle, sampling=greedy), rt.load_npc(tiny_bundle, sampling=greedy)
-        assert len(a.engine.prefixes) == 1 and a.seq is not b.seq
+        assert len(a._engine.prefixes) == 1 and a._seq is not b._seq
         cached = reply_text(a, "Good day.")
         # The same reply with nothing cached: the whole prompt prefilled from an empty sequence.
-        b.seq = b.engine.new_sequence()
+        b._seq = b._engine.new_sequence()
         reply = b.start_reply("Good day.")
         assert len(reply.todo) > len(b.persona_tokens)
-        list(drive(b.engine, reply))
+        list(b.run_reply(reply))
         assert reply.final_text == cached
 
 
@@ -78,13 +78,13 @@ def test_long_conversation_stays_inside_the_context_with_the_persona_first(tiny_
     test_memory.py runs 200 turns with summaries."""
     with Runtime() as rt:
         npc = rt.load_npc(tiny_bundle, sampling=SamplingConfig(max_tokens=8), seed=3)
-        limit = npc.engine.spec.context_length - 8
+        limit = npc._engine.spec.context_length - 8
         for turn in range(40):
             reply = npc.start_reply(f"This is question number {turn}, about the weather and the harvest.")
-            prompt = npc.seq.tokens + reply.todo
+            prompt = npc._seq.tokens + reply.todo
             assert len(prompt) <= limit
             assert prompt[: len(npc.persona_tokens)] == npc.persona_tokens
-            list(drive(npc.engine, reply))
+            list(npc.run_reply(reply))
             npc.end_reply(reply)
         assert len(npc.history) == 40
         whole = sum(len(npc.chat.turn("user", p) + npc.chat.turn("assistant", r)) for p, r in npc.history)
@@ -94,7 +94,7 @@ def test_long_conversation_stays_inside_the_context_with_the_persona_first(tiny_
 def test_a_persona_larger_than_the_context_is_a_clear_error(tiny_bundle):
     with Runtime() as rt:
         npc = rt.load_npc(tiny_bundle, sampling=SHORT)
-        npc.engine.spec = dataclasses.replace(npc.engine.spec, context_length=len(npc.persona_tokens) + 20)
+        npc._engine.spec = dataclasses.replace(npc._engine.spec, context_length=len(npc.persona_tokens) + 20)
         with pytest.raises(ContextOverflowError, match="no room"):
             npc.start_reply("Hello")
 
@@ -174,4 +174,4 @@ def test_user_and_char_in_a_persona_and_greeting_take_the_players_name(tiny_copy
         shared = next(i for i, (a, b) in enumerate(zip(unnamed, named)) if a != b)
         assert npc.chat.decode(named[:shared]).endswith("You are talking to")  # the same up to the name
         reply_text(npc, "Do you know my name?")
-        assert npc.seq.tokens[: len(named)] == named  # the prompt now starts with the named persona
+        assert npc._seq.tokens[: len(named)] == named  # the prompt now starts with the named persona

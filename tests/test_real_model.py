@@ -54,7 +54,7 @@ def test_parity_report_is_within_bounds(real_bundle):
 
 def test_npcs_decoding_together_say_what_each_says_alone(runtime, real_bundle):
     npc = runtime.load_npc(real_bundle)
-    engine, chat = npc.engine, npc.chat
+    engine, chat = npc._engine, npc.chat
     lines = ["Who are you?", "What do you think of the church?", "Where were you born?"]
     prompts = [chat.turn("user", line) + chat.open_turn() for line in lines]
 

@@ -140,11 +140,11 @@ def test_a_tool_without_frames_runs_whole_passes_in_tick_mode(tiny_bundle):
     sampling = SamplingConfig(max_tokens=12)
     with Runtime(segmented=False) as rt:
         npc = rt.load_npc(tiny_bundle, seed=9, sampling=sampling)
-        assert len(npc.engine.segments) == 1
+        assert len(npc._engine.segments) == 1
         whole = [e for e in npc.ask("Where is the capital?") if e.kind == DONE][0].text
     with Runtime() as rt:
         npc = rt.load_npc(tiny_bundle, seed=9, sampling=sampling)
-        assert len(npc.engine.segments) > 1  # tick mode keeps a frame's budget a segment at a time
+        assert len(npc._engine.segments) > 1  # tick mode keeps a frame's budget a segment at a time
         assert [e for e in npc.ask("Where is the capital?") if e.kind == DONE][0].text == whole
     with pytest.raises(InvalidArgumentError):
         Runtime(segmented="yes")

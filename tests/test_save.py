@@ -72,7 +72,7 @@ def test_save_load_then_the_same_replies(tmp_path, tiny_bundle, include_kv):
         restored.load(tmp_path / "npc.sav")
         assert state_of(restored) == state_of(original)
         # Without the cache in the save, the restored NPC keeps only its persona's (the same in any state).
-        assert restored.seq.tokens == (original.seq.tokens if include_kv else original.persona_tokens)
+        assert restored._seq.tokens == (original._seq.tokens if include_kv else original.persona_tokens)
         for line in LINES[2:] + ["Farewell."]:
             assert reply_text(restored, line) == reply_text(original, line)
         assert restored.history == original.history

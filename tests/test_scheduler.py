@@ -64,9 +64,9 @@ def world(tiny_bundle):
     rt = Runtime(seed=7, clock=clock)
     npcs = [rt.load_npc(tiny_bundle, npc_id=name, sampling=SamplingConfig(max_tokens=16))
             for name in ("focus", "ambient", "third")]
-    timed = TimedEngine(npcs[0].engine, clock)
+    timed = TimedEngine(npcs[0]._engine, clock)
     for npc in npcs:
-        npc.engine = timed
+        npc._engine = timed
     yield rt, clock, timed, npcs
     rt.close()
 
@@ -86,7 +86,7 @@ def test_budget_is_respected_once_the_costs_are_learnt(world):
     for npc in npcs:
         rt.say(npc, "Tell me the news from the capital, please.")
     log = run_frames(rt, clock, 120)
-    segments = len(npcs[0].engine.segments)
+    segments = len(npcs[0]._engine.segments)
     assert segments > 1, "the tiny bundle is cut into segments"
     largest_segment = (PREFILL_FIXED + PREFILL_TOKEN * 256) / segments
     assert all(s.seconds <= 0.005 + largest_segment for s, _ in log)

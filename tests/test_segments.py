@@ -185,5 +185,5 @@ def test_tick_mode_runs_segments_and_the_worker_runs_whole_passes(tiny_bundle):
     from lmpc_runtime import Runtime
 
     with Runtime() as ticked, Runtime(worker=True) as threaded:
-        assert len(ticked.load_npc(tiny_bundle).engine.segments) > 1
-        assert len(threaded.load_npc(tiny_bundle).engine.segments) == 1
+        assert len(ticked.load_npc(tiny_bundle)._engine.segments) > 1
+        assert len(threaded.load_npc(tiny_bundle)._engine.segments) == 1

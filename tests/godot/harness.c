@@ -707,6 +707,7 @@ static double seconds(void) {
 /* One frame: _process for every node that asked for it (as SceneTree::process does), then a wait for
 ** the rest of the frame at 60 frames per second, as vsync would. */
 static double process_seconds; /* time spent in the nodes' _process, all frames */
+static double longest_process; /* the most one frame spent in it */
 
 static void frame(fake_object *const *nodes, int count) {
     double start = seconds();
@@ -715,6 +716,7 @@ static void frame(fake_object *const *nodes, int count) {
         if (nodes[i] && nodes[i]->processing) notify(nodes[i], GDX_NOTIFICATION_PROCESS);
     flush_free_queue(); /* as SceneTree does after processing */
     process_seconds += seconds() - start;
+    if (seconds() - start > longest_process) longest_process = seconds() - start;
     double rest = 1.0 / 60 - (seconds() - start);
     if (rest > 0) nanosleep(&(struct timespec){0, (long)(rest * 1e9)}, NULL);
 }
@@ -789,6 +791,17 @@ static bool run_until_finished(fake_object *const *nodes, int count, fake_object
         if (count_signals(npc, "reply_finished", 0) > before) return true;
     }
     return false;
+}
+
+/* Drive frames until `npc` emits `signal` (loaded, or error for a failed load), or `limit` frames pass;
+** returns the frames it took, or 0. */
+static int run_until_signal(fake_object *const *nodes, int count, fake_object *npc, const char *signal, int limit) {
+    int before = count_signals(npc, signal, 0);
+    for (int i = 1; i <= limit; i++) {
+        frame(nodes, count);
+        if (count_signals(npc, signal, 0) > before) return i;
+    }
+    return 0;
 }
 
 /* The streamed updates since `since`: each is the whole reply so far, so each extends the last. */
@@ -886,6 +899,8 @@ static void scenario_registration(void) {
     expect_method("LmpcNpc", "load_state", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
     expect_method("LmpcNpc", "load_bundle", GDX_TYPE_BOOL, 0, 0, 0);
     expect_method("LmpcNpc", "is_loaded", GDX_TYPE_BOOL, 0, 0, 0);
+    expect_method("LmpcNpc", "is_loading", GDX_TYPE_BOOL, 0, 0, 0);
+    expect_method("LmpcNpc", "load_progress", GDX_TYPE_FLOAT, 0, 0, 0);
     expect_property("LmpcNpc", "bundle_path", GDX_TYPE_STRING, GDX_HINT_DIR);
     expect_property("LmpcNpc", "priority", GDX_TYPE_FLOAT, GDX_HINT_RANGE);
     expect_property("LmpcRuntime", "budget_ms", GDX_TYPE_FLOAT, GDX_HINT_RANGE);
@@ -894,13 +909,15 @@ static void scenario_registration(void) {
     expect_property("LmpcRuntime", "worker", GDX_TYPE_BOOL, GDX_HINT_NONE);
     expect_property("LmpcRuntime", "python_home", GDX_TYPE_STRING, GDX_HINT_GLOBAL_DIR);
     expect_property("LmpcRuntime", "site_packages", GDX_TYPE_STRING, GDX_HINT_GLOBAL_DIR);
-    CHECK(npc->method_count == 7 + 2 * npc->property_count && npc->property_count == 2);
+    CHECK(npc->method_count == 9 + 2 * npc->property_count && npc->property_count == 2);
     CHECK(runtime->method_count == 2 * runtime->property_count && runtime->property_count == 6);
+    expect_signal("loading", "stage");
+    expect_signal("loaded", NULL);
     expect_signal("reply_started", NULL);
     expect_signal("reply_updated", "text");
     expect_signal("reply_finished", "text");
     expect_signal("error", "message");
-    CHECK(npc->signal_count == 4 && runtime->signal_count == 0);
+    CHECK(npc->signal_count == 6 && runtime->signal_count == 0);
     for (int c = 0; c < class_count; c++) { /* for the test to compare with what the demo's GDScript uses */
         printf("class %s:", classes[c].name);
         for (int i = 0; i < classes[c].method_count; i++) printf(" %s()", classes[c].methods[i].name);
@@ -1048,7 +1065,7 @@ static void handler_frees_nodes(fake_object *object, const char *signal) {
     }
 }
 
-static void scenario_bad(const char *bundle) {
+static void scenario_bad(const char *bundle, const char *damaged) {
     fake_object *rt = instantiate("LmpcRuntime", "runtime");
     set_v(rt, "set_seed", v_int(5));
     fake_object *npc = instantiate("LmpcNpc", "npc");
@@ -1073,10 +1090,29 @@ static void scenario_bad(const char *bundle) {
     set_string(npc, "set_bundle_path", "res://missing.lmpc");
     EXPECT_REPORTED(npc, "res://missing.lmpc", CHECK(!call_bool(npc, "load_bundle", 0, NULL)));
 
+    /* A damaged bundle starts loading, then fails in the background: the error signal, nothing loaded. */
+    if (damaged) {
+        set_string(npc, "set_bundle_path", damaged);
+        CHECK(call_bool(npc, "load_bundle", 0, NULL) && !call_bool(npc, "is_loaded", 0, NULL));
+        int emissions_before = emission_count;
+        errors_before = error_count;
+        CHECK(run_until_signal(nodes, 2, npc, "error", 6000) > 0);
+        CHECK(reported(npc, errors_before, emissions_before, "sha256 does not match"));
+        CHECK(!call_bool(npc, "is_loaded", 0, NULL) && !call_bool(npc, "is_loading", 0, NULL));
+        CHECK(get_float(npc, "load_progress") == 0.0);
+        CHECK(count_signals(npc, "loaded", 0) == 0);
+    }
+
     set_string(npc, "set_bundle_path", bundle);
     errors_before = error_count;
-    CHECK(call_bool(npc, "load_bundle", 0, NULL) && call_bool(npc, "is_loaded", 0, NULL));
-    CHECK(error_count == errors_before);
+    CHECK(call_bool(npc, "load_bundle", 0, NULL) && !call_bool(npc, "is_loaded", 0, NULL));
+    CHECK(call_bool(npc, "is_loading", 0, NULL));
+    args[0] = v_string("Too early?");
+    EXPECT_REPORTED(npc, "LmpcNpc.say: the NPC is still loading", CHECK(!call_bool(npc, "say", 1, args)));
+    CHECK(run_until_signal(nodes, 2, npc, "loaded", 6000) > 0);
+    CHECK(call_bool(npc, "is_loaded", 0, NULL) && !call_bool(npc, "is_loading", 0, NULL));
+    CHECK(get_float(npc, "load_progress") == 1.0);
+    CHECK(error_count == errors_before + 1); /* the one for saying too early */
 
     args[0] = v_nil();
     EXPECT_REPORTED(npc, "argument 1 (text) must be a String, not null", CHECK(!call_bool(npc, "say", 1, args)));
@@ -1118,6 +1154,7 @@ static void scenario_bad(const char *bundle) {
     set_string(other, "set_bundle_path", bundle);
     enter_tree(other);
     nodes[2] = other;
+    CHECK(run_until_signal(nodes, 3, other, "loaded", 6000) > 0);
     args[0] = v_string("Who are you?");
     CHECK(call_bool(npc, "say", 1, args));
     args[0] = v_string("And you?");
@@ -1155,19 +1192,27 @@ static void scenario_talk(const char *bundle) {
     fake_object *orlando = instantiate("LmpcNpc", "orlando");
     set_string(orlando, "set_bundle_path", bundle);
     set_v(orlando, "set_priority", v_float(10));
-    int errors_before = error_count;
+    int errors_before = error_count, since = emission_count;
     double start = seconds();
-    enter_tree(orlando); /* loads the bundle when ready */
-    CHECK(call_bool(orlando, "is_loaded", 0, NULL) && error_count == errors_before);
-    printf("loaded in %.1f s\n", seconds() - start);
+    enter_tree(orlando); /* starts loading the bundle when ready; the frames go on meanwhile */
     fake_object *nodes[] = {rt, orlando};
+    double ready_call = seconds() - start;
+    longest_process = 0;
+    int load_frames = run_until_signal(nodes, 2, orlando, "loaded", 20000);
+    CHECK(load_frames > 0 && call_bool(orlando, "is_loaded", 0, NULL) && error_count == errors_before);
+    printf("loaded in %.1f s over %d frames (the ready notification took %.3f s, the longest frame's _process "
+           "%.0f ms); stages:", seconds() - start, load_frames, ready_call, 1000 * longest_process);
+    for (int i = since; i < emission_count; i++)
+        if (emissions[i].object == orlando && !strcmp(emissions[i].signal, "loading")) printf(" %s;", emissions[i].text);
+    printf("\n");
 
     fake_variant args[2] = {v_string("player.name"), v_string("Mira")};
     bool fact = call_bool(orlando, "set_fact", 2, args);
     printf("set_fact: %s\n", fact ? "ok" : errors[error_count - 1]);
 
     /* The first reply, streamed frame by frame. */
-    int since = emission_count, start_frame = frame_number;
+    since = emission_count;
+    int start_frame = frame_number;
     args[0] = v_string("Who are you?");
     CHECK(call_bool(orlando, "say", 1, args));
     start = seconds();
@@ -1219,7 +1264,7 @@ static void scenario_talk(const char *bundle) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 3) {
-        fprintf(stderr, "usage: harness EXTENSION.so registration|nolib|nohome BUNDLE|bad BUNDLE|talk BUNDLE\n");
+        fprintf(stderr, "usage: harness EXTENSION.so registration|nolib|nohome BUNDLE|bad BUNDLE [DAMAGED]|talk BUNDLE\n");
         return 2;
     }
     const char *scenario = argv[2], *bundle = argc > 3 ? argv[3] : NULL;
@@ -1238,7 +1283,7 @@ int main(int argc, char **argv) {
     if (!strcmp(scenario, "registration")) scenario_registration();
     else if (!strcmp(scenario, "nolib")) scenario_nolib();
     else if (!strcmp(scenario, "nohome") && bundle) scenario_nohome(bundle);
-    else if (!strcmp(scenario, "bad") && bundle) scenario_bad(bundle);
+    else if (!strcmp(scenario, "bad") && bundle) scenario_bad(bundle, argc > 4 ? argv[4] : NULL);
     else if (!strcmp(scenario, "talk") && bundle) scenario_talk(bundle);
     else {
         fprintf(stderr, "unknown scenario %s\n", scenario);

@@ -12,6 +12,10 @@ var answering := false
 
 
 func _ready() -> void:
+	# Orlando loads in the background (about a second) while this scene draws: the player sees
+	# how far along he is and can type once he is loaded.
+	orlando.loading.connect(_show_loading)
+	orlando.loaded.connect(_on_loaded)
 	orlando.reply_started.connect(func() -> void: status.text = "Ser Orlando is answering...")
 	orlando.reply_updated.connect(_show_reply_so_far)
 	orlando.error.connect(func(message: String) -> void: status.text = message)
@@ -20,11 +24,24 @@ func _ready() -> void:
 	# (nor edit mode), so it is set by name only where it exists.
 	if "keep_editing_on_text_submit" in input:
 		input.set("keep_editing_on_text_submit", true)
-	# The NPC node became ready (and loaded its bundle) before this one.
+	# The NPC node became ready, and started loading, before this one (a load that fails later comes
+	# through the error signal).
+	input.editable = false
 	if orlando.is_loaded():
-		status.text = "Ser Orlando is listening."
+		_on_loaded()
+	elif orlando.is_loading():
+		_show_loading("starting")
 	else:
 		status.text = "Ser Orlando could not be loaded: see the errors in the Output panel."
+
+
+func _show_loading(stage: String) -> void:
+	status.text = "Ser Orlando is on his way (%d%%: %s)..." % [roundi(100 * orlando.load_progress()), stage]
+
+
+func _on_loaded() -> void:
+	status.text = "Ser Orlando is listening."
+	input.editable = true
 	input.grab_focus()
 
 

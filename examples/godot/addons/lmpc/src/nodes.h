@@ -4,7 +4,8 @@
 ** LmpcRuntime owns the LMPC runtime (lmpc_open ... lmpc_close) and is the only one that works per frame:
 ** each _process it calls lmpc_tick with `budget_ms`, drains the events and hands each to the LmpcNpc it
 ** concerns, which emits its signals. The first LmpcRuntime to enter the scene tree is the active one
-** (normally an autoload); an LmpcNpc loads its bundle into the active runtime when it becomes ready.
+** (normally an autoload); an LmpcNpc loads its bundle into the active runtime when it becomes ready, in
+** the background (lmpc_npc_load_async): the frames go on, and its `loaded` signal says when it can talk.
 ** Everything runs on Godot's main thread, which is the thread the C ABI requires.
 */
 #ifndef LMPC_NODES_H
@@ -41,8 +42,10 @@ struct npc_node {
     char *bundle_path; /* res://, user:// or a path on disk */
     double priority;   /* LMPC_PRIORITY_*: higher is served first */
     /* state */
-    runtime_node *runtime; /* where it is loaded, or NULL */
+    runtime_node *runtime; /* where it is loaded (or loading), or NULL */
     lmpc_npc *npc;         /* its handle there, or NULL */
+    bool ready;            /* the background load of npc has ended well: it can talk */
+    double progress;       /* of that load, 0 to 1 */
     npc_node *next;        /* in runtime->npcs */
     char *reply;           /* the reply streamed so far */
     size_t reply_length, reply_capacity;

@@ -25,7 +25,10 @@ static bool npc_fail(npc_node *self, const char *function, int line, const char 
 }
 
 static bool loaded(npc_node *self, const char *method) {
-    if (self->npc) return true;
+    if (self->npc && self->ready) return true;
+    if (self->npc)
+        return NPC_FAIL(self, "LmpcNpc.%s: the NPC is still loading (bundle_path \"%s\"): wait for its loaded signal",
+                        method, self->bundle_path ? self->bundle_path : "");
     return NPC_FAIL(self, "LmpcNpc.%s: no NPC is loaded (bundle_path \"%s\"): it loads when the node is ready, "
                     "or with load_bundle()", method, self->bundle_path ? self->bundle_path : "");
 }
@@ -37,12 +40,16 @@ static void npc_unload(npc_node *self) {
     self->runtime->lmpc->npc_unload(self->npc);
     runtime_detach(self->runtime, self);
     self->npc = NULL;
+    self->ready = false;
+    self->progress = 0;
 }
 
 void npc_forget_runtime(npc_node *self) {
     self->runtime = NULL;
     self->npc = NULL;
     self->next = NULL;
+    self->ready = false;
+    self->progress = 0;
 }
 
 static bool npc_load(npc_node *self) {
@@ -58,15 +65,32 @@ static bool npc_load(npc_node *self) {
     char *path = gd_globalize_path(self->bundle_path);
     if (!path) return NPC_FAIL(self, "LmpcNpc.load_bundle: out of memory");
     lmpc_npc *handle = NULL;
-    int status = runtime->lmpc->npc_load(runtime->rt, path, NULL, &handle);
+    int status = runtime->lmpc->npc_load_async(runtime->rt, path, NULL, &handle);
     free(path);
     if (status != LMPC_OK)
         return NPC_FAIL(self, "LmpcNpc.load_bundle: %s: %s", self->bundle_path, runtime->lmpc->errmsg());
     self->npc = handle;
     runtime_attach(runtime, self);
-    if (runtime->lmpc->set_priority(handle, self->priority) != LMPC_OK)
-        NPC_FAIL(self, "LmpcNpc.load_bundle: priority: %s", runtime->lmpc->errmsg());
+    runtime->idle = false; /* the load's events come through the runtime's frames */
     return true;
+}
+
+/* The end of the background load: ready to talk (with the priority set meanwhile), or failed. */
+static void npc_on_loaded(npc_node *self, const lmpc_event *event, const char *text) {
+    if (event->finish != 0) {
+        runtime_detach(self->runtime, self); /* the handle is no longer valid */
+        self->npc = NULL;
+        self->progress = 0;
+        NPC_FAIL(self, "LmpcNpc.load_bundle: %s: %s", self->bundle_path ? self->bundle_path : "", text);
+        return;
+    }
+    self->ready = true;
+    self->progress = 1;
+    if (self->runtime->lmpc->set_priority(self->npc, self->priority) != LMPC_OK) {
+        NPC_FAIL(self, "LmpcNpc.load_bundle: priority: %s", self->runtime->lmpc->errmsg());
+        return;
+    }
+    gd_emit(self->base.owner, "loaded", NULL);
 }
 
 /* -- streaming ---------------------------------------------------------------------------------- */
@@ -104,6 +128,11 @@ void npc_on_event(npc_node *self, const lmpc_event *event, const char *text) {
         self->reply_length = 0;
         gd_emit(self->base.owner, "reply_finished", text);
         break;
+    case LMPC_EVENT_LOADING:
+        self->progress = event->tokens / 100.0;
+        gd_emit(self->base.owner, "loading", text);
+        break;
+    case LMPC_EVENT_LOADED: npc_on_loaded(self, event, text); break;
     default: break; /* sentences and summaries are not surfaced as signals */
     }
 }
@@ -145,7 +174,17 @@ static void npc_load_bundle(void *ptr, const value *args, value *result) {
 
 static void npc_is_loaded(void *ptr, const value *args, value *result) {
     (void)args;
-    result->b = ((npc_node *)ptr)->npc != NULL;
+    result->b = ((npc_node *)ptr)->npc && ((npc_node *)ptr)->ready;
+}
+
+static void npc_is_loading(void *ptr, const value *args, value *result) {
+    (void)args;
+    result->b = ((npc_node *)ptr)->npc && !((npc_node *)ptr)->ready;
+}
+
+static void npc_load_progress(void *ptr, const value *args, value *result) {
+    (void)args;
+    result->f = ((npc_node *)ptr)->progress;
 }
 
 static void npc_say(void *ptr, const value *args, value *result) { result->b = say(ptr, args[0].s); }
@@ -153,7 +192,7 @@ static void npc_say(void *ptr, const value *args, value *result) { result->b = s
 static void npc_cancel(void *ptr, const value *args, value *result) {
     (void)args, (void)result;
     npc_node *self = ptr;
-    if (self->npc && self->runtime->lmpc->cancel(self->npc) != LMPC_OK)
+    if (self->npc && self->ready && self->runtime->lmpc->cancel(self->npc) != LMPC_OK)
         NPC_FAIL(self, "LmpcNpc.cancel: %s", self->runtime->lmpc->errmsg());
 }
 
@@ -167,14 +206,14 @@ static void npc_load_state(void *ptr, const value *args, value *result) { result
 
 static void npc_priority_changed(void *ptr) {
     npc_node *self = ptr;
-    if (self->npc && self->runtime->lmpc->set_priority(self->npc, self->priority) != LMPC_OK)
+    if (self->npc && self->ready && self->runtime->lmpc->set_priority(self->npc, self->priority) != LMPC_OK)
         NPC_FAIL(self, "LmpcNpc.set_priority: %s", self->runtime->lmpc->errmsg());
 }
 
 /* -- the class ---------------------------------------------------------------------------------- */
 
 static void npc_notify(void *ptr, int what) {
-    /* Load when the node is ready in the game (never in the editor, which instantiates nodes too). */
+    /* Start loading when the node is ready in the game (never in the editor, which instantiates nodes too). */
     if (what == GDX_NOTIFICATION_READY && !gd_is_editor()) npc_load(ptr);
 }
 
@@ -193,6 +232,8 @@ static void npc_bad_call(void *ptr, const char *message) { NPC_FAIL(ptr, "%s", m
 static const method_desc npc_methods[] = {
     {"load_bundle", KIND_BOOL, 0, {0}, {0}, npc_load_bundle},
     {"is_loaded", KIND_BOOL, 0, {0}, {0}, npc_is_loaded},
+    {"is_loading", KIND_BOOL, 0, {0}, {0}, npc_is_loading},
+    {"load_progress", KIND_FLOAT, 0, {0}, {0}, npc_load_progress},
     {"say", KIND_BOOL, 1, {KIND_STRING}, {"text"}, npc_say},
     {"cancel", KIND_VOID, 0, {0}, {0}, npc_cancel},
     {"set_fact", KIND_BOOL, 2, {KIND_STRING, KIND_ANY}, {"key", "value"}, npc_set_fact},
@@ -207,6 +248,8 @@ static const property_desc npc_properties[] = {
 };
 
 static const signal_desc npc_signals[] = {
+    {"loading", "stage"}, /* a stage of the background load begins; load_progress() says how far it is */
+    {"loaded", NULL},     /* the NPC can talk */
     {"reply_started", NULL},
     {"reply_updated", "text"},  /* the whole reply so far */
     {"reply_finished", "text"}, /* the final reply */
