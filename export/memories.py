@@ -17,28 +17,24 @@ line is like their question (`lmpc_runtime/memory/exchanges.py`).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.exchanges import ExchangeBank
 from lmpc_runtime.memory.store import MemoryStore
+from lmpc_runtime.persona import core_facts, sentences
 from lmpc_runtime.sheet import CharacterSheet
 
 from .knowledge import Topic
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
-
 
 def sheet_statements(sheet: CharacterSheet, system_prompt: str) -> list[tuple[str, str, str]]:
     """(text, kind, source) of every statement to index, in sheet order."""
     first = sheet.name.split()[0]
     out: list[tuple[str, str, str]] = []
-    out += [(fact, "persona" if first in fact else "world", f"facts[{i}]") for i, fact in enumerate(sheet.facts)]
+    # A sheet without facts (an imported card) is indexed by its backstory's sentences instead.
+    source = "facts" if sheet.facts else "backstory"
+    out += [(fact, "persona" if first in fact else "world", f"{source}[{i}]")
+            for i, fact in enumerate(core_facts(sheet))]
     out += [(f"{first} values: {v}", "persona", f"values[{i}]") for i, v in enumerate(sheet.values)]
     out += [(f"{first}'s aim: {o}", "persona", f"objectives[{i}]") for i, o in enumerate(sheet.objectives)]
     out += [(f"{first}'s opinion of {topic}: {opinion}", "persona", f"opinions.{topic}")

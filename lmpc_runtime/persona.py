@@ -26,9 +26,22 @@ DEFAULT_SHOTS = 3
 PROMPT_STYLES = ("sheet", "identity")
 
 
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+
+
 def first_sentence(text: str) -> str:
     match = re.search(r"[.!?](\s|$)", text)
     return text[: match.start() + 1] if match else text
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+
+
+def core_facts(sheet: CharacterSheet) -> tuple[str, ...]:
+    """The statements of who the character is: the sheet's facts or, for a sheet without any (an imported
+    card, whose description becomes the backstory), the sentences of its backstory."""
+    return sheet.facts or tuple(sentences(sheet.backstory))
 
 
 def _place(sheet: CharacterSheet) -> str:
@@ -53,8 +66,9 @@ def system_prompt(sheet: CharacterSheet, facts: int = 4, objectives: int = 3) ->
         lines.append("You want " + "; ".join(a[0].lower() + a[1:] for a in aims) + ".")
     if sheet.speech_style:
         lines.append(f"How you speak: {first_sentence(sheet.speech_style)}")
-    if facts and sheet.facts:
-        lines.append(" ".join(sheet.facts[:facts]))
+    # A card's backstory holds who they are (trade, age, home): its first sentences stand in for facts.
+    if facts and core_facts(sheet):
+        lines.append(" ".join(core_facts(sheet)[:facts if sheet.facts else 2]))
     lines.append(
         f"Answer as {sheet.name}, in the first person, in two or three sentences. "
         "You are a person of this world, never an assistant or an AI."

@@ -1,6 +1,7 @@
 """Character Card import: a complete V2 JSON card, V3 and V2 PNG cards made here, V1, and broken cards."""
 
 import base64
+import dataclasses
 import json
 import re
 import struct
@@ -180,6 +181,26 @@ def test_an_imported_lorebook_triggers_in_conversation():
         "The lamp burns whale oil; Wren Halloway hates the smell."]
     assert "The harbour guild owns every boat but Wren's." in lore.activate(
         ["Who runs the harbour guild?"], facts, 2, "Wren Halloway")
+
+
+def test_a_cards_description_reaches_the_prompt_and_the_memories():
+    """A card's description becomes the sheet's backstory; with no facts written, its sentences are who the
+    character is: the first two in the system prompt, all of them indexed for recall."""
+    from lmpc_export.memories import sheet_statements
+    from lmpc_runtime.persona import system_prompt
+
+    sheet = parse_sheet(card_to_sheet(V2_CARD).sheet)
+    assert not sheet.facts
+    prompt = system_prompt(sheet)
+    assert "the lighthouse keeper of Gull Rock, a widow of fifty" in prompt
+    assert "feeds every stray cat on the island." in prompt
+    statements = sheet_statements(sheet, "")
+    assert [(text[:27], source) for text, _, source in statements if source.startswith("backstory")] == [
+        ("Wren Halloway is the lighth", "backstory[0]"), ("She distrusts the harbour g", "backstory[1]")]
+    # A sheet with facts keeps its backstory out of both: the facts say it.
+    with_facts = dataclasses.replace(sheet, facts=("Wren keeps the light of Gull Rock.",))
+    assert "widow of fifty" not in system_prompt(with_facts)
+    assert not any(source.startswith("backstory") for _, _, source in sheet_statements(with_facts, ""))
 
 
 def test_a_png_card_prefers_the_v3_chunk(tmp_path):
