@@ -119,9 +119,13 @@ class CharacterSheet:
 
 
 def advice(sheet: CharacterSheet) -> list[str]:
-    """What the sheet still lacks, most useful first. The order is a judgement (what the NPC must know,
-    then how it sounds, then who and where it is, then what it wants and believes), not yet measured
-    field by field on the persona test."""
+    """What the sheet still lacks, most useful first: what the NPC must know, then how it sounds, then who
+    and where it is, then what it wants and believes. Measured field by field (`benchmarks.advice`, Jory
+    Tallow's persona test, untuned): leaving any one group out moved key facts by less than the test's
+    noise, so the order stays a judgement: the fields pay off through training, whose drills and
+    coverage report are built on the facts, values, objectives, opinions and people. Fields that reach
+    neither the prompt, the memories nor training are not advised: the alignment, and the backstory when
+    facts are written (without facts, its sentences stand in for them)."""
     world = sheet.world
     gaps = [
         (not sheet.facts, "facts: none; the NPC recalls, and is scored on, only what is written here "
@@ -137,8 +141,7 @@ def advice(sheet: CharacterSheet) -> list[str]:
         (not world.important_people, "world.important_people: who they know"),
         (not (world.political_order and world.powers and world.marginalised_groups),
          "world.political_order, world.powers, world.marginalised_groups: how their world works"),
-        (not sheet.backstory, "backstory: their history, in prose"),
-        (not sheet.alignment, "alignment: e.g. Lawful Good"),
+        (not sheet.facts and not sheet.backstory, "backstory: their history, in prose (until facts are written)"),
     ]
     return [text for missing, text in gaps if missing]
 

@@ -1,3 +1,4 @@
+import dataclasses
 import tomllib
 
 import pytest
@@ -53,7 +54,10 @@ def test_a_name_alone_is_a_sheet_and_advice_lists_the_rest_most_useful_first():
     bare = parse_sheet({"format": 1, "name": "Wren"})
     assert bare.facts == () and bare.world.name == "" and bare.examples == ()
     gaps = advice(bare)
-    assert gaps[0].startswith("facts:") and gaps[1].startswith("examples: 0;") and len(gaps) == 12
+    assert gaps[0].startswith("facts:") and gaps[1].startswith("examples: 0;") and len(gaps) == 11
+    # Nothing reads the alignment; the backstory counts only while no facts are written.
+    assert not any(g.startswith("alignment") for g in gaps) and gaps[-1].startswith("backstory")
+    assert not any(g.startswith("backstory") for g in advice(dataclasses.replace(bare, facts=("Wren sails.",))))
     # Fields written but left blank (as `lmpc new` writes them) are fields not written yet.
     blank = parse_sheet({"format": 1, "name": "Wren", "title": " ", "facts": [], "opinions": {},
                          "examples": [{"player": "", "npc": ""}]})
