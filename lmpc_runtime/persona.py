@@ -67,8 +67,9 @@ def system_prompt(sheet: CharacterSheet, facts: int = 4, objectives: int = 3) ->
     if sheet.speech_style:
         lines.append(f"How you speak: {first_sentence(sheet.speech_style)}")
     # A card's backstory holds who they are (trade, age, home): its first sentences stand in for facts.
-    if facts and core_facts(sheet):
-        lines.append(" ".join(core_facts(sheet)[:facts if sheet.facts else 2]))
+    core = core_facts(sheet)[:facts if sheet.facts else 2] if facts else ()
+    if core:
+        lines.append(" ".join(core))
     lines.append(
         f"Answer as {sheet.name}, in the first person, in two or three sentences. "
         "You are a person of this world, never an assistant or an AI."

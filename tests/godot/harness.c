@@ -783,16 +783,6 @@ static bool reported(fake_object *npc, int errors_before, int emissions_before, 
                    error_count ? errors[error_count - 1] : "(none)");                                         \
     } while (0)
 
-/* Drive frames until `npc` emits reply_finished (or `limit` frames pass). */
-static bool run_until_finished(fake_object *const *nodes, int count, fake_object *npc, int limit) {
-    int before = count_signals(npc, "reply_finished", 0);
-    for (int i = 0; i < limit; i++) {
-        frame(nodes, count);
-        if (count_signals(npc, "reply_finished", 0) > before) return true;
-    }
-    return false;
-}
-
 /* Drive frames until `npc` emits `signal` (loaded, or error for a failed load), or `limit` frames pass;
 ** returns the frames it took, or 0. */
 static int run_until_signal(fake_object *const *nodes, int count, fake_object *npc, const char *signal, int limit) {
@@ -802,6 +792,11 @@ static int run_until_signal(fake_object *const *nodes, int count, fake_object *n
         if (count_signals(npc, signal, 0) > before) return i;
     }
     return 0;
+}
+
+/* Drive frames until `npc` emits reply_finished (or `limit` frames pass). */
+static bool run_until_finished(fake_object *const *nodes, int count, fake_object *npc, int limit) {
+    return run_until_signal(nodes, count, npc, "reply_finished", limit) > 0;
 }
 
 /* The streamed updates since `since`: each is the whole reply so far, so each extends the last. */
