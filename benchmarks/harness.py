@@ -8,7 +8,8 @@ For each profile (profiles.py) and each of its thread counts it measures, in one
 - several NPCs decoding together, 1-8 (engine.py);
 - the 60 FPS null-host game loop with five NPCs on a frame budget (scheduler.py);
 - peak RSS and model load time of a fresh process per system (rss_child.py), against the profile's ceiling;
-and once: the embedder and memory retrieval, save and load (memory.py). Results: raw JSON and plots in
+and once: ours and llama.cpp in four regimes (as shipped, spinning, not spinning, beside a game), each in
+its own process (regimes.py); the embedder and memory retrieval, save and load (memory.py). Results: raw JSON and plots in
 benchmarks/results/, the report in benchmarks/RESULTS.md (report.py, plots.py). The machine is recorded
 with the results (machine.py). Timings on a shared machine drift: the report reads same-run ratios.
 """
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import engine, machine, memory, plots, profiles, report, rss_child, scheduler
+from . import engine, machine, memory, plots, profiles, regimes, report, rss_child, scheduler
 from .llama_peer import EXTRA_BUFFER_TYPES
 from .peers import PEERS, Sources, Unavailable, open_system
 from .progress import Progress
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> dict:
     chosen = profiles.resolve(args.profiles)
     src = sources(args)
     ids = engine.prompts(args.bundle)
-    steps = sum(len(p.threads) * (4 + args.warmup + args.reps) for p in chosen) + (1 if args.memories else 0)
+    steps = (sum(len(p.threads) * (4 + args.warmup + args.reps) for p in chosen) + (1 if args.memories else 0)
+             + ("llama.cpp Q8_0" in args.peers))
     bar = Progress(steps)
     results = {"machine": info, "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "prompt": engine.prompt_sizes(ids), "llama_extra_buffers": EXTRA_BUFFER_TYPES,
@@ -125,6 +127,14 @@ def run(args: argparse.Namespace) -> dict:
             measured.setdefault(threads, run)
             runs.append(run)
         results["profiles"].append({"profile": described, "runs": runs})
+    if "llama.cpp Q8_0" in args.peers:
+        try:
+            results["regimes"] = regimes.run(argparse.Namespace(
+                bundle=args.bundle, threads=2, reps=args.reps, warmup=args.warmup, new_tokens=128,
+                regimes=list(regimes.REGIMES), model_cache=args.model_cache, out=args.out))
+        except (SystemExit, ImportError) as exc:  # llama-cpp-python or the export extra is missing: no peer
+            results["regimes_skipped"] = str(exc)
+        bar.step("four regimes against llama.cpp")
     if args.memories:
         with tempfile.TemporaryDirectory() as tmp:
             results["memory"] = memory.run_all(args.bundle, args.memories, Path(tmp), torch_peer=args.torch_embedder)

@@ -41,10 +41,10 @@ def q8_0_gguf(source: Path, out: Path) -> Path:
 
 
 # llama.cpp's "extra buffer types" hold weights for special CPU kernels: the AMX one (on CPUs with AMX) and
-# the repacked (interleaved) Q4/Q8 layouts. Its AMX matmul crashes (SIGSEGV in ggml_backend_amx_mul_mat) on
-# the Sapphire Rapids VMs these benchmarks run on, and llama-cpp-python has no switch for it, so they are
-# off unless LMPC_LLAMA_EXTRA_BUFFERS=1. That costs llama.cpp its repacked kernels too: reports say so.
-EXTRA_BUFFER_TYPES = os.environ.get("LMPC_LLAMA_EXTRA_BUFFERS") == "1"
+# the repacked (interleaved) Q4/Q8 layouts. They are on by default, as llama.cpp ships; its AMX matmul
+# crashed (SIGSEGV in ggml_backend_amx_mul_mat) on some Sapphire Rapids VMs, where LMPC_LLAMA_EXTRA_BUFFERS=0
+# turns them off (benchmarks.regimes finds out in a child process and says so in its report).
+EXTRA_BUFFER_TYPES = os.environ.get("LMPC_LLAMA_EXTRA_BUFFERS", "1") != "0"
 
 
 @contextlib.contextmanager

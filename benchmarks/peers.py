@@ -50,8 +50,10 @@ class Ours:
 
     name = "lmpc"
 
-    def __init__(self, bundle_path: Path, threads: int, model: tuple[Path, str] | None = None):
-        """`model`: (an ONNX file, its layout) to time instead of the bundle's own model."""
+    def __init__(self, bundle_path: Path, threads: int, model: tuple[Path, str] | None = None,
+                 spinning: bool = False):
+        """`model`: (an ONNX file, its layout) to time instead of the bundle's own model; `spinning`: let
+        onnxruntime's threads spin between runs (off by default, as a game wants)."""
         from lmpc_runtime import read_bundle
         from lmpc_runtime.engine import EngineOptions, open_engine
 
@@ -63,7 +65,8 @@ class Ours:
         start = time.perf_counter()
         # The engine's own speed: each pass whole, as worker mode runs it (and `model` has no segments of its
         # own); what segments add in tick mode is measured by benchmarks.segments.
-        self.engine = open_engine(str(bundle_path / path), spec, EngineOptions(threads=threads, segmented=False))
+        self.engine = open_engine(str(bundle_path / path), spec,
+                                  EngineOptions(threads=threads, spinning=spinning, segmented=False))
         self.load_s = time.perf_counter() - start
 
     def decode(self, prompt: list[int], new_tokens: int) -> tuple[float, list[int]]:

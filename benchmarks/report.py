@@ -7,7 +7,7 @@ import datetime
 import os
 from pathlib import Path
 
-from . import machine, memory
+from . import machine, memory, regimes
 
 LABELS = {
     "decode_npc_tok_s": "decode tok/s, NPC prompt",
@@ -123,6 +123,29 @@ def headline(results: dict) -> list[str]:
     return lines
 
 
+def _wait_policy(policy: str | None) -> str:
+    if policy is None:
+        return ("OpenMP threads (llama.cpp, torch) wait their default way: spinning a while between steps; ours "
+                "do not spin (a game's default).")
+    return f"OpenMP threads (llama.cpp, torch) run with OMP_WAIT_POLICY={policy}; ours do not spin."
+
+
+def regimes_headline(report: dict | None) -> list[str]:
+    """Decode speed against llama.cpp in each regime, where we lose said first."""
+    if not report:
+        return []
+    lines = []
+    for key, v in report["regimes"].items():
+        q = v["ratios"]["decode_tok_s"]
+        verdict = "slower than" if q["median"] < 1 else "faster than"
+        lines.append(f"- ({key}) {regimes.REGIMES[key]}: LMPC decodes **{verdict} llama.cpp Q8_0**, "
+                     f"{_ahead(q)} ({v['results']['lmpc']['decode_tok_s']['median']:.0f} vs "
+                     f"{v['results']['llama.cpp']['decode_tok_s']['median']:.0f} tok/s); first token with the "
+                     f"persona cached {_ahead(v['ratios']['ttft_cached_ms'])}; peak RSS "
+                     f"{v['peak_rss_mb']['lmpc']:.0f} vs {v['peak_rss_mb']['llama.cpp']:.0f} MB.")
+    return lines
+
+
 def markdown(results: dict, plots: list[Path], relative_to: Path) -> str:
     m, c, p = results["machine"], results["config"], results["prompt"]
     out = [
@@ -140,17 +163,19 @@ def markdown(results: dict, plots: list[Path], relative_to: Path) -> str:
         "Median [min–max]. The machine is shared with other jobs, so absolute numbers drift; the same-run "
         "ratios are what to read.",
         "",
-        f"**Peers' settings:** OpenMP threads (llama.cpp, torch) run with OMP_WAIT_POLICY="
-        f"{results.get('omp_wait_policy') or 'PASSIVE'}: they do not spin between steps, as ours do not (spinning "
-        "collapses them on a shared machine). llama.cpp runs with its extra "
-        "buffer types " + ("on." if results.get("llama_extra_buffers") else "off (its AMX matmul crashes on these "
-        "VMs), which also turns off its repacked Q4/Q8 kernels: llama.cpp may be faster elsewhere.") +
-        " onnxruntime-genai keeps its own session defaults (its threads spin).",
+        f"**Peers' settings (the per-profile tables):** {_wait_policy(results.get('omp_wait_policy'))} llama.cpp "
+        "runs with its extra buffer types " + ("on." if results.get("llama_extra_buffers") else "off (its AMX "
+        "matmul crashes on some VMs), which also turns off its repacked Q4/Q8 kernels: llama.cpp may be faster "
+        "elsewhere.") + " onnxruntime-genai keeps its own session defaults (its threads spin). Which regime "
+        "a system runs in decides who is faster: the four-regime table below runs each system in its own process.",
         "",
         "## Headline",
         "",
+        *regimes_headline(results.get("regimes")),
         *headline(results),
     ]
+    if results.get("regimes"):
+        out += ["", "## " + regimes.markdown(results["regimes"]).lstrip("# ").rstrip()]
     for entry in results["profiles"]:
         prof = entry["profile"]
         out += ["", f"## Profile `{prof['name']}`: {prof['summary']}"]

@@ -40,7 +40,7 @@ def _context(engine: FusedEngine, n: int, seed: int) -> list:
 
 def _decode(engine: FusedEngine, seqs: list):
     def run() -> None:
-        engine.step(seqs, [1000 + i for i in range(len(seqs))])
+        engine.begin_step(seqs, [1000 + i for i in range(len(seqs))]).finish()
         for seq in seqs:
             seq.rewind(CONTEXT)
     return run
@@ -50,7 +50,7 @@ def _prefill(engine: FusedEngine, seq, n: int):
     chunk = list(range(2000, 2000 + n))
 
     def run() -> None:
-        engine.extend(seq, chunk)
+        engine.begin_extend(seq, chunk).finish()
         seq.rewind(CONTEXT)
     return run
 
@@ -59,10 +59,11 @@ def segment_times(engine: FusedEngine, seqs: list, reps: int) -> list[float]:
     """Median milliseconds of each segment of a decode step of `seqs`."""
     import time
 
-    times = np.zeros((reps, len(engine.segments)))
+    segments = len(engine.graph(engine.paced))
+    times = np.zeros((reps, segments))
     for rep in range(reps):
         forward = engine.begin_step(seqs, [1000 + i for i in range(len(seqs))])
-        for k in range(len(engine.segments)):
+        for k in range(segments):
             t = time.perf_counter()
             forward.advance()
             times[rep, k] = time.perf_counter() - t

@@ -201,7 +201,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace):
-    rt = Runtime(threads=args.threads, seed=args.seed, segmented=False)  # no frame to keep: whole passes
+    # No frame to keep: whole passes, and the threads may spin if asked (nothing else needs the cores).
+    rt = Runtime(threads=args.threads, spinning=args.spinning, seed=args.seed, segmented=False)
     npc = rt.load_npc(args.bundle, seed=args.seed)
     if args.max_tokens:
         npc.sampling = npc.sampling.with_(max_tokens=args.max_tokens)
@@ -228,8 +229,9 @@ def _ask(args: argparse.Namespace) -> int:
         for _ in npc.run_reply(reply):
             pass
         npc.end_reply(reply)
-        print(json.dumps({"npc": npc.name, "text": reply.final_text, "finish": reply.finish,
-                          **reply.metrics()}, ensure_ascii=False))
+        print(json.dumps({"npc": npc.name, "text": reply.final_text, "finish": reply.finish, **reply.metrics(),
+                          "graph": "whole", "threads": args.threads, "spinning": args.spinning},
+                         ensure_ascii=False))
     return 0
 
 
@@ -381,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, help="seed for reproducible replies")
         p.add_argument("--max-tokens", type=int, help="longest reply in tokens")
         p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--spinning", action="store_true",
+                       help="let the threads spin between steps: faster when no game shares the cores")
         p.set_defaults(run=run)
 
     args = parser.parse_args(argv)

@@ -6,12 +6,18 @@ bound to the session once (IO binding, by address), and a step moves only token 
 out. Several sequences decode in one forward pass when their slots are consecutive; `KvPool.gather`
 makes them so, copying a sequence's cache only when the set of sequences stepped together changes.
 
-A bundle carries the model cut into segments of a few layers (export/segments.py), one session each, so
-a forward pass can be run a segment at a time: `begin_extend`/`begin_step` start a `ForwardPass`, each
-`advance()` runs one segment, and the caller (the per-frame scheduler) may stop between two and go on in
-the next frame. Until a pass completes or is cancelled, its sequences are held (`SequenceBusyError`
-for anything that would change them); their cache grows only when the pass completes, so a cancelled
-pass leaves it as it was.
+A bundle carries the whole graph and the same model cut into segments of a few layers
+(export/segments.py), one session each. Paced passes run a segment at a time: `begin_extend`/`begin_step`
+start a `ForwardPass`, each `advance()` runs one segment, and the caller (the per-frame scheduler) may stop
+between two and go on in the next frame. Until a pass completes or is cancelled, its sequences are held
+(`SequenceBusyError` for anything that would change them); their cache grows only when the pass
+completes, so a cancelled pass leaves it as it was. Synchronous passes (`extend`, `step`: `npc.ask`, a
+tool) have no frame to keep and run the whole graph, one onnxruntime run instead of 34.
+
+Each graph is opened when first needed (the paced one at once, so that a bad graph fails at load):
+onnxruntime prepacks the weights of each session, and Python cannot share them, so holding both graphs
+costs a second copy of the weights (~190 MB). A game in tick mode that never calls `npc.ask` opens only
+the segments; worker mode and `EngineOptions(segmented=False)` only the whole graph.
 
 Not thread-safe: one thread drives an engine and its sequences.
 """
@@ -32,6 +38,8 @@ from .prefix_cache import PrefixCache
 from .session import EngineOptions, make_session, refuse_mismatched_graph
 
 KINDS = ("key", "value")
+# The two graphs of a bundle: the whole model in one session, and the same model cut into segments.
+WHOLE, SEGMENTED = "whole", "segmented"
 # Inputs and outputs every segment has, or the first and last have; any other name is the hidden state
 # one segment hands to the next.
 _LENGTH_INPUTS = ("seqlens_k", "total_sequence_length")
@@ -208,9 +216,11 @@ class ForwardPass:
     """One forward pass over some sequences (a prefill chunk of one, or a decode step of several), run a
     segment at a time. Made by `FusedEngine.begin_extend` / `begin_step`."""
 
-    def __init__(self, engine: "FusedEngine", seqs: list[PooledSequence], tokens: list[list[int]]):
+    def __init__(self, engine: "FusedEngine", graph: str, seqs: list[PooledSequence], tokens: list[list[int]]):
         _check_free(seqs)
         self.engine, self.seqs = engine, seqs
+        self._graph = graph
+        self._segments = engine.graph(graph)
         self.new_tokens = len(tokens[0])  # positions each sequence gains (as many for each)
         self.next_segment = 0
         self._first = engine.pool.gather(seqs) if len(seqs) > 1 else seqs[0].slot
@@ -232,7 +242,7 @@ class ForwardPass:
 
     @property
     def segments(self) -> int:
-        return len(self.engine.segments)
+        return len(self._segments)
 
     @property
     def done(self) -> bool:
@@ -244,8 +254,8 @@ class ForwardPass:
         if self.done:
             raise StateError("this forward pass was completed or cancelled")
         engine, k = self.engine, self.next_segment
-        segment = engine.segments[k]
-        binding = engine._binding(k, self._first, len(self.seqs))
+        segment = self._segments[k]
+        binding = engine._binding(self._graph, k, self._first, len(self.seqs))
         io = binding.io
         for name in segment.step_inputs:
             io.bind_ortvalue_input(name, self._inputs[name])
@@ -299,25 +309,43 @@ class FusedEngine:
                  max_prefixes: int = 8):
         self.spec = spec
         self.options = options
+        # Each graph as its pieces: (file, layers it runs).
+        self._pieces = {WHOLE: [(model_path, range(spec.num_layers))]}
         if spec.segments and options.segmented:
             folder = Path(model_path).parent
-            pieces = [(str(folder / s.file), range(s.first_layer, s.end_layer)) for s in spec.segments]
-        else:
-            pieces = [(model_path, range(spec.num_layers))]
-        self.segments = [self._open_segment(path, layers, k == 0, k == len(pieces) - 1)
-                         for k, (path, layers) in enumerate(pieces)]
+            self._pieces[SEGMENTED] = [(str(folder / s.file), range(s.first_layer, s.end_layer))
+                                       for s in spec.segments]
+        self.paced = SEGMENTED if SEGMENTED in self._pieces else WHOLE  # the graph `begin_*` passes run
+        self._graphs: dict[str, list[_Segment]] = {}
+        self.graph(self.paced)
+        self.pool = KvPool(spec.num_layers, spec.num_kv_heads, spec.context_length, spec.head_dim)
+        self.prefixes = PrefixCache(self, max_prefixes)
+        self._bindings: dict[tuple[str, int, int, int], _Binding] = {}
+        self._bound_generation = self.pool.generation
+
+    def graph(self, kind: str) -> list[_Segment]:
+        """The sessions of the whole graph (one) or of the segments, opened on first use."""
+        graph = self._graphs.get(kind)
+        if graph is None:
+            graph = self._graphs[kind] = self._open_graph(self._pieces[kind])
+        return graph
+
+    @property
+    def open_graphs(self) -> list[str]:
+        return sorted(self._graphs)
+
+    def _open_graph(self, pieces: list[tuple[str, range]]) -> list[_Segment]:
+        segments = [self._open_segment(path, layers, k == 0, k == len(pieces) - 1)
+                    for k, (path, layers) in enumerate(pieces)]
         given: set[str] = set()
-        for (path, _), segment in zip(pieces, self.segments):
+        for (path, _), segment in zip(pieces, segments):
             refuse_mismatched_graph(path, [f"reads {name}, which no segment before gives"
                                            for name in segment.carried_in if name not in given])
             given |= set(segment.carried_out)
-        for k, segment in enumerate(self.segments):
-            later = {name for after in self.segments[k + 1:] for name in after.carried_in}
+        for k, segment in enumerate(segments):
+            later = {name for after in segments[k + 1:] for name in after.carried_in}
             segment.last_read = [name for name in segment.carried_in if name not in later]
-        self.pool = KvPool(spec.num_layers, spec.num_kv_heads, spec.context_length, spec.head_dim)
-        self.prefixes = PrefixCache(self, max_prefixes)
-        self._bindings: dict[tuple[int, int, int], _Binding] = {}
-        self._bound_generation = self.pool.generation
+        return segments
 
     def _open_segment(self, path: str, layers: range, first: bool, last: bool) -> _Segment:
         spec = self.spec
@@ -352,18 +380,20 @@ class FusedEngine:
             return self.prefixes.sequence(list(prefix))
         return PooledSequence(self.pool)
 
-    def begin_extend(self, seq: PooledSequence, tokens: list[int]) -> ForwardPass:
-        """Start appending `tokens` to `seq` (see ForwardPass; its logits have one row)."""
+    def begin_extend(self, seq: PooledSequence, tokens: list[int], graph: str | None = None) -> ForwardPass:
+        """Start appending `tokens` to `seq` (see ForwardPass; its logits have one row), on the paced graph
+        unless `graph` says which."""
         if not tokens:
             raise ValueError("extend needs at least one token")
         self._check_owned([seq])
         total = len(seq) + len(tokens)
         if total > self.spec.context_length:
             raise ContextOverflowError(f"{total} tokens exceed the model's context of {self.spec.context_length}")
-        return ForwardPass(self, [seq], [list(tokens)])
+        return ForwardPass(self, graph or self.paced, [seq], [list(tokens)])
 
-    def begin_step(self, seqs: list[PooledSequence], tokens: list[int]) -> ForwardPass:
-        """Start advancing each sequence by its token in one forward pass (see ForwardPass)."""
+    def begin_step(self, seqs: list[PooledSequence], tokens: list[int], graph: str | None = None) -> ForwardPass:
+        """Start advancing each sequence by its token in one forward pass (see ForwardPass), on the paced
+        graph unless `graph` says which."""
         if not seqs or len(seqs) != len(tokens):
             raise ValueError(f"step needs one token for each of at least one sequence, not {len(seqs)} sequences "
                              f"and {len(tokens)} tokens")
@@ -374,15 +404,16 @@ class FusedEngine:
             if len(seq) + 1 > self.spec.context_length:
                 raise ContextOverflowError(
                     f"{len(seq) + 1} tokens exceed the model's context of {self.spec.context_length}")
-        return ForwardPass(self, seqs, [[token] for token in tokens])
+        return ForwardPass(self, graph or self.paced, seqs, [[token] for token in tokens])
 
     def extend(self, seq: PooledSequence, tokens: list[int]) -> np.ndarray:
-        """Append `tokens` to `seq`; return the logits [vocab] predicting the token after the last one."""
-        return self.begin_extend(seq, tokens).finish()[0]
+        """Append `tokens` to `seq` in one whole pass; return the logits [vocab] predicting the token after
+        the last one."""
+        return self.begin_extend(seq, tokens, WHOLE).finish()[0]
 
     def step(self, seqs: list[PooledSequence], tokens: list[int]) -> np.ndarray:
-        """Advance each sequence by its token in one forward pass; returns logits [len(seqs), vocab]."""
-        return self.begin_step(seqs, tokens).finish()
+        """Advance each sequence by its token in one whole pass; returns logits [len(seqs), vocab]."""
+        return self.begin_step(seqs, tokens, WHOLE).finish()
 
     def read_kv(self, seq: PooledSequence) -> np.ndarray:
         """A copy of the sequence's cache, [layers * 2 (key, value), kv_heads, len, head_dim] float32.
@@ -405,26 +436,27 @@ class FusedEngine:
         if any(getattr(seq, "_pool", None) is not self.pool for seq in seqs):
             raise ValueError("a sequence can only be extended by the engine that created it")
 
-    def _binding(self, segment: int, first: int, batch: int) -> _Binding:
-        """The IO binding of one segment for slots [first, first + batch): past and present share the pool's
-        memory. Bindings are made again after the pool's storage moved (it grew)."""
+    def _binding(self, graph: str, segment: int, first: int, batch: int) -> _Binding:
+        """The IO binding of one segment of a graph for slots [first, first + batch): past and present share
+        the pool's memory. Bindings are made again after the pool's storage moved (it grew)."""
         if self._bound_generation != self.pool.generation:
             self._bindings.clear()
             self._bound_generation = self.pool.generation
-        binding = self._bindings.get((segment, first, batch))
+        key = (graph, segment, first, batch)
+        binding = self._bindings.get(key)
         if binding is not None:
             return binding
-        spec, pool = self.spec, self.pool
-        io = self.segments[segment].session.io_binding()
+        spec, pool, segments = self.spec, self.pool, self._graphs[graph]
+        io = segments[segment].session.io_binding()
         shape = [batch, spec.num_kv_heads, spec.context_length, spec.head_dim]
-        for layer in self.segments[segment].layers:
+        for layer in segments[segment].layers:
             for k, kind in enumerate(KINDS):
                 address = pool.address(layer, k, first)
                 io.bind_input(f"past_{kind}.{layer}", "cpu", 0, np.float32, shape, address)
                 io.bind_output(f"present_{kind}.{layer}", "cpu", 0, np.float32, shape, address)
         logits = None
-        if segment == len(self.segments) - 1:
+        if segment == len(segments) - 1:
             logits = np.empty((batch, spec.vocab_size), np.float32)
             io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
-        binding = self._bindings[(segment, first, batch)] = _Binding(io, logits)
+        binding = self._bindings[key] = _Binding(io, logits)
         return binding

@@ -38,8 +38,10 @@ class PrefixCache:
         if cached is None:
             engine = self._engine()
             cached = engine.new_sequence()
+            # On the paced graph: in tick mode that is the segments, and a game that never calls `npc.ask`
+            # then never opens the whole graph.
             for start in range(0, len(key), PREFILL_CHUNK):
-                engine.extend(cached, list(key[start:start + PREFILL_CHUNK]))
+                engine.begin_extend(cached, list(key[start:start + PREFILL_CHUNK])).finish()
         self._entries[key] = cached
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

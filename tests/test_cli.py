@@ -17,9 +17,13 @@ def test_ask_json(tiny_bundle):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert {"text", "tokens", "ttft_ms", "decode_tok_s", "finish"} <= set(result)
+    assert (result["graph"], result["spinning"]) == ("whole", False)
     assert result["text"] and 0 < result["tokens"] <= 10
     again = json.loads(run("ask", tiny_bundle, "Who are you?", "--seed", "3", "--max-tokens", "10", "--json").stdout)
     assert again["text"] == result["text"]
+    spinning = json.loads(run("ask", tiny_bundle, "Who are you?", "--seed", "3", "--max-tokens", "10", "--json",
+                              "--spinning").stdout)
+    assert spinning["spinning"] is True and spinning["text"] == result["text"]
 
 
 def test_ask_streams_plain_text(tiny_bundle):

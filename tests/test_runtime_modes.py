@@ -136,15 +136,24 @@ def test_worker_mode_saves_and_restores_an_npc_between_steps(tiny_bundle, tmp_pa
             rt.remember(npc, 42)
 
 
-def test_a_tool_without_frames_runs_whole_passes_in_tick_mode(tiny_bundle):
+def test_each_caller_gets_the_graph_it_needs(tiny_bundle):
+    """Ticks run the segments (a frame's budget is kept a segment at a time); `npc.ask`, which has no frame
+    to keep, runs the whole graph, opened when first needed; a tool's Runtime(segmented=False) opens only it."""
     sampling = SamplingConfig(max_tokens=12)
     with Runtime(segmented=False) as rt:
         npc = rt.load_npc(tiny_bundle, seed=9, sampling=sampling)
-        assert len(npc._engine.segments) == 1
+        assert npc._engine.open_graphs == ["whole"]
         whole = [e for e in npc.ask("Where is the capital?") if e.kind == DONE][0].text
     with Runtime() as rt:
-        npc = rt.load_npc(tiny_bundle, seed=9, sampling=sampling)
-        assert len(npc._engine.segments) > 1  # tick mode keeps a frame's budget a segment at a time
-        assert [e for e in npc.ask("Where is the capital?") if e.kind == DONE][0].text == whole
+        ticking, asking = (rt.load_npc(tiny_bundle, seed=9, sampling=sampling) for _ in range(2))
+        rt.say(ticking, "Where is the capital?")
+        ticked = []
+        while not ticked:
+            rt.tick(budget_ms=50)
+            ticked = [e.text for e in rt.poll() if e.kind == DONE]
+        assert ticking._engine is asking._engine and asking._engine.open_graphs == ["segmented"]
+        assert ticked == [whole]
+        assert [e for e in asking.ask("Where is the capital?") if e.kind == DONE][0].text == whole
+        assert asking._engine.open_graphs == ["segmented", "whole"]
     with pytest.raises(InvalidArgumentError):
         Runtime(segmented="yes")

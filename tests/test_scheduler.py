@@ -26,7 +26,7 @@ class TimedEngine:
     segments (each `advance` moves the clock by its share)."""
 
     def __init__(self, engine, clock):
-        self.engine, self.clock, self.spec, self.segments = engine, clock, engine.spec, engine.segments
+        self.engine, self.clock, self.spec, self.segments = engine, clock, engine.spec, engine.graph(engine.paced)
         self.calls = []
 
     def new_sequence(self):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from lmpc_runtime import BundleFormatError, BundleMissingError, SequenceBusyError, StateError, read_bundle
-from lmpc_runtime.fused_engine import FusedEngine
+from lmpc_runtime.fused_engine import SEGMENTED, WHOLE, FusedEngine
 from lmpc_runtime.session import EngineOptions
 
 
@@ -25,18 +25,28 @@ def engines(bundle_path):
     return segmented, whole
 
 
+def paced_step(engine, seqs, tokens):
+    """A step on the engine's paced graph (the segments, in tick mode), run to its end."""
+    return engine.begin_step(seqs, tokens).finish()
+
+
 def assert_same_logits(bundle_path):
-    """Prefill chunks and batched decode steps give bit-identical logits segmented and whole."""
-    segmented, whole = engines(bundle_path)
-    assert len(segmented.segments) > 2 and len(whole.segments) == 1
+    """Prefill chunks and batched decode steps give bit-identical logits segmented and whole: one engine,
+    its paced passes on the segments and its synchronous ones on the whole graph."""
+    bundle = read_bundle(bundle_path)
+    engine = FusedEngine(str(bundle.model_path), bundle.model)
+    assert engine.paced == SEGMENTED and engine.open_graphs == [SEGMENTED]  # the whole graph is not needed yet
     runs = []
-    for engine in (segmented, whole):
+    for graph in (SEGMENTED, WHOLE):
         seqs = [engine.new_sequence() for _ in range(3)]
-        logits = [engine.extend(seq, prompt(n, 7 * i)) for i, (seq, n) in enumerate(zip(seqs, (5, 30, 12)))]
-        logits.append(engine.extend(seqs[1], prompt(9, 3)))  # a chunk onto a non-empty cache
+        logits = [engine.begin_extend(seq, prompt(n, 7 * i), graph).finish()[0]
+                  for i, (seq, n) in enumerate(zip(seqs, (5, 30, 12)))]
+        logits.append(engine.begin_extend(seqs[1], prompt(9, 3), graph).finish()[0])  # onto a non-empty cache
         for step in range(4):
-            logits.append(engine.step(seqs, [100 + step, 200 + step, 300 + step]))
+            logits.append(engine.begin_step(seqs, [100 + step, 200 + step, 300 + step], graph).finish())
         runs.append(logits)
+    assert engine.open_graphs == [SEGMENTED, WHOLE]
+    assert len(engine.graph(SEGMENTED)) > 2 and len(engine.graph(WHOLE)) == 1
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
@@ -98,7 +108,7 @@ def test_a_pass_runs_a_segment_at_a_time_and_holds_its_sequences(tiny_bundle):
     segmented.extend(other, prompt(4, 9))
     segmented.extend(third, prompt(3, 2))
     assert [s.slot for s in (seq, other, twin, third)] == [0, 1, 2, 3]
-    gathered = segmented.step([other, third], [1, 2])
+    gathered = paced_step(segmented, [other, third], [1, 2])
     assert seq.slot == 0 and abs(other.slot - third.slot) == 1
     refs = [whole.new_sequence() for _ in range(2)]
     whole.extend(refs[0], prompt(4, 9))
@@ -129,7 +139,7 @@ def test_the_pool_may_grow_while_a_pass_is_in_flight(tiny_bundle):
         whole.extend(ref, prompt(8 + i, i))
     np.testing.assert_array_equal(logits, whole.step(refs, [11, 12]))
     # And the cache the pass wrote survived the move: the next step still agrees.
-    np.testing.assert_array_equal(segmented.step(seqs, [13, 14]), whole.step(refs, [13, 14]))
+    np.testing.assert_array_equal(paced_step(segmented, seqs, [13, 14]), whole.step(refs, [13, 14]))
     assert all(len(seq) == 0 for seq in extra)
 
 
@@ -143,7 +153,7 @@ def test_a_cancelled_pass_leaves_the_cache_as_it_was(tiny_bundle):
     forward.advance()
     forward.cancel()
     assert len(seq) == 12 and not seq.busy and forward.done
-    np.testing.assert_array_equal(segmented.extend(seq, [42]), whole.extend(ref, [42]))
+    np.testing.assert_array_equal(paced_step(segmented, [seq], [42]), whole.step([ref], [42]))
 
 
 def test_bundles_without_segments_run_whole(tiny_copy):
@@ -153,7 +163,7 @@ def test_bundles_without_segments_run_whole(tiny_copy):
     manifest_path.write_bytes(msgpack.packb(manifest))
     bundle = read_bundle(tiny_copy)
     engine = FusedEngine(str(bundle.model_path), bundle.model)
-    assert len(engine.segments) == 1
+    assert engine.paced == WHOLE and engine.open_graphs == [WHOLE]
     assert engine.extend(engine.new_sequence(), prompt(5, 1)).shape == (bundle.model.vocab_size,)
 
 
@@ -185,5 +195,5 @@ def test_tick_mode_runs_segments_and_the_worker_runs_whole_passes(tiny_bundle):
     from lmpc_runtime import Runtime
 
     with Runtime() as ticked, Runtime(worker=True) as threaded:
-        assert len(ticked.load_npc(tiny_bundle)._engine.segments) > 1
-        assert len(threaded.load_npc(tiny_bundle)._engine.segments) == 1
+        assert ticked.load_npc(tiny_bundle)._engine.open_graphs == [SEGMENTED]
+        assert threaded.load_npc(tiny_bundle)._engine.open_graphs == [WHOLE]
