@@ -334,6 +334,11 @@ class FusedEngine:
     def open_graphs(self) -> list[str]:
         return sorted(self._graphs)
 
+    @property
+    def segments(self) -> int:
+        """Segments of a paced pass: the scheduler sizes passes so that each segment fits a frame's budget."""
+        return len(self.graph(self.paced))
+
     def _open_graph(self, pieces: list[tuple[str, range]]) -> list[_Segment]:
         segments = [self._open_segment(path, layers, k == 0, k == len(pieces) - 1)
                     for k, (path, layers) in enumerate(pieces)]

@@ -26,7 +26,7 @@ class TimedEngine:
     segments (each `advance` moves the clock by its share)."""
 
     def __init__(self, engine, clock):
-        self.engine, self.clock, self.spec, self.segments = engine, clock, engine.spec, engine.graph(engine.paced)
+        self.engine, self.clock, self.spec, self.segments = engine, clock, engine.spec, engine.segments
         self.calls = []
 
     def new_sequence(self):
@@ -86,7 +86,7 @@ def test_budget_is_respected_once_the_costs_are_learnt(world):
     for npc in npcs:
         rt.say(npc, "Tell me the news from the capital, please.")
     log = run_frames(rt, clock, 120)
-    segments = len(npcs[0]._engine.segments)
+    segments = npcs[0]._engine.segments
     assert segments > 1, "the tiny bundle is cut into segments"
     largest_segment = (PREFILL_FIXED + PREFILL_TOKEN * 256) / segments
     assert all(s.seconds <= 0.005 + largest_segment for s, _ in log)
@@ -228,7 +228,7 @@ def test_a_pass_longer_than_the_budget_runs_over_several_ticks(world):
     """A decode pass costs more than the budget, each of its segments less: every tick stops between two
     segments within budget + one segment, and the pass goes on in the next tick."""
     rt, clock, timed, (focus, _, _) = world
-    segment = (DECODE_FIXED + DECODE_SEQ) / len(timed.segments)
+    segment = (DECODE_FIXED + DECODE_SEQ) / timed.segments
     budget_s = 0.6 * (DECODE_FIXED + DECODE_SEQ)
     rt.say(focus, "Hello")
     log = run_frames(rt, clock, 400, budget_ms=1000 * budget_s)
@@ -237,7 +237,7 @@ def test_a_pass_longer_than_the_budget_runs_over_several_ticks(world):
     assert all(s.seconds <= budget_s + segment + 1e-9 for s in worked)
     # Once the costs are learnt, a tick runs as many segments as fit: more than one, fewer than a pass.
     settled = [s.steps for s in worked[20:] if set(s.step_kinds) == {"decode"}]
-    assert settled and 1 < max(settled) < len(timed.segments)
+    assert settled and 1 < max(settled) < timed.segments
 
 
 def test_cancel_in_the_middle_of_a_pass_frees_the_sequence(world):

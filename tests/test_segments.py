@@ -197,3 +197,14 @@ def test_tick_mode_runs_segments_and_the_worker_runs_whole_passes(tiny_bundle):
     with Runtime() as ticked, Runtime(worker=True) as threaded:
         assert ticked.load_npc(tiny_bundle)._engine.open_graphs == [SEGMENTED]
         assert threaded.load_npc(tiny_bundle)._engine.open_graphs == [WHOLE]
+
+
+def test_the_scheduler_sizes_passes_by_the_paced_graphs_segments(tiny_bundle):
+    """A pass is sized so that each of its segments, not the whole pass, fits a frame's budget."""
+    from lmpc_runtime import Runtime
+    from lmpc_runtime.scheduler import _segments
+
+    with Runtime() as ticked, Runtime(segmented=False) as whole:
+        engine = ticked.load_npc(tiny_bundle)._engine
+        assert _segments(engine) == len(engine.graph(SEGMENTED)) > 2
+        assert _segments(whole.load_npc(tiny_bundle)._engine) == 1
