@@ -7,6 +7,10 @@ and a short 40-odd-token prompt), the same number of threads, greedy decoding of
 tokens (no early stop), and are measured alternately, rep after rep, after a warm-up. llama.cpp runs
 SmolLM2 as Q8_0 requantised from the shipped GGUF, the peer of our int8 weights.
 
+In this process the two alternate, llama.cpp with its defaults; then (unless --no-regimes) the four
+regimes of benchmarks.regimes run each system in a process of its own: as shipped, both spinning,
+neither spinning, and beside a running game.
+
 Measured: decode tok/s; time to first token with the persona not cached (whole prompt prefilled)
 and cached (only the player's line); aggregate decode tok/s of 1, 2, 4 and 8 NPCs stepped together
 in one forward pass; peak RSS of a fresh process with one NPC loaded and talking; and, with
@@ -29,7 +33,7 @@ import numpy as np
 from lmpc_runtime import Runtime, read_bundle
 from lmpc_runtime.chat import ChatFormat
 
-from . import machine, rss_child
+from . import machine, regimes, rss_child
 from .llama_peer import LlamaPeer, q8_0_gguf, require_llama_cpp
 from .peers import Llama, Ours
 from .stats import ratios, spread
@@ -136,6 +140,10 @@ def run(args: argparse.Namespace) -> dict:
         summary["variants_decode_npc_tok_s"] = variants(args, ids["persona"] + ids["line"])
     if args.quality:
         summary["agreement_with_checkpoint"] = quality(args, gguf)
+    if args.regimes:
+        summary["regimes"] = regimes.run(argparse.Namespace(
+            bundle=args.bundle, threads=args.threads, reps=args.reps, warmup=args.warmup, new_tokens=args.new_tokens,
+            regimes=list(regimes.REGIMES), model_cache=args.model_cache, out=args.out))
     bundle = read_bundle(args.bundle, verify=False)
     info = machine.describe()
     return {
@@ -241,6 +249,8 @@ def markdown(report: dict) -> str:
                     f"{p['greedy_match']:.3f} |")
     rows += ["", f"Greedy tokens identical (ours vs llama.cpp) before the first divergence: "
                  f"{r['greedy_agreement']['llama.cpp']} of {r['greedy_tokens']}."]
+    if "regimes" in r:
+        rows += ["", "#" + regimes.markdown(r["regimes"]).rstrip()]
     return "\n".join(rows) + "\n"
 
 
@@ -261,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-model", type=Path, help="an optimum-kv-concat model to time with --variants")
     p.add_argument("--quality", action="store_true",
                    help="also score ours and llama.cpp against the float32 checkpoint (needs the export extra)")
+    p.add_argument("--no-regimes", dest="regimes", action="store_false",
+                   help="skip the four regimes (each system in its own process: benchmarks.regimes)")
     p.add_argument("--model-cache", type=Path, default=REPO / "build" / "cache",
                    help="the export cache `make` uses (the Q8_0 GGUF and the variants go in its bench/)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
