@@ -283,7 +283,7 @@ def markdown(report: dict) -> str:
         res, q = v["results"], v["ratios"]
         rows.append(
             f"| ({key}) {REGIMES[key]} | {_changed(key)} | {_fmt(res['lmpc']['decode_tok_s'])} | "
-            f"{_fmt(res['llama.cpp']['decode_tok_s'])} | **{_ratio(q['decode_tok_s'])}** | "
+            f"{_fmt(res['llama.cpp']['decode_tok_s'])} | {_ratio(q['decode_tok_s'])} | "
             f"{_fmt(res['lmpc']['ttft_cached_ms'])} | {_fmt(res['llama.cpp']['ttft_cached_ms'])} | "
             f"{_ratio(q['ttft_cached_ms'])} | {v['peak_rss_mb']['lmpc']:.0f} | {v['peak_rss_mb']['llama.cpp']:.0f} |")
     if "d" in r and "game_frames" in r["d"]:
@@ -309,7 +309,9 @@ def _fmt(v: dict) -> str:
 
 
 def _ratio(q: dict) -> str:
-    return f"{q['median']:.2f}× [{q['min']:.2f}–{q['max']:.2f}]"
+    """Times as fast as llama.cpp; bold where we are behind."""
+    text = f"{q['median']:.2f}× [{q['min']:.2f}–{q['max']:.2f}]"
+    return f"**{text}**" if q["median"] < 1 else text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,7 +137,7 @@ def regimes_headline(report: dict | None) -> list[str]:
     lines = []
     for key, v in report["regimes"].items():
         q = v["ratios"]["decode_tok_s"]
-        verdict = "slower than" if q["median"] < 1 else "faster than"
+        verdict = "slower than" if q["median"] < 0.95 else "faster than" if q["median"] > 1.05 else "level with"
         lines.append(f"- ({key}) {regimes.REGIMES[key]}: LMPC decodes **{verdict} llama.cpp Q8_0**, "
                      f"{_ahead(q)} ({v['results']['lmpc']['decode_tok_s']['median']:.0f} vs "
                      f"{v['results']['llama.cpp']['decode_tok_s']['median']:.0f} tok/s); first token with the "
