@@ -7,8 +7,9 @@ module as the child; each side imports only what it needs, so none pays for anot
     python -m benchmarks.rss_child transformers CHECKPOINT < job.json
 
 job.json: {"threads": 2, "new_tokens": 100, "lines": [player line, ...], "prompts": [[token ids], ...]}.
-Ours talks through the whole runtime (`Runtime.load_npc`, `Npc.ask`); the peers evaluate the same
-prompts (persona + line, as token ids) and decode greedily. The child prints one JSON object.
+Ours talks through the whole runtime as a game does (`Runtime.load_npc`, `say`, `tick`: the segments);
+the peers evaluate the same prompts (persona + line, as token ids) and decode greedily. The child prints
+one JSON object.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ def peak_rss_mb() -> float:
 
 
 def ours(bundle: str, job: dict) -> dict:
-    from lmpc_runtime import Runtime, SamplingConfig
+    from lmpc_runtime import DONE, Runtime, SamplingConfig
 
     with Runtime(threads=job["threads"], seed=1) as rt:
         start = time.perf_counter()
         npc = rt.load_npc(bundle, sampling=SamplingConfig(max_tokens=job["new_tokens"]))
         load_s, loaded_only = time.perf_counter() - start, peak_rss_mb()
-        for line in job["lines"]:
-            for _ in npc.ask(line):
-                pass
+        for line in job["lines"]:  # as a game talks: say, then tick until the reply is done
+            rt.say(npc, line)
+            while not any(event.kind == DONE for event in rt.poll()):
+                rt.tick(budget_ms=50)
         return {"peak_rss_mb": peak_rss_mb(), "after_load_mb": loaded_only, "load_s": load_s,
                 "context_tokens": npc.context_tokens}
 

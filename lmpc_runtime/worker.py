@@ -32,7 +32,11 @@ from .errors import InvalidArgumentError, LmpcError, StateError
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-SLICE_S = 0.008  # model work per wake-up before the thread pauses to honour its duty cycle
+# Model work per wake-up before the thread pauses to honour its duty cycle. The scheduler sizes passes to
+# fit it, and a pass pays a fixed cost (~13 ms on 2 cores) however few tokens it reads: at 8 ms a prompt
+# was read a few tokens a pass. Orlando's first words in the pygame example, worker mode, one run each:
+# 2.7-4.0 s at 8 ms, 1.9-4.9 s at 25 ms, 1.6-1.9 s at 50 ms (frame p99 1.04-1.12x the idle game's).
+SLICE_S = 0.05
 IDLE_WAIT_S = 0.05
 CALL_TIMEOUT_S = 30.0  # a synchronous call waits for at most the model step in flight; this only guards a stuck thread
 
