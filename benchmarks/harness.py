@@ -23,8 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import engine, machine, memory, plots, profiles, regimes, report, rss_child, scheduler
-from .llama_peer import EXTRA_BUFFER_TYPES
+from . import engine, llama_peer, machine, memory, plots, profiles, regimes, report, rss_child, scheduler
 from .peers import PEERS, Sources, Unavailable, open_system
 from .progress import Progress
 
@@ -102,6 +101,21 @@ def measure_threads(profile: profiles.Profile, threads: int, args, src: Sources,
                             "within": None if ceiling is None or ours_peak is None else ours_peak <= ceiling}}
 
 
+def llama_extra_buffers(args: argparse.Namespace, src: Sources, ids: dict) -> bool:
+    """Whether the in-process llama.cpp peers keep their extra buffer types (on, as llama.cpp ships): a child
+    process tries them first, since on some CPUs their kernel crashes, which would take the harness down."""
+    wanted = any(name.startswith("llama.cpp") for name in args.peers)
+    if not (llama_peer.EXTRA_BUFFER_TYPES and wanted and src.shipped_gguf is not None):
+        return llama_peer.EXTRA_BUFFER_TYPES
+    try:
+        llama_peer.require_llama_cpp()
+    except SystemExit:  # not installed: the llama.cpp peers will be reported as skipped
+        return llama_peer.EXTRA_BUFFER_TYPES
+    job = {"threads": 1, "persona": ids["persona"], "line": ids["line"], "spinning": False}
+    llama_peer.EXTRA_BUFFER_TYPES = regimes.extra_buffers_work(src.shipped_gguf, job)[0]
+    return llama_peer.EXTRA_BUFFER_TYPES
+
+
 def run(args: argparse.Namespace) -> dict:
     info = machine.describe()
     chosen = profiles.resolve(args.profiles)
@@ -111,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
              + ("llama.cpp Q8_0" in args.peers))
     bar = Progress(steps)
     results = {"machine": info, "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "prompt": engine.prompt_sizes(ids), "llama_extra_buffers": EXTRA_BUFFER_TYPES,
+               "prompt": engine.prompt_sizes(ids), "llama_extra_buffers": llama_extra_buffers(args, src, ids),
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "profiles": []}
     measured: dict[int, dict] = {}  # CPU runs by thread count, for a GPU profile that falls back to the CPU
     for profile in chosen:

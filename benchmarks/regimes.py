@@ -177,7 +177,7 @@ def extra_buffers_work(gguf: Path, job: dict) -> tuple[bool, str]:
         peer.close()
         return True, "on (llama.cpp's default)"
     except RuntimeError as exc:
-        return False, f"off on this machine: with them on, llama.cpp {exc} in a test child"
+        return False, f"off on this machine: with them on, {exc} in a test child"
 
 
 def run_regime(regime: str, paths: dict, job: dict, reps: int, warmup: int, extra_buffers: bool,

@@ -64,3 +64,10 @@ def test_the_report_says_where_we_lose():
     lines = report.regimes_headline(made)
     assert "slower than llama.cpp" in lines[0] and "**0.79×" in lines[0]
     assert "faster than llama.cpp" in lines[1] and "level with llama.cpp" in lines[2]
+
+
+def test_a_llama_child_that_dies_turns_the_extra_buffers_off(tmp_path):
+    """The probe runs in a child, so a crash (here: a GGUF that is not there) costs the harness nothing."""
+    works, why = regimes.extra_buffers_work(tmp_path / "missing.gguf", {"threads": 1, "persona": [5], "line": [6],
+                                                                       "spinning": False})
+    assert works is False and why.startswith("off on this machine: with them on, llama.cpp exited with 1")
