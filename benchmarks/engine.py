@@ -22,7 +22,6 @@ apart: read the same-run ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from lmpc_runtime.chat import ChatFormat
 from . import machine, regimes, rss_child
 from .llama_peer import LlamaPeer, q8_0_gguf, require_llama_cpp
 from .peers import Llama, Ours
-from .stats import ratios, spread
+from .stats import ratios, save, spread
 
 REPO = Path(__file__).resolve().parents[1]
 # 15 tokens of text, as the time-to-first-token target specifies.
@@ -278,10 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     report = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "engine.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, "engine", report, markdown(report))
     return 0
 
 

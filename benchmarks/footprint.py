@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .rss_child import peak_rss_mb
+from .stats import save
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -109,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {"bundle": str(args.bundle.relative_to(REPO) if args.bundle.is_relative_to(REPO) else args.bundle),
               "rows": measure(args.bundle)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "footprint.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "footprint.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, "footprint", report, markdown(report))
     return 0
 
 

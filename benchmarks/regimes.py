@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .stats import ratios, spread
+from .stats import ratios, save, spread
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -332,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     report = run(args)
-    (args.out / "regimes.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "regimes.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, "regimes", report, markdown(report))
     return 0
 
 

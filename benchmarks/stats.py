@@ -1,10 +1,12 @@
-"""Summaries of repeated timings, and timing two or more contenders in turns (PERF.md: same run, alternating,
-medians and spread after a warm-up)."""
+"""Summaries of repeated timings, timing two or more contenders in turns (PERF.md: same run, alternating,
+medians and spread after a warm-up), and writing a benchmark's results."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -35,3 +37,11 @@ def alternate(ours: Callable[[], object], peer: Callable[[], object], rounds: in
 def ratios(ours: list[float], peer: list[float]) -> dict:
     """Per-rep ratios ours / peer (reps pair up because they ran back to back)."""
     return spread([a / b for a, b in zip(ours, peer) if b])
+
+
+def save(out: Path, name: str, raw: dict, table: str) -> None:
+    """Write out/NAME.json (the raw numbers) and out/NAME.md (the table), and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(raw, indent=1) + "\n")
+    (out / f"{name}.md").write_text(table)
+    print(table)
