@@ -26,16 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 LINES = ("Who are you?", "Tell me of your father.", "What do you think of the High Priestess and her new tithe?")
 
-# (label, what the child loads and does)
+# (label, what the child loads and does, whether it adds to the row before: its difference is then shown)
 ROWS = [
-    ("Python, numpy, onnxruntime, tokenizers, hnswlib, the runtime", "imports"),
-    ("+ the model's sessions, whole graph", "engine"),
-    ("+ the model's tokenizer", "engine+tokenizer"),
-    ("one NPC loaded (adds the embedder, its tokenizer, the memories), tick mode", "npc"),
-    ("one NPC loaded and talking, tick mode (`say`/`tick`: the segments)", "talk"),
-    ("three NPCs of one bundle loaded and talking, tick mode", "talk3"),
-    ("one NPC loaded and talking through `npc.ask` (the whole graph; `segmented=False`)", "ask"),
-    ("three NPCs of one bundle talking through `npc.ask` (`segmented=False`)", "ask3"),
+    ("Python, numpy, onnxruntime, tokenizers, hnswlib, the runtime", "imports", False),
+    ("+ the model's sessions, whole graph", "engine", True),
+    ("+ the model's tokenizer", "engine+tokenizer", True),
+    ("one NPC loaded (adds the embedder, its tokenizer, the memories), tick mode", "npc", True),
+    ("one NPC loaded and talking, tick mode (`say`/`tick`: the segments)", "talk", True),
+    ("three NPCs of one bundle loaded and talking, tick mode", "talk3", True),
+    ("one NPC loaded and talking through `npc.ask` (the whole graph; `segmented=False`)", "ask", False),
+    ("three NPCs of one bundle talking through `npc.ask` (`segmented=False`)", "ask3", True),
 ]
 
 
@@ -79,12 +79,12 @@ def child(bundle: str, what: str) -> dict:
 
 def measure(bundle: Path) -> list[dict]:
     rows = []
-    for label, what in ROWS:
+    for label, what, adds in ROWS:
         done = subprocess.run([sys.executable, "-m", "benchmarks.footprint", "--child", what, "--bundle", str(bundle)],
                               capture_output=True, text=True, cwd=REPO)
         if done.returncode != 0:
             raise RuntimeError(f"{what}: {done.stderr.strip().splitlines()[-1:]}")
-        rows.append({"label": label, "what": what, **json.loads(done.stdout)})
+        rows.append({"label": label, "what": what, "adds": adds, **json.loads(done.stdout)})
     return rows
 
 
@@ -93,7 +93,7 @@ def markdown(report: dict) -> str:
              "| process | peak RSS (MB) | more than the row before (MB) |", "|---|---|---|"]
     previous = None
     for row in report["rows"]:
-        step = "" if previous is None or row["what"] in ("ask",) else f"{row['peak_rss_mb'] - previous:+.0f}"
+        step = f"{row['peak_rss_mb'] - previous:+.0f}" if row["adds"] else ""
         lines.append(f"| {row['label']} | {row['peak_rss_mb']:.0f} | {step} |")
         previous = row["peak_rss_mb"]
     return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .rss_child import peak_rss_mb
 from .stats import ratios, save, spread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,14 +72,7 @@ def child(side: str, path: str) -> None:
         tok_s, tokens = system.decode(job["persona"] + job["line"], job["new_tokens"])
         ttft = system.ttft_cached(job["persona"], job["line"])
         print(json.dumps({"decode_tok_s": tok_s, "ttft_cached_ms": ttft, "tokens": len(tokens),
-                          "peak_rss_mb": _peak_rss_mb()}), flush=True)
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+                          "peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
 class Child:
