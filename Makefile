@@ -47,18 +47,22 @@ bundle: $(DEMO_BUNDLE)/manifest.msgpack
 DEMO_EVAL := $(wildcard $(DEMO_SHEET:.toml=.eval.toml) $(DEMO_SHEET:.toml=.persona_test.toml) \
 	$(DEMO_SHEET:.toml=.apc_calibration.toml) $(DEMO_ADAPTER)/eval_report.json $(DEMO_ADAPTER)/eval_report.md)
 
-$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors $(DEMO_EVAL)
+# The writer's drills: the bundle recalls them as exchanges and cues.
+DEMO_DRILLS := $(wildcard $(DEMO_SHEET:.toml=.knowledge.toml))
+
+$(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors $(DEMO_EVAL) \
+		$(DEMO_DRILLS)
 	$(BIN)/lmpc build $(DEMO_SHEET) -o $(DEMO_BUNDLE) --adapter $(DEMO_ADAPTER)
 
 regulars: $(REGULARS:%=%/manifest.msgpack)
 
 # A regular with a committed adapter (examples/characters/NAME.lora) is built tuned (an export of a few
-# minutes, then cached); one without builds on the cached base model in about a second. The regulars ship
-# without recalled exchanges, which gained them nothing clear on their persona tests (3 seeds and greedy:
-# Marta 60.0 % with, 58.3 % without; Jory 66.4 % with, 66.8 % without; docs/results/training.md).
+# minutes, then cached); one without builds on the cached base model in about a second. Like Orlando, the
+# regulars recall the writer's drill exchange most like the player's line (3 seeds and greedy: Marta 78.8 %
+# with, 72.7 % without; Jory 68.6 % with, 69.9 % without; docs/results/training.md).
 build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack \
-		$(wildcard examples/characters/*.lora/adapter_model.safetensors)
-	$(BIN)/lmpc build $< -o build/$*.lmpc --no-exchanges \
+		$(wildcard examples/characters/*.lora/adapter_model.safetensors examples/characters/*.knowledge.toml)
+	$(BIN)/lmpc build $< -o build/$*.lmpc \
 		$(if $(wildcard examples/characters/$*.lora),--adapter examples/characters/$*.lora)
 
 # The C library for engines: build/capi/liblmpc.so and lmpc.h.
@@ -102,7 +106,7 @@ soak: bundle
 # two-sentence identity prompt, LoRA rank 16 on every layer, the epoch kept by the persona test; a stopped
 # run resumes where it was (--resume). Orlando in two stages, as his shipped adapter was made: three epochs
 # at 4e-4 with the memory note in 15 % of the drills, then two at 2e-4 with it in 70 % (he learns his
-# facts first, then to read his note). About 2 hours for Orlando and 25 minutes for each regular on 2 CPU
+# facts first, then to read his note). About 2 hours for Orlando and 35 minutes for each regular on 2 CPU
 # cores. Adapters land in build/NAME.lora; copy one to examples/characters/ only if its persona test is
 # better (docs/results/training.md).
 TRAIN_FLAGS := --generate 0 --writer-weight 1 --batch-size 8 --lora-rank 16 --threads 2 --resume
@@ -115,7 +119,7 @@ train-demo: setup
 		--epochs 2 --lr 2e-4 --note-share 0.7 --eval-fraction 0.03
 	for name in $(REGULAR_NAMES); do \
 		nice -n 10 $(BIN)/lmpc train examples/characters/$$name.toml -o build/$${name}_tuned.lmpc \
-			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --epochs 3 --lr 5e-4 --eval-fraction 0.05 || exit 1; \
+			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --epochs 4 --lr 4e-4 --eval-fraction 0.05 || exit 1; \
 	done
 
 # One round of APC-based DPO on top of the demo adapter (about 45 minutes on 2 busy cores): samples, scores,
