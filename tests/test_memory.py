@@ -94,8 +94,10 @@ def test_retrieval_finds_planted_memories_among_the_bundle_statements(real_npc):
 
 
 @pytest.mark.real_model
-def test_greetings_recall_nothing(real_npc):
-    assert real_npc.recall("Hello there!") == []
+def test_a_greeting_recalls_at_most_who_he_is(real_npc):
+    # The writer's drills answer greetings with his name and house (their cues lead there); nothing else
+    # is worth a greeting's tokens.
+    assert [m.source for m, _ in real_npc.recall("Hello there!")] in ([], ["facts[0]"])
 
 
 @pytest.mark.real_model
