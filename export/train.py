@@ -11,6 +11,12 @@ loss is taken, the replies, and where the CPU has bfloat16 instructions the forw
 bfloat16 autocast (1.5× faster per step on an AVX-512 BF16 core in a one-off timing, docs/results/training.md;
 the weights stay float32).
 
+A step's activations take about 2.4 MB per token of its batch (measured on SmolLM2-135M, LoRA on every
+layer, bfloat16 autocast: 7.2 GB for 8 samples of 400 tokens), far more than the model. So a step is cut
+into micro-batches of the batch's samples, their gradients summed before one optimizer step (the same
+step, up to rounding), as few as the memory limit allows by that estimate (`max_memory_gb`; default half
+the memory available when training starts).
+
 Every epoch is scored on the held-out dialogues and, when the sheet has a persona test, by answering
 that test greedily (`PersonaTestCallback`); the epoch with the best persona test (else the lowest
 held-out loss) is the one kept. Epochs are checkpointed: a run stopped midway resumes from its last
@@ -36,6 +42,15 @@ from .dataset import Rendered
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Log = Callable[[str], None]
+# Peak memory of a training step beyond the loaded model, per token of its batch: SmolLM2-135M (30 layers,
+# width 576, MLP 1536), measured at 8 × 200 and 8 × 400 tokens (the larger of the two ratios). Other
+# shapes scale it by layers × (width + MLP width).
+STEP_BYTES_PER_TOKEN = 2.4e6
+MEASURED_SHAPE = 30 * (576 + 1536)
+# What a run holds besides the model and one step's activations, by its end: the allocator keeps freed
+# blocks of the many batch shapes (Jory's epoch at micro-batches of 8 and of 4 both peaked about 2.5 GB
+# above model + activations; docs/results/training.md).
+RUN_OVERHEAD_BYTES = 2.5 * 2**30
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class TrainConfig:
     bf16: bool | None = None  # bfloat16 autocast; None: where the CPU (or GPU) supports it
     seed: int = 0
     threads: int | None = None
+    # A step's peak memory, model included; None: half the memory available when training starts.
+    max_memory_gb: float | None = None
 
     @property
     def lr(self) -> float:
@@ -144,6 +161,34 @@ def _trainer_class():
     return ReplyLossTrainer
 
 
+def micro_batch_size(batch_size: int, tokens: int, bytes_per_token: float, budget: float) -> int:
+    """The largest divisor of `batch_size` whose micro-batch of `tokens` tokens a sample keeps a step's
+    activations within `budget` bytes; 1 when none does."""
+    fits = [d for d in range(1, batch_size + 1) if batch_size % d == 0 and d * tokens * bytes_per_token <= budget]
+    return max(fits, default=1)
+
+
+def _memory_available() -> float:
+    """Bytes of memory available to a new allocation (MemAvailable), or infinity where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.inf
+
+
+def _resident_bytes() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def _dataset(rows: list[Rendered]):
     from datasets import Dataset
 
@@ -201,12 +246,14 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
             _load_adapter_weights(model, start)
     gpu = torch.cuda.is_available()
     autocast = bf16_supported() if config.bf16 is None else config.bf16
+    micro = config.batch_size if gpu else _micro_batch(model.config, train_rows + eval_rows, len(prefix), config)
     select_by_test = any(isinstance(c, PersonaTestCallback) for c in callbacks or [])
     args = SFTConfig(
         output_dir=str(work / "epochs"),
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=config.batch_size // micro,
+        per_device_eval_batch_size=micro,
         group_by_length=True,  # batches of similar lengths: little padding (samples run from 60 to 400 tokens)
         learning_rate=config.lr,
         lr_scheduler_type="cosine",
@@ -241,6 +288,15 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
     # Without progress bars the Trainer prints every log line to stdout; the report has them all.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _micro_batch(model_config, rows: list[Rendered], prefix: int, config: TrainConfig) -> int:
+    """The micro-batch for this run's longest sample (its shared persona prefix is cached, not trained)."""
+    limit = config.max_memory_gb * 2**30 if config.max_memory_gb else _memory_available() / 2
+    shape = model_config.num_hidden_layers * (model_config.hidden_size + model_config.intermediate_size)
+    longest = max(len(r.input_ids) for r in rows) - (prefix if config.share_prefix else 0)
+    return micro_batch_size(config.batch_size, longest, STEP_BYTES_PER_TOKEN * shape / MEASURED_SHAPE,
+                            limit - _resident_bytes() - RUN_OVERHEAD_BYTES)
 
 
 def check_start_adapter(start: Path, config: TrainConfig, info: dict) -> None:
@@ -378,6 +434,8 @@ def train(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[Rendered
         f"{f' on the last {config.lora_layers} layers' if config.lora_layers and not config.full else ''}, "
         f"lr {config.lr}, "
         f"{config.epochs} epochs of {math.ceil(len(train_rows) / config.batch_size)} steps"
+        + (f" (each in micro-batches of {trainer.args.per_device_train_batch_size}, to fit the memory limit)"
+           if trainer.args.gradient_accumulation_steps > 1 else "")
         + (f", starting from {start}" if start is not None else "")
         + (f", resuming from {checkpoints[-1].name}" if checkpoints else ""))
     before = trainer.evaluate()["eval_loss"]

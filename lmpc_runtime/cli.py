@@ -96,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
     config = train.TrainConfig(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                                full=args.full, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
                                lora_layers=args.lora_layers, bf16=args.bf16,
-                               seed=args.seed, threads=args.threads)
+                               seed=args.seed, threads=args.threads, max_memory_gb=args.max_memory)
     options = pipeline.TrainOptions(
         dialogues=Path(args.dialogues) if args.dialogues else None,
         knowledge=Path(args.knowledge) if args.knowledge else None, prompt_style=args.prompt_style,
@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA, 5e-5 full)")
     p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="SFT: a training step's peak memory; larger batches run in micro-batches (summed into the same "
+                   "step) to fit (default: half the memory available at the start)")
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-layers", type=int, help="adapt only the last N layers (cheaper steps; default: all)")
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")

@@ -29,7 +29,7 @@ from lmpc_runtime.memory.recall import Recalled  # noqa: E402
 from lmpc_export.dialogues import writer_dialogues  # noqa: E402
 from lmpc_export.tiny import make_tiny_checkpoint  # noqa: E402
 from lmpc_export.toml_writer import drop_empty, dumps  # noqa: E402
-from lmpc_export.train import TrainConfig, make_trainer, train  # noqa: E402
+from lmpc_export.train import TrainConfig, make_trainer, micro_batch_size, train  # noqa: E402
 
 FAST = TrainConfig(epochs=3, batch_size=4, learning_rate=3e-2, lora_rank=8, lora_alpha=16, lora_dropout=0.0)
 
@@ -108,6 +108,28 @@ def test_lora_lowers_the_loss_and_keeps_the_best_epoch(tiny):
 
     assert {t.dtype for t in load_file(out / "adapter_model.safetensors").values()} == {torch.float16}
     assert not (tmp / ".adapter.work").exists()
+
+
+def test_micro_batches_are_the_largest_that_fit():
+    assert micro_batch_size(8, 400, 2.4e6, 8 * 400 * 2.4e6) == 8
+    assert micro_batch_size(8, 400, 2.4e6, 8 * 400 * 2.4e6 - 1) == 4
+    assert micro_batch_size(6, 400, 2.4e6, 4 * 400 * 2.4e6) == 3  # a divisor of the batch, not 4
+    assert micro_batch_size(8, 400, 2.4e6, -1.0) == 1  # nothing fits: one sample at a time
+
+
+def test_micro_batches_take_the_same_steps_as_whole_batches(tiny):
+    tmp, checkpoint, train_rows, eval_rows = tiny
+    info = {"base_fingerprint": "fp", "persona_sha256": "p"}
+    config = replace(FAST, epochs=2, bf16=False)
+    whole = train(checkpoint, train_rows, eval_rows, config, tmp / "whole", info, progress=False)
+    # A limit below what the test process already holds leaves room for one sample a micro-batch.
+    tight = replace(config, max_memory_gb=0.01)
+    assert make_trainer(checkpoint, train_rows, eval_rows, tight, tmp / "m", progress=False).args \
+        .gradient_accumulation_steps == 4
+    micro = train(checkpoint, train_rows, eval_rows, tight, tmp / "micro", info, progress=False)
+    assert micro.steps == whole.steps
+    for a, b in zip(whole.epochs, micro.epochs):
+        assert b.eval_loss == pytest.approx(a.eval_loss, rel=1e-4)
 
 
 def test_training_goes_on_from_an_earlier_adapter(tiny):
