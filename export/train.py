@@ -162,31 +162,21 @@ def _trainer_class():
 
 
 def micro_batch_size(batch_size: int, tokens: int, bytes_per_token: float, budget: float) -> int:
-    """The largest divisor of `batch_size` whose micro-batch of `tokens` tokens a sample keeps a step's
+    """The largest divisor of `batch_size` whose micro-batch, at `tokens` tokens a sample, keeps a step's
     activations within `budget` bytes; 1 when none does."""
     fits = [d for d in range(1, batch_size + 1) if batch_size % d == 0 and d * tokens * bytes_per_token <= budget]
     return max(fits, default=1)
 
 
-def _memory_available() -> float:
-    """Bytes of memory available to a new allocation (MemAvailable), or infinity where unknown."""
+def _proc_kilobytes(path: str, field: str) -> float | None:
+    """A `field:  N kB` line of a /proc file, in bytes; None where there is no such file or line."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return math.inf
-
-
-def _resident_bytes() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
+    return None
 
 
 def _dataset(rows: list[Rendered]):
@@ -292,11 +282,12 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
 
 def _micro_batch(model_config, rows: list[Rendered], prefix: int, config: TrainConfig) -> int:
     """The micro-batch for this run's longest sample (its shared persona prefix is cached, not trained)."""
-    limit = config.max_memory_gb * 2**30 if config.max_memory_gb else _memory_available() / 2
+    available = _proc_kilobytes("/proc/meminfo", "MemAvailable")
+    limit = config.max_memory_gb * 2**30 if config.max_memory_gb else (available or math.inf) / 2
     shape = model_config.num_hidden_layers * (model_config.hidden_size + model_config.intermediate_size)
     longest = max(len(r.input_ids) for r in rows) - (prefix if config.share_prefix else 0)
     return micro_batch_size(config.batch_size, longest, STEP_BYTES_PER_TOKEN * shape / MEASURED_SHAPE,
-                            limit - _resident_bytes() - RUN_OVERHEAD_BYTES)
+                            limit - (_proc_kilobytes("/proc/self/status", "VmRSS") or 0) - RUN_OVERHEAD_BYTES)
 
 
 def check_start_adapter(start: Path, config: TrainConfig, info: dict) -> None:
