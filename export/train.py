@@ -217,6 +217,8 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
     if not train_rows or not eval_rows:
         raise ExportError(f"training needs samples on both sides of the split ({len(train_rows)} train, "
                           f"{len(eval_rows)} held out)")
+    if config.max_memory_gb is not None and not config.max_memory_gb > 0:
+        raise ExportError(f"the memory limit must be a positive number of GB, not {config.max_memory_gb}")
     prefix = train_rows[0].input_ids[: train_rows[0].prefix_length]
     if config.share_prefix and any(r.input_ids[: len(prefix)] != prefix for r in train_rows + eval_rows):
         raise ExportError("samples do not share one persona prefix; train with share_prefix=False")
@@ -243,7 +245,7 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
         num_train_epochs=config.epochs,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=config.batch_size // micro,
-        per_device_eval_batch_size=micro,
+        per_device_eval_batch_size=config.batch_size,  # no activations kept for a backward pass
         group_by_length=True,  # batches of similar lengths: little padding (samples run from 60 to 400 tokens)
         learning_rate=config.lr,
         lr_scheduler_type="cosine",

@@ -126,6 +126,8 @@ def test_micro_batches_take_the_same_steps_as_whole_batches(tiny):
     tight = replace(config, max_memory_gb=0.01)
     assert make_trainer(checkpoint, train_rows, eval_rows, tight, tmp / "m", progress=False).args \
         .gradient_accumulation_steps == 4
+    with pytest.raises(ExportError, match="memory limit"):
+        make_trainer(checkpoint, train_rows, eval_rows, replace(config, max_memory_gb=0), tmp / "z", progress=False)
     micro = train(checkpoint, train_rows, eval_rows, tight, tmp / "micro", info, progress=False)
     assert micro.steps == whole.steps
     for a, b in zip(whole.epochs, micro.epochs):
