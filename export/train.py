@@ -168,7 +168,7 @@ def micro_batch_size(batch_size: int, tokens: int, bytes_per_token: float, budge
     return max(fits, default=1)
 
 
-def _proc_kilobytes(path: str, field: str) -> float | None:
+def _proc_kilobytes(path: str, field: str) -> int | None:
     """A `field:  N kB` line of a /proc file, in bytes; None where there is no such file or line."""
     try:
         for line in Path(path).read_text().splitlines():
@@ -238,7 +238,7 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
             _load_adapter_weights(model, start)
     gpu = torch.cuda.is_available()
     autocast = bf16_supported() if config.bf16 is None else config.bf16
-    micro = config.batch_size if gpu else _micro_batch(model.config, train_rows + eval_rows, len(prefix), config)
+    micro = config.batch_size if gpu else _micro_batch(model.config, train_rows, len(prefix), config)
     select_by_test = any(isinstance(c, PersonaTestCallback) for c in callbacks or [])
     args = SFTConfig(
         output_dir=str(work / "epochs"),
@@ -283,7 +283,8 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
 
 
 def _micro_batch(model_config, rows: list[Rendered], prefix: int, config: TrainConfig) -> int:
-    """The micro-batch for this run's longest sample (its shared persona prefix is cached, not trained)."""
+    """The micro-batch for this run's longest training sample (its shared persona prefix is cached, not
+    trained; held-out batches stay whole, as they keep nothing for a backward pass)."""
     available = _proc_kilobytes("/proc/meminfo", "MemAvailable")
     limit = config.max_memory_gb * 2**30 if config.max_memory_gb else (available or math.inf) / 2
     shape = model_config.num_hidden_layers * (model_config.hidden_size + model_config.intermediate_size)
