@@ -366,9 +366,10 @@ class PersonaTestCallback:
                 chunk = todo[start:start + self.batch]
                 prompts = [self.prompt(replies[i], self.questions[i].lines[turn]) for i in chunk]
                 width = max(map(len, prompts))
-                ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts])
-                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
+                ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=model.device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+                with torch.no_grad(), torch.autocast(model.device.type, dtype=torch.bfloat16,
+                                                     enabled=bf16_supported()):
                     out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
                                          do_sample=False, repetition_penalty=1.15, eos_token_id=self.im_end,
                                          pad_token_id=self.pad)

@@ -134,6 +134,20 @@ def test_micro_batches_take_the_same_steps_as_whole_batches(tiny):
         assert b.eval_loss == pytest.approx(a.eval_loss, rel=1e-4)
 
 
+def test_the_training_memory_benchmark_runs_each_limit_in_its_own_process(tiny, tmp_path):
+    from benchmarks import train_memory
+
+    _, checkpoint, _, _ = tiny
+    job = {"checkpoint": str(checkpoint), "batch": 4, "tokens": 100, "steps": 1, "threads": 1}
+    rows = [train_memory.run_row({**job, "limit_gb": limit}) for limit in (0, 0.01)]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    assert [r["micro_batch"] for r in rows] == [4, 1]  # no limit: whole batches; a tiny one: one sample
+    assert all(r["peak_rss_mb"] >= r["after_load_mb"] > 0 and r["step_s"] > 0 for r in rows)
+    assert rows[1]["step_gb"] == pytest.approx(rows[0]["step_gb"] / 4)
+    report = train_memory.markdown({"cpu": "test", "threads": 1, "steps": 1, "rows": rows})
+    assert "| 4 × 100 | none | 4 |" in report and "| 4 × 100 | 0.01 GB | 1 |" in report
+
+
 def test_training_goes_on_from_an_earlier_adapter(tiny):
     tmp, checkpoint, train_rows, eval_rows = tiny
     info = {"base_fingerprint": "fp", "persona_sha256": "p", "prompt_style": "identity"}
