@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of drilled exchanges trained with the memory note (default 0.7)")
     p.add_argument("--exchanges", action=argparse.BooleanOptionalAction, default=False,
                    help="show samples that have a note the writer's exchange the runtime would recall with it "
-                   "(default: no; one more epoch so lost the demo NPC 4.5 points, docs/results/training.md)")
+                   "(default: no. The demo NPC trained so from zero: 78.6 %% against 77.8 %% without; one more "
+                   "epoch so on an adapter trained without: 4.5 points lost; docs/results/training.md)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="share of dialogues held out")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, help="learning rate (default 2e-4 for LoRA, 5e-5 full)")
