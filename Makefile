@@ -59,7 +59,8 @@ regulars: $(REGULARS:%=%/manifest.msgpack)
 # A regular with a committed adapter (examples/characters/NAME.lora) is built tuned (an export of a few
 # minutes, then cached); one without builds on the cached base model in about a second. Like Orlando, the
 # regulars recall the writer's drill exchange most like the player's line (3 seeds and greedy: Marta 78.8 %
-# with, 72.7 % without; Jory's first adapter on twice the drills 68.6 % with, 69.9 % without; docs/results/training.md).
+# with, 72.7 % without; Jory's adapter before --exchanges 68.6 % with, 69.9 % without;
+# docs/results/training.md).
 build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack \
 		$(wildcard examples/characters/*.lora/adapter_model.safetensors examples/characters/*.knowledge.toml)
 	$(BIN)/lmpc build $< -o build/$*.lmpc \
@@ -107,16 +108,19 @@ soak: bundle
 # run resumes where it was (--resume). Orlando, as his shipped adapter was made: three epochs from zero at
 # 4e-4, the memory note in 15 % of the drills and, beside each note, the writer's exchange the bundle would
 # recall (--exchanges). That one stage beat the two-stage recipe shipped before it (78.6 % against 77.2 %,
-# identity 89 % against 77 %; Jory so: 74.0 % against 68.6 %; docs/results/training.md). About 75 minutes for Orlando and 35 minutes for each
-# regular on 2 CPU cores (Orlando's run took 5 minutes on a lent GPU). Adapters land in build/NAME.lora;
-# copy one to examples/characters/ only if its persona test is better.
+# identity 89 % against 77 %); the regulars train with the exchange too (Jory: 74.0 % against 68.6 %;
+# docs/results/training.md). About 75 minutes for Orlando and 35 minutes for each regular on 2 CPU cores
+# (Orlando's run took 5 minutes on a lent GPU). Adapters land in build/NAME.lora; copy one to
+# examples/characters/ only if its persona test is better.
 TRAIN_FLAGS := --generate 0 --writer-weight 1 --batch-size 8 --lora-rank 16 --threads 2 --resume
 train-demo: setup
-	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc --adapter-out build/orlando_marlo.lora \
-		$(TRAIN_FLAGS) --epochs 3 --lr 4e-4 --note-share 0.15 --exchanges --eval-fraction 0.03
+	nice -n 10 $(BIN)/lmpc train $(DEMO_SHEET) -o build/orlando_marlo_tuned.lmpc \
+		--adapter-out build/orlando_marlo.lora $(TRAIN_FLAGS) --epochs 3 --lr 4e-4 --note-share 0.15 \
+		--exchanges --eval-fraction 0.03
 	for name in $(REGULAR_NAMES); do \
 		nice -n 10 $(BIN)/lmpc train examples/characters/$$name.toml -o build/$${name}_tuned.lmpc \
-			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --epochs 4 --lr 4e-4 --exchanges --eval-fraction 0.05 || exit 1; \
+			--adapter-out build/$$name.lora $(TRAIN_FLAGS) --epochs 4 --lr 4e-4 --exchanges \
+			--eval-fraction 0.05 || exit 1; \
 	done
 
 # One round of APC-based DPO on top of the demo adapter (about 45 minutes on 2 busy cores): samples, scores,

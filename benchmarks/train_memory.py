@@ -57,7 +57,7 @@ def random_rows(count: int, tokens: int, vocab: int, seed: int) -> list:
 
 def child(job: dict) -> dict:
     """One row, in this process: build the trainer under the limit, run the steps, report."""
-    from lmpc_export.train import TrainConfig, make_trainer
+    from lmpc_export.train import RUN_OVERHEAD_BYTES, TrainConfig, make_trainer, step_bytes_per_token
 
     checkpoint = Path(job["checkpoint"])
     vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
@@ -72,32 +72,29 @@ def child(job: dict) -> dict:
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
-    return {"micro_batch": trainer.args.per_device_train_batch_size, "peak_rss_mb": peak_rss_mb(),
-            "after_load_mb": loaded, "step_s": seconds / job["steps"]}
-
-
-def estimate_gb(batch: int, tokens: int, micro: int) -> dict:
-    """What `micro_batch_size` plans for: one micro-batch's activations, and the run's overhead beside."""
-    from lmpc_export.train import RUN_OVERHEAD_BYTES, STEP_BYTES_PER_TOKEN
-
-    step = micro * (tokens - PERSONA_TOKENS) * STEP_BYTES_PER_TOKEN
-    return {"step_gb": step / 2**30, "with_run_overhead_gb": (step + RUN_OVERHEAD_BYTES) / 2**30}
+    micro = trainer.args.per_device_train_batch_size
+    # What the limit was checked against: one micro-batch's activations (the persona is cached, not
+    # trained), and the run's overhead beside them.
+    step = micro * (tokens - PERSONA_TOKENS) * step_bytes_per_token(trainer.model.config)
+    return {"micro_batch": micro, "peak_rss_mb": peak_rss_mb(), "after_load_mb": loaded,
+            "step_s": seconds / job["steps"], "step_gb": step / 2**30,
+            "with_run_overhead_gb": (step + RUN_OVERHEAD_BYTES) / 2**30}
 
 
 def run_row(job: dict) -> dict:
     done = subprocess.run([sys.executable, "-m", "benchmarks.train_memory", "--child", json.dumps(job)],
                           capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
-        return {**job, "status": "failed", "reason": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**job, "status": "ok", **measured,
-            **estimate_gb(job["batch"], job["tokens"], measured["micro_batch"])}
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {**job, "status": "failed", "reason": reason}
+    return {**job, "status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def markdown(result: dict) -> str:
     rows = result["rows"]
     whole = next((r for r in rows if r["status"] == "ok" and r["limit_gb"] == 0), None)
-    lines = [f"# Training memory ({result['cpu']}, {result['threads']} threads, {result['steps']} steps a row)", "",
+    title = f"# Training memory ({result['cpu']}, {result['threads']} threads, {result['steps']} steps a row)"
+    lines = [title, "",
              "| batch × tokens | --max-memory | micro-batch | peak RSS | × whole batches | s / step | "
              "× whole batches | estimate: step / with run overhead |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -108,7 +105,8 @@ def markdown(result: dict) -> str:
             continue
         same = whole and (whole["batch"], whole["tokens"]) == (r["batch"], r["tokens"])
         lines.append(
-            f"| {r['batch']} × {r['tokens']} | {limit} | {r['micro_batch']} | {r['peak_rss_mb'] / 1024:.1f} GB | "
+            f"| {r['batch']} × {r['tokens']} | {limit} | {r['micro_batch']} | "
+            f"{r['peak_rss_mb'] / 1024:.1f} GB | "
             + (f"{r['peak_rss_mb'] / whole['peak_rss_mb']:.2f} | " if same else "| ")
             + f"{r['step_s']:.1f} | " + (f"{r['step_s'] / whole['step_s']:.2f} | " if same else "| ")
             + f"{r['step_gb']:.1f} / {r['with_run_overhead_gb']:.1f} GB |")
@@ -140,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     result = {"cpu": cpu_name(), "threads": args.threads, "steps": args.steps, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_memory.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "train_memory.md").write_text(markdown(result), encoding="utf-8")
-    sys.stderr.write(markdown(result))
+    report = markdown(result)
+    (args.out / "train_memory.md").write_text(report, encoding="utf-8")
+    sys.stderr.write(report)
 
 
 if __name__ == "__main__":

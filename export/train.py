@@ -282,14 +282,19 @@ def make_trainer(checkpoint: Path, train_rows: list[Rendered], eval_rows: list[R
     return trainer
 
 
+def step_bytes_per_token(model_config) -> float:
+    """A training step's activations per token of its batch, scaled from the measured shape."""
+    shape = model_config.num_hidden_layers * (model_config.hidden_size + model_config.intermediate_size)
+    return STEP_BYTES_PER_TOKEN * shape / MEASURED_SHAPE
+
+
 def _micro_batch(model_config, rows: list[Rendered], prefix: int, config: TrainConfig) -> int:
     """The micro-batch for this run's longest training sample (its shared persona prefix is cached, not
     trained; held-out batches stay whole, as they keep nothing for a backward pass)."""
     available = _proc_kilobytes("/proc/meminfo", "MemAvailable")
     limit = config.max_memory_gb * 2**30 if config.max_memory_gb else (available or math.inf) / 2
-    shape = model_config.num_hidden_layers * (model_config.hidden_size + model_config.intermediate_size)
     longest = max(len(r.input_ids) for r in rows) - (prefix if config.share_prefix else 0)
-    return micro_batch_size(config.batch_size, longest, STEP_BYTES_PER_TOKEN * shape / MEASURED_SHAPE,
+    return micro_batch_size(config.batch_size, longest, step_bytes_per_token(model_config),
                             limit - (_proc_kilobytes("/proc/self/status", "VmRSS") or 0) - RUN_OVERHEAD_BYTES)
 
 
