@@ -20,7 +20,7 @@ export HNSWLIB_NO_NATIVE := 1
 
 SOURCES := pyproject.toml $(shell find lmpc_runtime export -name '*.py' -o -name '*.typed' -o -name '*.txt')
 
-.PHONY: setup bundle regulars capi demo pygame-demo test bench fuzz kill9 soak train-demo clean
+.PHONY: setup bundle regulars village capi demo pygame-demo test bench fuzz kill9 soak train-demo clean
 
 setup: $(VENV)/.lmpc-installed
 
@@ -66,6 +66,19 @@ build/%.lmpc/manifest.msgpack: examples/characters/%.toml $(VENV)/.lmpc-installe
 	$(BIN)/lmpc build $< -o build/$*.lmpc \
 		$(if $(wildcard examples/characters/$*.lora),--adapter examples/characters/$*.lora)
 
+# The village: the three demo NPCs, each with its adapter applied at run time on one base model shared
+# beside them (build/village/*.lmpcbase): one engine and one copy of the weights for all three (the pygame
+# game plays it). A merged bundle decodes faster alone (benchmarks/results/adapters.md). After the merged
+# builds, so that one export runs at a time.
+VILLAGE_NAMES := orlando_marlo $(REGULAR_NAMES)
+VILLAGE := $(VILLAGE_NAMES:%=build/village/%.lmpc)
+village: $(VILLAGE:%=%/manifest.msgpack)
+
+build/village/%.lmpc/manifest.msgpack: examples/characters/%.toml examples/characters/%.lora/adapter_model.safetensors \
+		$(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack $(REGULARS:%=%/manifest.msgpack) \
+		$(wildcard examples/characters/*.knowledge.toml examples/characters/*.persona_test.toml)
+	$(BIN)/lmpc build $< -o build/village/$*.lmpc --adapter examples/characters/$*.lora --runtime-adapter
+
 # The C library for engines: build/capi/liblmpc.so and lmpc.h.
 capi: build/capi/liblmpc.so
 
@@ -83,10 +96,10 @@ demo: bundle
 	else $(BIN)/lmpc chat $(DEMO_BUNDLE) --seed 7 --script examples/demo_script.txt; fi
 
 # Opens a window when there is a display; without one it plays examples/pygame/scripts/visit.txt headless.
-pygame-demo: bundle regulars
+pygame-demo: village
 	$(BIN)/python -m examples.pygame
 
-test: bundle regulars
+test: bundle regulars village
 	LMPC_REAL_BUNDLE=$(DEMO_BUNDLE) LMPC_EXPECT_INSTALLED=1 $(BIN)/pytest -q
 
 # Long reliability runs (results in benchmarks/results/ and RELIABILITY.md); `make test` runs short versions.

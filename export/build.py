@@ -3,7 +3,12 @@
 The model stages (checkpoint, ONNX export, int8, parity) depend only on the model, not on the
 character, so their results are cached under the source's fingerprint (and the adapter's, when one is
 merged in) and shared by every character built on the same weights; a second build of any character on
-the base model takes seconds. An adapter is merged at export: the bundle holds one plain model.
+the base model takes seconds.
+
+An adapter is merged at export by default: the bundle holds one plain model, the fastest for a game with
+one character. With `runtime_adapter` the bundle carries only the adapter's tables (export/adapters.py)
+and names a base model, exported once with LoRA inputs into a directory beside the bundles
+(`<cache entry>.lmpcbase`): every NPC built so shares one engine and one copy of the weights.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from lmpc_runtime.persona import persona_text
 from lmpc_runtime.sampling import SamplingConfig
 from lmpc_runtime.sheet import CharacterSheet, load_sheet
 
+from . import adapters
 from . import checkpoint as ckpt
 from . import fused_graph, onnx_export, parity, segments
 from .dataset import persona_digest
@@ -60,6 +66,8 @@ SHIPPED_VARIANT = "int8"
 EMBEDDER_FILE = "embedder.onnx"
 EMBEDDER_TOKENIZER_FILE = "embedder_tokenizer.json"
 MEMORIES_FILE = "memories.msgpack"
+ADAPTER_FILE = "adapter.npz"
+BASE_SUFFIX = ".lmpcbase"
 # Fused models are also cut into segments (export/segments.py) so that a frame can stop between them:
 # this many layers each, and the LM head in this many parts (each about a layer's work). Chosen by
 # measurement on the busy 2-core machine (benchmarks/results/segments.md, scheduler.md): a one-layer
@@ -94,7 +102,8 @@ def special_tokens(tokenizer_json: Path) -> SpecialTokens:
     return SpecialTokens(im_start=im_start, im_end=im_end, banned=tuple(sorted(set(specials.values()) - {im_end})))
 
 
-def model_spec(config: dict, layout: str, file: str, sha256: str, context_length: int) -> ModelSpec:
+def model_spec(config: dict, layout: str, file: str, sha256: str, context_length: int,
+               lora_rank: int = 0) -> ModelSpec:
     heads = config["num_attention_heads"]
     return ModelSpec(
         file=file,
@@ -105,6 +114,7 @@ def model_spec(config: dict, layout: str, file: str, sha256: str, context_length
         head_dim=config.get("head_dim") or config["hidden_size"] // heads,
         vocab_size=config["vocab_size"],
         context_length=min(context_length, config.get("max_position_embeddings", context_length)),
+        lora_rank=lora_rank,
     )
 
 
@@ -113,17 +123,17 @@ MODEL_FILE = "model.onnx"
 DATA_FILE = fused_graph.data_path(Path(MODEL_FILE)).name
 
 
-def _export_fused(checkpoint: Path, work: Path, log: Log) -> dict[str, Path]:
+def _export_fused(checkpoint: Path, work: Path, log: Log, lora_rank: int = 0) -> dict[str, Path]:
     """Every fused variant (float32 as the graph's own parity baseline, int8, int4)."""
     weights = fused_graph.load_weights(checkpoint)
     models = {}
     for name, variant in fused_graph.VARIANTS.items():
         log(f"model: writing the fused graph ({name} weights)")
-        models[name] = fused_graph.export_fused(checkpoint, work / name / MODEL_FILE, variant, weights)
+        models[name] = fused_graph.export_fused(checkpoint, work / name / MODEL_FILE, variant, weights, lora_rank)
     return models
 
 
-def _export_optimum(checkpoint: Path, work: Path, log: Log) -> dict[str, Path]:
+def _export_optimum(checkpoint: Path, work: Path, log: Log, lora_rank: int = 0) -> dict[str, Path]:
     """The reference layout: optimum's export, then its layer weights as MatMulNBits int8."""
     log("model: exporting to ONNX with KV cache (optimum, text-generation-with-past)")
     fp32 = onnx_export.export_fp32(checkpoint, work / "fp32")
@@ -154,16 +164,20 @@ def check_adapter_base(adapter: Path, base_fingerprint: str) -> None:
 
 
 def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int = DEFAULT_CONTEXT,
-                  layout: str = DEFAULT_LAYOUT, adapter: Path | None = None) -> Path:
-    """Checkpoint (+ adapter) → ONNX variants → parity report → the shipped model, cached. Returns the
-    cache entry."""
+                  layout: str = DEFAULT_LAYOUT, adapter: Path | None = None, lora_rank: int = 0) -> Path:
+    """Checkpoint (+ adapter merged in) → ONNX variants → parity report → the shipped model, cached; with
+    `lora_rank`, a graph that takes adapters of that rank at run time. Returns the cache entry."""
     if layout not in LAYOUTS:
         raise ExportError(f"unknown model layout '{layout}' (known: {', '.join(LAYOUTS)})")
+    if lora_rank and (layout != fused_graph.LAYOUT or adapter is not None or lora_rank < 0):
+        raise ExportError("only a base model in the lmpc-gqa layout can take adapters at run time")
     shipped = SHIPPED_VARIANT if layout == fused_graph.LAYOUT else "int8"
     key = f"{source.stem}-{ckpt.source_fingerprint(source)}"
     if adapter is not None:
         check_adapter_base(adapter, ckpt.source_fingerprint(source))
         key += f"-lora-{ckpt.adapter_fingerprint(adapter)}"
+    if lora_rank:
+        key += f"-adapters-r{lora_rank}"
     entry = cache_dir / f"{key}-{layout}-{shipped}-v{EXPORT_VERSION}"
     done = entry / "export.json"
     if done.is_file():
@@ -187,14 +201,14 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     seconds["checkpoint"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    models = (_export_fused if layout == fused_graph.LAYOUT else _export_optimum)(checkpoint, work, log)
+    models = (_export_fused if layout == fused_graph.LAYOUT else _export_optimum)(checkpoint, work, log, lora_rank)
     seconds["onnx_export"] = time.perf_counter() - t
 
     t = time.perf_counter()
     log("model: checking parity of the ONNX models with the checkpoint")
     results = []
     for variant, path in models.items():
-        spec = model_spec(config, layout, path.name, "", context_length)
+        spec = model_spec(config, layout, path.name, "", context_length, lora_rank)
         result = parity.check_parity(variant, path, spec, chat, references)
         log(f"  {variant}: max |Δlogit| {result.max_logit_diff:.4f}, top-1 agreement {result.top1_agreement:.3f}, "
             f"greedy match {result.greedy_match:.3f}")
@@ -214,6 +228,7 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
         "fingerprint": entry.name,
         "layout": layout,
         "variant": shipped,
+        "lora_rank": lora_rank,
         "config": config,
         "seconds": seconds,
         "model_bytes": sum((work / name).stat().st_size for name in (MODEL_FILE, DATA_FILE)
@@ -225,13 +240,108 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     return entry
 
 
+def adapter_rank(adapter: Path) -> int:
+    """The rank of a peft LoRA adapter (what the base model must take to apply it exactly)."""
+    ckpt.adapter_fingerprint(adapter)
+    try:
+        return int(json.loads((adapter / ckpt.ADAPTER_CONFIG).read_text())["r"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{adapter}: {ckpt.ADAPTER_CONFIG} has no rank r: {exc}") from exc
+
+
+def prepare_adapter(adapter: Path, entry: Path, cache_dir: Path, log: Log) -> Path:
+    """The adapter as run-time tables for the base model of cache entry `entry` (exported with a LoRA
+    rank), with the parity of base + tables against the float32 checkpoint with the adapter merged in:
+    the same check, on the same prompts, as a merged export's. Cached; returns the cache entry."""
+    export = json.loads((entry / "export.json").read_text())
+    rank = export.get("lora_rank", 0)
+    if not rank:
+        raise ExportError(f"{entry.name} was exported without LoRA inputs; it cannot take an adapter")
+    fingerprint = ckpt.adapter_fingerprint(adapter)
+    out = cache_dir / f"adapter-{fingerprint}-on-{entry.name}"
+    if (out / "adapter.json").is_file():
+        log(f"adapter: cached ({out})")
+        return out
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t = time.perf_counter()
+    tables = adapters.low_rank_tables(adapter, export["config"], rank)
+    adapters.write_tables(tables, work / ADAPTER_FILE)
+    log(f"adapter: {adapter} as rank-{rank} tables "
+        + ", ".join(f"{group} keeps {share:.1%}" for group, share in tables.kept.items()))
+    model, _ = ckpt.load_checkpoint(entry / "checkpoint")
+    model = ckpt.merge_adapter(model, adapter)
+    special = special_tokens(entry / "checkpoint" / "tokenizer.json")
+    chat = ChatFormat.from_file(str(entry / "checkpoint" / "tokenizer.json"), special)
+    references = parity.reference_continuations(model, chat, new_tokens=24, im_end=special.im_end)
+    del model
+    spec = model_spec(export["config"], export["layout"], MODEL_FILE, "", DEFAULT_CONTEXT, rank)
+    result = parity.check_parity(f"{export['variant']}+adapter", entry / MODEL_FILE, spec, chat, references,
+                                 adapter=work / ADAPTER_FILE)
+    log(f"  {result.variant}: max |Δlogit| {result.max_logit_diff:.4f}, top-1 agreement "
+        f"{result.top1_agreement:.3f}, greedy match {result.greedy_match:.3f}")
+    parity.enforce_bounds(result)
+    (work / "adapter.json").write_text(json.dumps({
+        "adapter": str(adapter), "fingerprint": fingerprint, "base": entry.name, "rank": rank,
+        "kept": tables.kept, "parity": result.to_dict(), "seconds": time.perf_counter() - t,
+    }, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    work.rename(out)
+    return out
+
+
+def _model_files(entry: Path, export: dict, folder: Path, context_length: int) -> ModelSpec:
+    """Put the cache entry's model into `folder` (linked where possible), cut into segments; returns its spec."""
+    files = [name for name in (MODEL_FILE, DATA_FILE) if (entry / name).is_file()]
+    for name in files:
+        _link_or_copy(entry / name, folder / name)
+    spec = model_spec(export["config"], export["layout"], MODEL_FILE, sha256_file(folder / MODEL_FILE),
+                      context_length, export.get("lora_rank", 0))
+    if DATA_FILE in files:
+        spec = dataclasses.replace(spec, data_file=DATA_FILE, data_sha256=sha256_file(folder / DATA_FILE))
+    if spec.layout == fused_graph.LAYOUT:
+        pieces = segments.write_segments(folder / MODEL_FILE, folder, spec.num_layers, LAYERS_PER_SEGMENT,
+                                         HEAD_PARTS)
+        spec = dataclasses.replace(spec, segments=tuple(
+            GraphSegment(p.file, sha256_file(folder / p.file), p.first_layer, p.end_layer) for p in pieces))
+    return spec
+
+
+def _shared_base(entry: Path, export: dict, beside: Path, context_length: int) -> ModelSpec:
+    """The base model of `entry` in its directory beside the bundles (written once, then reused by every
+    bundle built on it; rewritten if its files differ from the entry's)."""
+    base = beside / f"{entry.name}{BASE_SUFFIX}"
+    _recover_dir(base)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{base.name}.", dir=beside))
+    try:
+        tmp.chmod(0o755)
+        spec = _model_files(entry, export, tmp, context_length)
+        present = base / MODEL_FILE
+        same = present.is_file() and sha256_file(present) == spec.sha256 and all(
+            (base / name).is_file() and sha256_file(base / name) == sha256
+            for name, sha256 in [(spec.data_file, spec.data_sha256)] + [(s.file, s.sha256) for s in spec.segments]
+            if name)
+        if same:
+            shutil.rmtree(tmp)
+        else:
+            _replace_dir(tmp, base)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dataclasses.replace(spec, base_dir=base.name)
+
+
 def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: Path,
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
                  training: dict | None = None, attachments: dict[str, Path] | None = None,
-                 prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = (), exchanges: bool = True) -> Path:
+                 prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = (), exchanges: bool = True,
+                 adapter_entry: Path | None = None) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
-    `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder;
+    `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder; a
+    model exported with a LoRA rank goes into its shared base directory beside `out` instead of the bundle,
+    and the bundle carries the adapter of `adapter_entry` (if any) for the runtime to apply;
     `training` is the adapter's training report, kept in the bundle's report. `attachments` (name in
     the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
     never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
@@ -245,20 +355,18 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
-        files = [name for name in (MODEL_FILE, DATA_FILE) if (entry / name).is_file()]
-        for name in files:
-            _link_or_copy(entry / name, tmp / name)
+        if export.get("lora_rank"):
+            spec = _shared_base(entry, export, out.parent, context_length)
+        else:
+            spec = _model_files(entry, export, tmp, context_length)
         shutil.copyfile(entry / "checkpoint" / "tokenizer.json", tmp / "tokenizer.json")
         special = special_tokens(tmp / "tokenizer.json")
-        spec = model_spec(export["config"], export["layout"], MODEL_FILE, sha256_file(tmp / MODEL_FILE),
-                          context_length)
-        if DATA_FILE in files:
-            spec = dataclasses.replace(spec, data_file=DATA_FILE, data_sha256=sha256_file(tmp / DATA_FILE))
-        if spec.layout == fused_graph.LAYOUT:
-            pieces = segments.write_segments(tmp / MODEL_FILE, tmp, spec.num_layers, LAYERS_PER_SEGMENT,
-                                             HEAD_PARTS)
-            spec = dataclasses.replace(spec, segments=tuple(
-                GraphSegment(p.file, sha256_file(tmp / p.file), p.first_layer, p.end_layer) for p in pieces))
+        adapter_section, adapter_report = {}, {}
+        if adapter_entry is not None:
+            adapter_report = json.loads((adapter_entry / "adapter.json").read_text())
+            _link_or_copy(adapter_entry / ADAPTER_FILE, tmp / ADAPTER_FILE)
+            adapter_section = {"adapter": {"file": ADAPTER_FILE, "sha256": sha256_file(tmp / ADAPTER_FILE),
+                                           "rank": adapter_report["rank"]}}
         persona_system, shots = persona_text(sheet, prompt_style)
         embedder = _write_embedder(embedder_entry, embedder_report, tmp)
         statements = sheet_statements(sheet, persona_system)
@@ -284,12 +392,14 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                          "dim": embedder.dim, "max_tokens": embedder.max_tokens, "min_score": embedder.min_score},
             "memories": {"file": MEMORIES_FILE, "sha256": sha256_file(tmp / MEMORIES_FILE),
                          "count": len(memories["ids"])},
+            **adapter_section,
             "report": {"export": {k: export.get(k) for k in ("source", "adapter", "fingerprint", "layout",
                                                               "variant", "seconds", "model_bytes")},
                        "parity": export["parity"],
                        "embedder": {k: embedder_report[k] for k in ("source", "fingerprint", "seconds",
                                                                      "model_bytes", "parity")},
-                       **({"training": training} if training else {})},
+                       **({"training": training} if training else {}),
+                       **({"adapter": adapter_report} if adapter_report else {})},
         }
         (tmp / MANIFEST_NAME).write_bytes(pack_manifest(manifest))
         for name, source in (attachments or {}).items():
@@ -306,7 +416,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
 
 def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Path | None = None,
           context_length: int = DEFAULT_CONTEXT, layout: str = DEFAULT_LAYOUT, adapter: Path | None = None,
-          exchanges: bool = True, log: Log = lambda _: None) -> Path:
+          exchanges: bool = True, runtime_adapter: bool = False, log: Log = lambda _: None) -> Path:
+    """Build the bundle `out` of the sheet at `sheet_path` (see the module's docstring)."""
     sheet = load_sheet(sheet_path)  # fail on a bad sheet before minutes of model work
     knowledge_file = knowledge_file_for(sheet_path)
     training = None
@@ -320,14 +431,23 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
                 "retrain it (`lmpc train`) for the best results")
         training = _adapter_json(adapter, ckpt.TRAINING_REPORT)
     cache_dir = cache_dir or default_cache_dir()
-    entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout, adapter)
+    adapter_entry = None
+    if runtime_adapter:
+        if adapter is None:
+            raise ExportError("a run-time adapter needs --adapter")
+        check_adapter_base(adapter, ckpt.source_fingerprint(source or ckpt.base_gguf()))
+        entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout,
+                              lora_rank=adapter_rank(adapter))
+        adapter_entry = prepare_adapter(adapter, entry, cache_dir, log)
+    else:
+        entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout, adapter)
     embedder_entry = prepare_embedder(cache_dir, log)
     log(f"bundle: writing {out}")
     return write_bundle(sheet, entry, embedder_entry, out, context_length,
                         sampling=TUNED_SAMPLING if adapter is not None else SamplingConfig(), training=training,
                         attachments=attachments(sheet_path, adapter), prompt_style=prompt_style,
                         knowledge=tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else (),
-                        exchanges=exchanges)
+                        exchanges=exchanges, adapter_entry=adapter_entry)
 
 
 def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:

@@ -23,6 +23,13 @@ Graph interface (B sequences, S new tokens each; C = KV buffer capacity, chosen 
     → present_key.{i}, present_value.{i}  the same buffers, written in place when bound to the same memory
 GroupQueryAttention accepts S > 1 on a non-empty cache only for B = 1: prefill runs one sequence at a
 time, decode steps batch any number.
+
+With `lora_rank` r > 0 the graph also takes low-rank updates at run time (per-NPC adapters of rank r on
+one copy of the base weights, see export/adapters.py). Each layer's four linear groups g (qkv, o, gate_up,
+down; K inputs, N outputs, n projections packed) add x · A_gᵀ · B_g to the base product, three nodes each:
+    lora_a.{i}.{g}  float32 [A, n·r, K]    A = 1 (every row uses the same adapter) or B (one per row)
+    lora_b.{i}.{g}  float32 [A, n·r, N]
+A sequence with no adapter is given zeros.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from .quantize import BlockQuantized, quantize
 
 LAYOUT = "lmpc-gqa"
 OPSET = 21
+# The linear groups of a layer, in the order the graph computes them, with the projections each packs.
+LINEAR_GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",), "gate_up": ("gate_proj", "up_proj"),
+                 "down": ("down_proj",)}
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class _GraphWriter:
 
 
 class FusedGraphBuilder:
-    def __init__(self, config: dict, weights: dict[str, np.ndarray], variant: Variant):
+    def __init__(self, config: dict, weights: dict[str, np.ndarray], variant: Variant, lora_rank: int = 0):
         if config.get("model_type", "llama") != "llama" or config.get("hidden_act", "silu") != "silu":
             raise ExportError("only LLaMA-style models (SiLU MLP) can be written in the fused layout")
         if not config.get("tie_word_embeddings", False) and "lm_head.weight" in weights:
@@ -119,6 +129,8 @@ class FusedGraphBuilder:
         self.vocab = config["vocab_size"]
         self.layers = config["num_hidden_layers"]
         self.eps = float(config.get("rms_norm_eps", 1e-6))
+        self.lora_rank = lora_rank
+        self.lora_inputs: list[tuple[str, list[int]]] = []  # (name, [group rank, K of A or N of B])
         self.g = _GraphWriter()
 
     def _w(self, name: str) -> np.ndarray:
@@ -135,15 +147,30 @@ class FusedGraphBuilder:
         return q, inputs
 
     def _linear(self, name: str, x: str, weight: np.ndarray) -> str:
-        """x [..., K] @ weight.T, weight [N, K] in torch Linear layout."""
+        """x [..., K] @ weight.T, weight [N, K] in torch Linear layout (plus the run-time adapter's update)."""
         out = f"{name}.out"
+        base = f"{name}.base" if self.lora_rank else out
         if self.variant.bits is None:
-            self.g.node("MatMul", [x, self.g.const(f"{name}.weight_t", weight.T)], [out], name)
-            return out
-        q, inputs = self._quantized(name, weight)
-        self.g.node("MatMulNBits", [x, *inputs], [out], name, domain="com.microsoft", K=q.k, N=q.n,
-                    bits=q.bits, block_size=q.block, accuracy_level=self.variant.accuracy_level)
+            self.g.node("MatMul", [x, self.g.const(f"{name}.weight_t", weight.T)], [base], name)
+        else:
+            q, inputs = self._quantized(name, weight)
+            self.g.node("MatMulNBits", [x, *inputs], [base], name, domain="com.microsoft", K=q.k, N=q.n,
+                        bits=q.bits, block_size=q.block, accuracy_level=self.variant.accuracy_level)
+        if self.lora_rank:
+            self._low_rank_update(name, x, base, out, weight.shape)
         return out
+
+    def _low_rank_update(self, name: str, x: str, base: str, out: str, shape: tuple[int, int]) -> None:
+        """out = base + (x [B, S, K] · lora_a [A, R, K]ᵀ → [B, S, R]) · lora_b [A, R, N] → [B, S, N]."""
+        layer, group = name.removeprefix("layer").split(".")
+        a, b = f"lora_a.{layer}.{group}", f"lora_b.{layer}.{group}"
+        rank = self.lora_rank * len(LINEAR_GROUPS[group])
+        self.lora_inputs += [(a, [rank, shape[1]]), (b, [rank, shape[0]])]
+        g = self.g
+        down = g.node("FusedMatMul", [x, a], [f"{name}.lora_down"], f"{name}.lora_a", domain="com.microsoft",
+                      transB=1)[0]
+        up = g.node("MatMul", [down, b], [f"{name}.lora_up"], f"{name}.lora_b")[0]
+        g.node("Add", [base, up], [out], f"{name}.lora_add")
 
     def _embedding_and_head(self) -> tuple[str, callable]:
         """Embeds input_ids; returns the embeddings and a function that applies the tied LM head."""
@@ -219,6 +246,8 @@ class FusedGraphBuilder:
             for kind in ("key", "value"):
                 inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, kv_shape))
                 outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT, kv_shape))
+        inputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["adapters", *dims])
+                   for name, dims in self.lora_inputs]
         graph = helper.make_graph(g.nodes, "lmpc_gqa", inputs, outputs, g.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                          helper.make_opsetid("com.microsoft", 1)],
@@ -243,16 +272,17 @@ def data_path(model_path: Path) -> Path:
 
 
 def export_fused(checkpoint: Path, out_path: Path, variant: Variant,
-                 weights: dict[str, np.ndarray] | None = None) -> Path:
-    """Write the `lmpc-gqa` graph of `checkpoint` with `variant` weights to `out_path`, its weights beside
-    it in `data_path(out_path)`. onnxruntime maps that file into memory rather than copying it: after
-    its kernels have repacked the weights, only the embedding rows actually read stay resident."""
+                 weights: dict[str, np.ndarray] | None = None, lora_rank: int = 0) -> Path:
+    """Write the `lmpc-gqa` graph of `checkpoint` with `variant` weights (taking adapters of rank
+    `lora_rank` at run time, if not 0) to `out_path`, its weights beside it in `data_path(out_path)`.
+    onnxruntime maps that file into memory rather than copying it: after its kernels have repacked the
+    weights, only the embedding rows actually read stay resident."""
     import onnx
 
     config = json.loads((checkpoint / "config.json").read_text())
     if weights is None:
         weights = load_weights(checkpoint)
-    model = FusedGraphBuilder(config, weights, variant).build()
+    model = FusedGraphBuilder(config, weights, variant, lora_rank).build()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     data_path(out_path).unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save_model(model, str(out_path), save_as_external_data=True, location=data_path(out_path).name)

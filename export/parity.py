@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmpc_runtime.adapters import read_adapter
 from lmpc_runtime.bundle import ModelSpec
 from lmpc_runtime.chat import ChatFormat
 from lmpc_runtime.engine import EngineOptions, open_engine
@@ -72,12 +73,15 @@ def reference_continuations(model, chat: ChatFormat, new_tokens: int, im_end: in
     return out
 
 
-def check_parity(variant: str, onnx_path: Path, spec: ModelSpec, chat: ChatFormat, references) -> Parity:
-    """Run the model through the runtime's engine along each reference continuation and compare."""
+def check_parity(variant: str, onnx_path: Path, spec: ModelSpec, chat: ChatFormat, references,
+                 adapter: Path | None = None) -> Parity:
+    """Run the model (with the adapter file `adapter` applied at run time) through the runtime's engine
+    along each reference continuation and compare."""
     engine = open_engine(str(onnx_path), spec, EngineOptions(threads=2))
+    applied = engine.attach_adapter(read_adapter(adapter)) if adapter is not None else None
     logits = []
     for prompt, continuation, _ in references:
-        seq = engine.new_sequence()
+        seq = engine.new_sequence(adapter=applied) if applied is not None else engine.new_sequence()
         logits.append(np.stack([engine.extend(seq, prompt)] + [engine.extend(seq, [tok]) for tok in continuation]))
     return compare(variant, logits, references)
 

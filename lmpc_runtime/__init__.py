@@ -11,6 +11,7 @@
 
 from .bundle import Bundle, read_bundle
 from .errors import (
+    AdapterError,
     BundleError,
     BundleFormatError,
     BundleIntegrityError,
@@ -65,7 +66,7 @@ __all__ = [
     "STARTED", "TEXT", "SENTENCE", "DONE", "ERROR", "SUMMARY", "LOADING", "LOADED",
     "FINISH_END", "FINISH_LENGTH", "FINISH_STOP", "FINISH_REPEAT", "FINISH_CANCELLED", "FINISH_FALLBACK",
     "FINISH_ERROR",
-    "AMBIENT", "FOCUS", "NORMAL", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError",
+    "AMBIENT", "AdapterError", "FOCUS", "NORMAL", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError",
     "BundleMissingError", "BundleVersionError", "CharacterSheet", "ContextOverflowError", "Event",
     "HookError", "InvalidArgumentError", "LmpcError", "Memory", "ModelError", "Npc",
     "RecallConfig", "Runtime", "SamplingConfig", "SaveCorruptError", "SaveError", "SaveFormatError",

@@ -61,6 +61,20 @@ class ModelSpec:
     # The same model as consecutive graphs that share the data file, so a forward pass can stop between
     # them (empty in bundles made before segments existed: the whole graph is then the only segment).
     segments: tuple[GraphSegment, ...] = ()
+    # > 0: the graph takes per-NPC LoRA adapters of this rank at run time (see adapters.py).
+    lora_rank: int = 0
+    # Where the model's files are: "" in the bundle itself, else a directory beside the bundle holding a
+    # base model that several bundles share (each carrying only its adapter).
+    base_dir: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """The NPC's LoRA adapter, applied at run time on the shared base model (see adapters.py)."""
+
+    file: str
+    sha256: str
+    rank: int
 
 
 @dataclass(frozen=True)
@@ -111,10 +125,19 @@ class Bundle:
     memories: MemoriesSpec
     report: dict[str, Any]
     manifest: dict[str, Any]
+    adapter: AdapterSpec | None = None
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path.parent / self.model.base_dir if self.model.base_dir else self.path
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.model.file
+        return self.model_dir / self.model.file
+
+    @property
+    def adapter_path(self) -> Path | None:
+        return self.path / self.adapter.file if self.adapter is not None else None
 
     @property
     def tokenizer_path(self) -> Path:
@@ -135,6 +158,24 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Hashes of big files checked in this process, by identity (device, inode, size, change time): a base
+# model shared by several bundles is hashed once, not at every NPC's load (150 MB take 0.3 s). Small
+# files are always hashed: it costs nothing, and an edit within the clock's tick would go unseen.
+_checked_hashes: dict[tuple[int, int, int, int], str] = {}
+_REMEMBERED_BYTES = 16 << 20
+
+
+def _sha256_checked(path: Path) -> str:
+    st = path.stat()
+    if st.st_size < _REMEMBERED_BYTES:
+        return sha256_file(path)
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
+    digest = _checked_hashes.get(identity)
+    if digest is None:
+        digest = _checked_hashes[identity] = sha256_file(path)
+    return digest
 
 
 def pack_manifest(manifest: dict[str, Any]) -> bytes:
@@ -223,10 +264,14 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 MAX_FILE_NAME = 255  # bytes: what common file systems allow
 
 
-def _checked_file(bundle_dir: Path, name: str, expected_sha256: str, verify: bool) -> None:
+def _check_plain_name(name: str, what: str, where: str) -> None:
     if os.sep in name or "/" in name or name in ("", ".", "..") or not name.isprintable() \
             or len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
-        raise BundleFormatError(f"manifest: file name {name[:80]!r} must be a plain name inside the bundle")
+        raise BundleFormatError(f"manifest: {what} {name[:80]!r} must be a plain name {where}")
+
+
+def _checked_file(bundle_dir: Path, name: str, expected_sha256: str, verify: bool) -> None:
+    _check_plain_name(name, "file name", "inside the bundle")
     path = bundle_dir / name
     try:
         present = path.is_file()
@@ -234,7 +279,7 @@ def _checked_file(bundle_dir: Path, name: str, expected_sha256: str, verify: boo
         raise BundleFormatError(f"{bundle_dir}: the manifest names {name!r}, which cannot be a file: {exc}") from exc
     if not present:
         raise BundleMissingError(f"{bundle_dir}: the manifest names {name}, which is missing")
-    if verify and sha256_file(path) != expected_sha256:
+    if verify and _sha256_checked(path) != expected_sha256:
         raise BundleIntegrityError(
             f"{path}: sha256 does not match the manifest (the file was changed, swapped or damaged)"
         )
@@ -261,7 +306,13 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         data_file=m.get("data_file", str, ""),
         data_sha256=m.get("data_sha256", str, ""),
         segments=_segments(m),
+        lora_rank=m.get("lora_rank", int, 0),
+        base_dir=m.get("base_dir", str, ""),
     )
+    if model.base_dir:
+        _check_plain_name(model.base_dir, "model.base_dir", "of a directory beside the bundle")
+    if model.lora_rank < 0 or (model.lora_rank and layout != "lmpc-gqa"):
+        raise BundleFormatError(f"{path}: model.lora_rank {model.lora_rank} (only lmpc-gqa models take adapters)")
     for name, value in (("num_layers", model.num_layers), ("num_kv_heads", model.num_kv_heads),
                         ("head_dim", model.head_dim), ("vocab_size", model.vocab_size),
                         ("context_length", model.context_length)):
@@ -316,19 +367,35 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
         memories=memories,
         report=top.get("report", dict, {}),
         manifest=manifest,
+        adapter=_adapter(top, model),
     )
     if bundle.chat_format != "chatml":
         raise BundleFormatError(f"{path}: chat format '{bundle.chat_format}' is not supported (only chatml)")
-    _checked_file(path, model.file, model.sha256, verify)
+    if model.base_dir and not bundle.model_dir.is_dir():
+        raise BundleMissingError(f"{path}: its base model {model.base_dir} is not beside it in {path.parent}")
+    _checked_file(bundle.model_dir, model.file, model.sha256, verify)
     if model.data_file:
-        _checked_file(path, model.data_file, model.data_sha256, verify)
+        _checked_file(bundle.model_dir, model.data_file, model.data_sha256, verify)
     for segment in model.segments:
-        _checked_file(path, segment.file, segment.sha256, verify)
+        _checked_file(bundle.model_dir, segment.file, segment.sha256, verify)
+    if bundle.adapter is not None:
+        _checked_file(path, bundle.adapter.file, bundle.adapter.sha256, verify)
     _checked_file(path, bundle.tokenizer_file, bundle.tokenizer_sha256, verify)
     _checked_file(path, embedder.file, embedder.sha256, verify)
     _checked_file(path, embedder.tokenizer_file, embedder.tokenizer_sha256, verify)
     _checked_file(path, memories.file, memories.sha256, verify)
     return bundle
+
+
+def _adapter(top: _Fields, model: ModelSpec) -> AdapterSpec | None:
+    if "adapter" not in top.data:
+        return None
+    a = top.sub("adapter")
+    adapter = AdapterSpec(file=a.get("file", str), sha256=a.get("sha256", str), rank=a.get("rank", int))
+    if adapter.rank != model.lora_rank:
+        raise BundleFormatError(f"manifest: adapter.rank {adapter.rank} does not match the model's "
+                                f"lora_rank {model.lora_rank}")
+    return adapter
 
 
 def _segments(model: _Fields) -> tuple[GraphSegment, ...]:

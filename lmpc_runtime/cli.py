@@ -37,7 +37,7 @@ def _build(args: argparse.Namespace) -> int:
     out = build.build(Path(args.sheet), Path(args.output), source=Path(args.base) if args.base else None,
                       cache_dir=Path(args.cache_dir) if args.cache_dir else None, context_length=args.context,
                       layout=args.layout, adapter=Path(args.adapter) if args.adapter else None,
-                      exchanges=args.exchanges, log=_log)
+                      exchanges=args.exchanges, runtime_adapter=args.runtime_adapter, log=_log)
     print(out)
     return 0
 
@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="where exported models are cached (default: $LMPC_CACHE or ~/.cache/lmpc)")
     p.add_argument("--context", type=int, default=2048, help="context window in tokens")
     p.add_argument("--adapter", help="a LoRA adapter directory (from `lmpc train`) to merge into the model")
+    p.add_argument("--runtime-adapter", action="store_true",
+                   help="carry the adapter in the bundle and apply it at run time, on a base model shared with "
+                   "every bundle built so beside it (a village of NPCs in one copy of the weights; about 0.75x "
+                   "the decode speed of a merged model, see benchmarks/results/adapters.md)"),
     p.add_argument("--exchanges", action=argparse.BooleanOptionalAction, default=True,
                    help="ship the writer's drills as exchanges the runtime recalls (default: yes; measure "
                    "with `lmpc eval` whether your character gains from them)")

@@ -51,6 +51,11 @@ class BundleFormatError(BundleError):
     """The manifest is malformed or oversized, or the model does not have the inputs the manifest promises."""
 
 
+class AdapterError(BundleError):
+    """An NPC's LoRA adapter cannot be applied: unreadable or corrupt, made for another base model, or of a
+    rank or shape the loaded model does not take."""
+
+
 class ModelError(LmpcError):
     """onnxruntime failed while running the model (out of memory, bad shapes)."""
 

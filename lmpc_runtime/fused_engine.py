@@ -19,6 +19,9 @@ onnxruntime prepacks the weights of each session, and Python cannot share them, 
 costs a second copy of the weights (~190 MB). A game in tick mode that never calls `npc.ask` opens only
 the segments; worker mode and `EngineOptions(segmented=False)` only the whole graph.
 
+A model exported with a LoRA rank takes per-NPC adapters at run time (see adapters.py): each sequence
+names its adapter (or none), and a batch of sequences with different adapters still runs as one pass.
+
 Not thread-safe: one thread drives an engine and its sequences.
 """
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .adapters import Adapter, LoraFeeds, is_lora_input, lora_layer
 from .bundle import ModelSpec
 from .errors import ContextOverflowError, ModelError, SequenceBusyError, StateError
 from .prefix_cache import PrefixCache
@@ -148,10 +152,12 @@ def _dead_ref() -> None:
 
 
 class PooledSequence:
-    """One sequence: `tokens[i]` is the token whose keys/values sit at position i of its pool slot."""
+    """One sequence: `tokens[i]` is the token whose keys/values sit at position i of its pool slot, computed
+    with `adapter`'s update of the weights (None: the base model's)."""
 
-    def __init__(self, pool: KvPool):
+    def __init__(self, pool: KvPool, adapter: Adapter | None = None):
         self.tokens: list[int] = []
+        self.adapter = adapter
         self._pool = pool
         self.slot = pool.acquire(self)
         self.in_flight: ForwardPass | None = None  # the pass writing positions len(self).. now
@@ -178,7 +184,7 @@ class PooledSequence:
     def fork(self) -> "PooledSequence":
         """An independent copy, in a slot of its own. Allowed while a pass is in flight: the pass writes
         only positions past the tokens, and the copy takes just the tokens' keys and values."""
-        twin = PooledSequence(self._pool)
+        twin = PooledSequence(self._pool, self.adapter)
         self._pool.copy(self.slot, twin.slot, len(self))
         twin.tokens = list(self.tokens)
         return twin
@@ -196,6 +202,8 @@ class _Binding:
 
     io: ort.IOBinding
     logits: np.ndarray | None  # [batch, vocab]
+    lora_key: tuple = ()  # the mix of adapters whose tables are bound (see LoraFeeds.feed)
+    lora_tables: dict | None = None  # kept alive while bound: onnxruntime reads them by address
 
 
 @dataclass
@@ -210,6 +218,7 @@ class _Segment:
     carried_in: list[str]
     carried_out: dict[str, list]
     last_read: list[str]  # tensors no later segment reads
+    lora_inputs: list[str]  # lora_{a,b}.{i}.{g} of its layers
 
 
 _PLACEHOLDER = ort.OrtValue.ortvalue_from_numpy(np.zeros(1, np.float32))
@@ -234,6 +243,7 @@ class ForwardPass:
         # OrtValues made once and bound to each segment: binding one costs a microsecond, binding a numpy
         # array tens of them, which adds up over a dozen segments.
         self._sizes = {"batch": ids.shape[0], "sequence": ids.shape[1]}
+        self._lora_key, self._lora_tables = engine.lora_feed([seqs[i].adapter for i in self._order])
         self._inputs = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
                         "seqlens_k": ort.OrtValue.ortvalue_from_numpy(totals - 1),
                         "total_sequence_length": ort.OrtValue.ortvalue_from_numpy(np.array(totals.max(), np.int32))}
@@ -262,6 +272,11 @@ class ForwardPass:
         io = binding.io
         for name in segment.step_inputs:
             io.bind_ortvalue_input(name, self._inputs[name])
+        if segment.lora_inputs and binding.lora_key != self._lora_key:
+            for name in segment.lora_inputs:
+                table = self._lora_tables[name]
+                io.bind_input(name, "cpu", 0, np.float32, list(table.shape), table.ctypes.data)
+            binding.lora_key, binding.lora_tables = self._lora_key, self._lora_tables
         for name in segment.carried_in:
             io.bind_ortvalue_input(name, self._carried[name])
         for name, shape in segment.carried_out.items():
@@ -327,6 +342,7 @@ class FusedEngine:
                                        for s in spec.segments]
         self.paced = SEGMENTED if SEGMENTED in self._pieces else WHOLE  # the graph `begin_*` passes run
         self._graphs: dict[str, list[_Segment]] = {}
+        self.lora = LoraFeeds({})
         self.graph(self.paced)
         self.pool = KvPool(spec.num_layers, spec.num_kv_heads, spec.context_length, spec.head_dim)
         self.prefixes = PrefixCache(self, max_prefixes)
@@ -368,8 +384,9 @@ class FusedEngine:
         inputs = {i.name: i.shape for i in session.get_inputs()}
         outputs = {o.name: o.shape for o in session.get_outputs()}
         kv = {f"past_{kind}.{i}" for i in layers for kind in KINDS}
+        lora = sorted(name for name in inputs if is_lora_input(name))
         # Lengths are read by the attention of each layer; token ids by the embedding of the first segment.
-        standard = ({"input_ids"} if first else set()) | (set(_LENGTH_INPUTS) if layers else set()) | kv
+        standard = ({"input_ids"} if first else set()) | (set(_LENGTH_INPUTS) if layers else set()) | kv | set(lora)
         carried_in = sorted(set(inputs) - standard - {"input_ids"})
         expected = standard | set(carried_in)
         problems = sorted(expected - set(inputs))
@@ -386,14 +403,45 @@ class FusedEngine:
             problems.append(f"unexpected outputs {sorted(carried_out)}")
         problems += [f"{name} has shape {shape}" for name, shape in carried_out.items()
                      if not all(isinstance(dim, int) or dim in ("batch", "sequence") for dim in shape)]
+        problems += self._lora_problems({name: inputs[name] for name in lora}, layers)
         refuse_mismatched_graph(path, problems)
-        return _Segment(session, layers, sorted(standard - kv), carried_in, carried_out, [])
+        return _Segment(session, layers, sorted(standard - kv - set(lora)), carried_in, carried_out, [], lora)
 
-    def new_sequence(self, prefix: list[int] = ()) -> PooledSequence:
-        """An empty sequence, or one holding `prefix` (its cache computed once, then copied)."""
+    def _lora_problems(self, inputs: dict[str, list], layers: range) -> list[str]:
+        """What is wrong with a segment's LoRA inputs (none if the manifest promises none); records their
+        shapes [n·r, K or N] for LoraFeeds."""
+        if not self.spec.lora_rank:
+            return [f"unexpected input {name}" for name in inputs][:1]
+        problems = []
+        for name, shape in inputs.items():
+            if lora_layer(name) not in layers or len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]) \
+                    or shape[1] % self.spec.lora_rank:
+                problems.append(f"{name} has shape {shape}")
+            else:
+                self.lora.shapes[name] = (shape[1], shape[2])
+        if layers and not inputs:
+            problems.append(f"no LoRA inputs for layers {layers.start}..{layers.stop - 1}")
+        return problems
+
+    def new_sequence(self, prefix: list[int] = (), adapter: Adapter | None = None) -> PooledSequence:
+        """An empty sequence, or one holding `prefix` (its cache computed once, then copied), run with
+        `adapter` (one that `attach_adapter` returned) or the base weights."""
         if prefix:
-            return self.prefixes.sequence(list(prefix))
-        return PooledSequence(self.pool)
+            return self.prefixes.sequence(list(prefix), adapter)
+        return PooledSequence(self.pool, adapter)
+
+    def attach_adapter(self, adapter: Adapter) -> Adapter:
+        """Check that `adapter` fits this model (AdapterError if not); returns the copy to give
+        `new_sequence` (NPCs loading the same adapter file share one)."""
+        return self.lora.attach(adapter)
+
+    def lora_feed(self, adapters: list[Adapter | None]) -> tuple[tuple, dict[str, np.ndarray] | None]:
+        """The tables to bind for batch rows using `adapters` (nothing for a model without LoRA inputs)."""
+        if not self.lora.shapes:
+            if any(adapters):
+                raise StateError("a sequence names an adapter, but this model takes none")
+            return (), None
+        return self.lora.feed(adapters)
 
     def begin_extend(self, seq: PooledSequence, tokens: list[int], graph: str | None = None) -> ForwardPass:
         """Start appending `tokens` to `seq` (see ForwardPass; its logits have one row), on the paced graph
@@ -438,10 +486,11 @@ class FusedEngine:
         block = self.pool.storage[:, :, seq.slot, :, :length]  # [layers, 2, kv_heads, len, head_dim]
         return block.reshape(2 * spec.num_layers, spec.num_kv_heads, length, spec.head_dim).copy()
 
-    def load_kv(self, tokens: list[int], kv: np.ndarray) -> PooledSequence:
-        """A new sequence holding `tokens` with the cache `kv` (as `read_kv` returns it)."""
+    def load_kv(self, tokens: list[int], kv: np.ndarray, adapter: Adapter | None = None) -> PooledSequence:
+        """A new sequence holding `tokens` with the cache `kv` (as `read_kv` returns it, computed with
+        `adapter`)."""
         spec, length = self.spec, len(tokens)
-        seq = PooledSequence(self.pool)
+        seq = PooledSequence(self.pool, adapter)
         self.pool.storage[:, :, seq.slot, :, :length] = kv.reshape(
             spec.num_layers, 2, spec.num_kv_heads, length, spec.head_dim)
         seq.tokens = list(tokens)

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .adapters import Adapter
 from .bundle import Bundle, read_memories
 from .chat import ChatFormat
 from .engine import Engine
@@ -98,10 +99,11 @@ class Npc:
     """A character the player can talk to. Not thread-safe: drive it from one thread."""
 
     def __init__(self, npc_id: str, bundle: Bundle, engine: Engine, chat: ChatFormat, embedder: Embedder,
-                 seed: int | None = None, sampling: SamplingConfig | None = None):
+                 seed: int | None = None, sampling: SamplingConfig | None = None, adapter: Adapter | None = None):
         self.id = npc_id
         self.bundle = bundle
         self._engine = engine
+        self.adapter = adapter  # its LoRA adapter on the engine's shared base model (None: the weights as they are)
         self.chat = chat
         self.sampling = sampling or bundle.sampling
         self.rng = np.random.default_rng(seed)
@@ -112,7 +114,7 @@ class Npc:
         self.facts = GameState()
         self._personas: dict[str, list[int]] = {}  # persona tokens by the player's name ({{user}})
         # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
-        self._seq = engine.new_sequence(self.persona_tokens)
+        self._seq = self.new_sequence(self.persona_tokens)
         self.hooks = TextHooks()
         self.game_time: float | None = None  # stamped on memories and summaries the NPC makes
         self.turn = 0  # player lines started so far; lorebook timers count these
@@ -129,6 +131,12 @@ class Npc:
     @property
     def name(self) -> str:
         return self.bundle.character.name
+
+    def new_sequence(self, prefix: list[int] = ()):
+        """A sequence of the NPC's engine, run with the NPC's adapter."""
+        if self.adapter is None:
+            return self._engine.new_sequence(prefix)
+        return self._engine.new_sequence(prefix, self.adapter)
 
     @property
     def persona_tokens(self) -> list[int]:
@@ -352,7 +360,7 @@ class Npc:
         return Reply(
             reply_id=self.next_reply_id(),
             npc_id=self.id,
-            seq=self._engine.new_sequence(),
+            seq=self.new_sequence(),
             todo=summary_prompt(self.chat, self.name, player, exchanges, limit),
             # Greedy decoding never draws from the generator: the NPC's own stays untouched.
             sampler=Sampler(SUMMARY_SAMPLING, np.random.default_rng(0), banned=self.bundle.special.banned),

@@ -23,25 +23,30 @@ class PrefixCache:
         # memory the garbage collector does not see) alive until a full collection.
         self._engine = weakref.ref(engine)
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        # (adapter fingerprint or "", prefix tokens) → a sequence holding them: an adapter changes the cache.
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], Any] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, prefix: list[int]) -> bool:
-        return tuple(prefix) in self._entries
+        return ("", tuple(prefix)) in self._entries
 
-    def sequence(self, prefix: list[int]) -> Any:
-        """A new sequence of the engine that already holds `prefix` (computed now if not cached)."""
-        key = tuple(prefix)
+    def holds(self, prefix: list[int], adapter: Any = None) -> bool:
+        return (getattr(adapter, "fingerprint", ""), tuple(prefix)) in self._entries
+
+    def sequence(self, prefix: list[int], adapter: Any = None) -> Any:
+        """A new sequence of the engine that already holds `prefix` (computed now if not cached), run with
+        `adapter` (None: the base weights)."""
+        key = (getattr(adapter, "fingerprint", ""), tuple(prefix))
         cached = self._entries.pop(key, None)
         if cached is None:
             engine = self._engine()
-            cached = engine.new_sequence()
+            cached = engine.new_sequence(adapter=adapter) if adapter is not None else engine.new_sequence()
             # On the paced graph: in tick mode that is the segments, and a game that never calls `npc.ask`
             # then never opens the whole graph.
-            for start in range(0, len(key), PREFILL_CHUNK):
-                engine.begin_extend(cached, list(key[start:start + PREFILL_CHUNK])).finish()
+            for start in range(0, len(prefix), PREFILL_CHUNK):
+                engine.begin_extend(cached, list(prefix[start:start + PREFILL_CHUNK])).finish()
         self._entries[key] = cached
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -28,6 +28,7 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
+from .adapters import read_adapter
 from .bundle import read_bundle, read_manifest
 from .chat import ChatFormat
 from .engine import Engine, EngineOptions, open_engine
@@ -159,6 +160,7 @@ class Runtime:
         engine = self._engines.get(key)
         if engine is None:
             engine = open_engine(str(bundle.model_path), bundle.model, self.options)
+        adapter = read_adapter(bundle.adapter_path, bundle.adapter.sha256) if bundle.adapter is not None else None
         progress("opening the memory")
         embedder = self._embedders.get(bundle.embedder.sha256)
         if embedder is None:
@@ -169,9 +171,11 @@ class Runtime:
             tokenizer = self._tokenizers[bundle.tokenizer_sha256] = Tokenizer.from_file(str(bundle.tokenizer_path))
         chat = ChatFormat(tokenizer, bundle.special)
         progress("reading the persona")
-        # The NPC's cache is taken from the engine's prefix cache, so it is made where the engine is driven.
+        # The NPC's cache is taken from the engine's prefix cache, so it is made where the engine is driven;
+        # so is the adapter attached (the engine keeps one copy per adapter file).
         npc = self._on_model(lambda: Npc(request.npc_id, bundle, engine, chat, embedder, seed=request.seed,
-                                         sampling=request.sampling))
+                                         sampling=request.sampling,
+                                         adapter=engine.attach_adapter(adapter) if adapter is not None else None))
         return npc, key, engine
 
     def _admit(self, opened: tuple[Npc, tuple[str, str], Engine], priority: float) -> Npc:

@@ -12,9 +12,10 @@ The payload holds the conversation (history, turn counters, summary progress), t
 game time, the sampler's random generator state, the lorebook timers, the memories the NPC gained in
 play (texts, metadata and int8 embedding codes), the texts of bundle memories it forgot, and, only if
 asked, the KV cache. Without the cache, the next reply simply prefills the prompt again. The index is
-rebuilt from the codes (see memory/store.py). A save belongs to one bundle name and one model (sha256):
-a save from another character or model is refused, but a rebuilt bundle of the same character on the
-same model (new lore, more memories) still loads it.
+rebuilt from the codes (see memory/store.py). A save belongs to one bundle name and one model (sha256),
+and names the NPC's adapter (sha256) when it has one: a save from another character, model or adapter is
+refused, but a rebuilt bundle of the same character on the same model (new lore, more memories) still
+loads it.
 
 Reading checks, in order: the magic (another kind of file), the version (a newer LMPC), the length (a
 truncated file), the checksum (a damaged one), msgpack with explicit limits, then every field. The new
@@ -177,7 +178,8 @@ def _state(npc: Npc, include_kv: bool) -> dict[str, Any]:
     own = [m.id for m in store if m.id >= OWN_FIRST_ID]
     state: dict[str, Any] = {
         "format": SAVE_FORMAT,
-        "bundle": {"name": bundle.name, "model_sha256": bundle.model.sha256},
+        "bundle": {"name": bundle.name, "model_sha256": bundle.model.sha256,
+                   "adapter_sha256": npc.adapter.fingerprint if npc.adapter is not None else ""},
         "history": [list(exchange) for exchange in now.history],
         "turn": now.turn,
         "summarised_turns": now.summarised_turns,
@@ -208,6 +210,10 @@ def _restore(npc: Npc, state: dict[str, Any]) -> NpcState:
     if bundle.get("model_sha256") != npc.bundle.model.sha256:
         raise SaveMismatchError("this save was made with another model than this NPC's bundle runs "
                                 "(model sha256 differs)")
+    adapter = npc.adapter.fingerprint if npc.adapter is not None else ""
+    if bundle.get("adapter_sha256", "") != adapter:
+        raise SaveMismatchError("this save was made with another adapter than this NPC's bundle carries "
+                                "(adapter sha256 differs)")
 
     history = state["history"]
     if not isinstance(history, list) or len(history) > MAX_HISTORY or not all(
@@ -288,7 +294,11 @@ def _restore_kv(now: NpcState, persona_tokens: list[int], kv: Any):
     if not isinstance(data, bytes) or len(data) != int(np.prod(shape)) * 4:
         raise InvalidArgumentError("kv.data does not match the model's cache shape")
     # load_kv copies the cache into the engine's own memory: the bytes are read in place, not copied first.
-    return now.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").reshape(shape))
+    cache = np.frombuffer(data, dtype="<f4").reshape(shape)
+    adapter = getattr(now.seq, "adapter", None)  # the NPC's, checked against the save's above
+    if adapter is None:
+        return now.engine.load_kv(tokens, cache)
+    return now.engine.load_kv(tokens, cache, adapter)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,5 +1,6 @@
 """The pygame example game with the real SmolLM2 bundles (Orlando and both regulars), in tick mode: a full
-reply of Orlando's streams into the dialogue panel while the regulars chatter into speech bubbles.
+reply of Orlando's streams into the dialogue panel while the regulars chatter into speech bubbles; merged
+bundles (three models), and the village (three adapters applied at run time on one engine).
 Frame times are recorded against a baseline of the same game with nobody talking, in the same run, and
 written to build/test-artefacts/pygame_frames_real.json; nothing here asserts a time."""
 
@@ -86,3 +87,26 @@ def test_a_full_reply_streams_into_the_panel_while_the_regulars_chatter(real_bun
         "ratio_p99": busy["p99"] / quiet["p99"], "first_words_ms": exchange.first_words_ms,
         "reply_ms": exchange.done_ms, "reply_tokens": exchange.tokens, "chatter": game.chatter.lines,
         "reply": exchange.reply}, indent=1))
+
+
+@pytest.fixture(scope="module")
+def village_bundles(real_bundle) -> list[Path]:
+    """Orlando, Marta and Jory with run-time adapters on one shared base, built by `make village`."""
+    paths = [real_bundle.parent / "village" / f"{name}.lmpc" for name in ("orlando_marlo", "marta_greyhand",
+                                                                          "jory_tallow")]
+    if not all((p / "manifest.msgpack").is_file() for p in paths):
+        if os.environ.get("LMPC_REAL_BUNDLE"):
+            pytest.fail("make test builds the village first (make village); it is missing")
+        pytest.skip("the village is not built (run `make village`)")
+    return paths
+
+
+def test_the_village_plays_three_adapters_on_one_engine(village_bundles, tmp_path):
+    game = play(village_bundles[0], village_bundles[1:], SCRIPT, 20000, tmp_path / "save", screenshots=tmp_path)
+    assert game.record.problems == [] and game.script.done
+    [exchange] = game.record.exchanges
+    assert len(exchange.reply.split()) >= 5 and game.dialogue.reply == exchange.reply
+    assert game.chatter.lines and game.chatter.lines[0][1].strip()
+    assert {npc.name for npc in game.npcs} == {"Orlando Marlo", "Marta Greyhand", "Jory Tallow"}
+    assert len({id(npc._engine) for npc in game.npcs}) == 1  # one model, one copy of the weights
+    assert len({npc.adapter.fingerprint for npc in game.npcs}) == 3  # each speaks with its own adapter

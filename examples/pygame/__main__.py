@@ -16,8 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_ORLANDO = Path("build/orlando_marlo.lmpc")
-DEFAULT_REGULARS = [Path("build/marta_greyhand.lmpc"), Path("build/jory_tallow.lmpc")]
+# `make village`: the three NPCs with their adapters applied at run time, one engine for all.
+DEFAULT_ORLANDO = Path("build/village/orlando_marlo.lmpc")
+DEFAULT_REGULARS = [Path("build/village/marta_greyhand.lmpc"), Path("build/village/jory_tallow.lmpc")]
 VISIT = Path(__file__).parent / "scripts" / "visit.txt"
 
 
