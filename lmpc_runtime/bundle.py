@@ -67,6 +67,12 @@ class ModelSpec:
     # base model that several bundles share (each carrying only its adapter).
     base_dir: str = ""
 
+    @property
+    def weights_id(self) -> tuple[str, str, str]:
+        """What makes two models the same: the graph, the weights, the layout. Fused graphs of different
+        weights are the same file (the weights are in the data file), so the graph's hash alone is not."""
+        return self.sha256, self.data_sha256, self.layout
+
 
 @dataclass(frozen=True)
 class AdapterSpec:

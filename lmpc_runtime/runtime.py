@@ -84,7 +84,7 @@ class Runtime:
         self.clock = clock
         self._scheduler = Scheduler(clock=clock)
         self._seeds = np.random.SeedSequence(seed)
-        self._engines: dict[tuple[str, str], Engine] = {}
+        self._engines: dict[tuple[str, str, str], Engine] = {}  # by ModelSpec.weights_id
         self._embedders: dict[str, Embedder] = {}  # by the embedder file's sha256
         self._tokenizers: dict[str, Tokenizer] = {}  # by the tokenizer file's sha256
         # Looked up by the caller's thread; `_npcs`, `_lines` and `_priority` belong to whichever thread
@@ -150,13 +150,13 @@ class Runtime:
     def _npc_seed(self, seed: int | None) -> int:
         return int(self._seeds.spawn(1)[0].generate_state(1)[0]) if seed is None else seed
 
-    def _open_npc(self, request: LoadRequest, progress: Callable[[str], None]) -> tuple[Npc, tuple[str, str], Engine]:
+    def _open_npc(self, request: LoadRequest, progress: Callable[[str], None]) -> tuple[Npc, tuple, Engine]:
         """Make the NPC a request asks for (on the game's thread or the loader's): what it shares with
         loaded NPCs is reused, and its persona is prefilled where the model runs."""
         progress("reading the bundle")
         bundle = read_bundle(request.bundle_path)
         progress("opening the model")
-        key = (bundle.model.sha256, bundle.model.layout)
+        key = bundle.model.weights_id
         engine = self._engines.get(key)
         if engine is None:
             engine = open_engine(str(bundle.model_path), bundle.model, self.options)
@@ -178,13 +178,13 @@ class Runtime:
                                          adapter=engine.attach_adapter(adapter) if adapter is not None else None))
         return npc, key, engine
 
-    def _admit(self, opened: tuple[Npc, tuple[str, str], Engine], priority: float) -> Npc:
+    def _admit(self, opened: tuple[Npc, tuple, Engine], priority: float) -> Npc:
         npc, key, engine = opened
         self._registry[npc.id] = npc
         self._call(lambda: self._add_npc(npc, key, engine, priority))
         return npc
 
-    def _add_npc(self, npc: Npc, key: tuple[str, str], engine: Engine, priority: float) -> None:
+    def _add_npc(self, npc: Npc, key: tuple, engine: Engine, priority: float) -> None:
         self._engines.setdefault(key, engine)
         self._embedders.setdefault(npc.bundle.embedder.sha256, npc.embedder)
         self._npcs[npc.id] = npc
@@ -240,7 +240,7 @@ class Runtime:
             self._scheduler.cancel(job.reply)  # its background jobs: a summary nobody will read
         del self._npcs[npc.id], self._lines[npc.id], self._priority[npc.id]
         # A model or tokenizer no NPC uses any more is released.
-        in_use = {(n.bundle.model.sha256, n.bundle.model.layout) for n in self._npcs.values()}
+        in_use = {n.bundle.model.weights_id for n in self._npcs.values()}
         for key in [k for k in self._engines if k not in in_use]:
             del self._engines[key]
         embedders_in_use = {n.bundle.embedder.sha256 for n in self._npcs.values()}

@@ -179,6 +179,7 @@ def _state(npc: Npc, include_kv: bool) -> dict[str, Any]:
     state: dict[str, Any] = {
         "format": SAVE_FORMAT,
         "bundle": {"name": bundle.name, "model_sha256": bundle.model.sha256,
+                   "model_data_sha256": bundle.model.data_sha256,
                    "adapter_sha256": npc.adapter.fingerprint if npc.adapter is not None else ""},
         "history": [list(exchange) for exchange in now.history],
         "turn": now.turn,
@@ -207,7 +208,9 @@ def _restore(npc: Npc, state: dict[str, Any]) -> NpcState:
     if bundle.get("name") != npc.bundle.name:
         raise SaveMismatchError(f"this save belongs to the character {bundle.get('name')!r}, "
                                 f"not {npc.bundle.name!r}")
-    if bundle.get("model_sha256") != npc.bundle.model.sha256:
+    # Saves made before the weights' hash was recorded have no model_data_sha256: the graph's decides.
+    if bundle.get("model_sha256") != npc.bundle.model.sha256 or \
+            bundle.get("model_data_sha256", npc.bundle.model.data_sha256) != npc.bundle.model.data_sha256:
         raise SaveMismatchError("this save was made with another model than this NPC's bundle runs "
                                 "(model sha256 differs)")
     adapter = npc.adapter.fingerprint if npc.adapter is not None else ""

@@ -191,3 +191,35 @@ def test_a_character_card_builds_and_talks_as_it_is_and_its_lorebook_triggers(ex
         assert "The lamp burns whale oil; Wren Halloway hates the smell." in prompt  # the constant one
         reply.cancel()
         wren.end_reply(reply)
+
+
+def test_bundles_of_different_weights_get_engines_of_their_own(exported, embedder_exported):
+    """Fused graphs of two checkpoints of one architecture are the same file (the weights are in the data
+    file): the runtime must not share one engine between them, or the second NPC would speak with the first
+    one's weights. Here the second checkpoint differs only in its embedding (whose int8 scales, unlike a tiny
+    model's other small tensors, go to the data file), as SmolLM2 fine-tunes differ in every weight."""
+    from safetensors.numpy import load_file, save_file
+
+    from lmpc_export.build import prepare_model, write_bundle
+    from lmpc_runtime import SamplingConfig
+    from lmpc_runtime.sheet import load_sheet
+
+    checkpoint, entry, tmp, _ = exported
+    shifted = tmp / "tiny-llama-shifted"
+    shutil.copytree(checkpoint, shifted)
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"][::-1].copy()
+    save_file(weights, str(shifted / "model.safetensors"))
+    other = prepare_model(shifted, tmp / "cache", lambda _: None, context_length=1024)
+    _, embedder_entry, _ = embedder_exported
+    sheet = load_sheet(ORLANDO_SHEET)
+    paths = [write_bundle(sheet, e, embedder_entry, tmp / f"weights{k}.lmpc", context_length=1024)
+             for k, e in enumerate((entry, other))]
+    first, second = (read_bundle(p).model for p in paths)
+    assert first.sha256 == second.sha256 and first.data_sha256 != second.data_sha256
+    greedy = SamplingConfig(temperature=0.0, max_tokens=8)
+    with Runtime() as rt:
+        npcs = [rt.load_npc(p, sampling=greedy) for p in paths]
+        assert len(rt._engines) == 2 and npcs[0]._engine is not npcs[1]._engine
+        replies = [[e for e in npc.ask("Hello") if e.kind == DONE][0] for npc in npcs]
+    assert replies[0].text != replies[1].text
