@@ -136,7 +136,10 @@ int lmpc_open(const lmpc_options *options, lmpc_runtime **out);
 int lmpc_close(lmpc_runtime *rt);
 
 /* Load an NPC bundle directory. `npc_id` names it in events (NULL: derived from the bundle). Heavy:
-** reads and checks the model. LMPC_ENOTFOUND for a missing bundle, LMPC_EBUNDLE for a bad one. */
+** reads and checks the model. LMPC_ENOTFOUND for a missing bundle, LMPC_EBUNDLE for a bad one. Bundles
+** that carry an adapter on a shared base model (`lmpc build --runtime-adapter`) load the same way: NPCs on
+** one base share its engine, and loading the second costs a fraction of the first. Their base directory
+** (<base>.lmpcbase) must sit beside them, or the load fails with LMPC_ENOTFOUND. */
 int lmpc_npc_load(lmpc_runtime *rt, const char *bundle_path, const char *npc_id, lmpc_npc **out);
 
 /* The same without waiting: reads the bundle, opens the model and prefills the persona on a thread of the

@@ -8,9 +8,9 @@ tables are exact (the A_p stacked, the B_p block-diagonal, zero-padded); for r >
 cut to its n·R largest singular directions, and how much of it that keeps (its share of the update's
 squared norm) is reported: the export's parity check then shows what the cut costs in tokens.
 
-The tables are written as a compressed .npz of float32 (float16 would halve them, but rounds the small
-values of B past what the parity check allows), one pair per layer and group: `lora_a.{i}.{g}` [n·R, K],
-`lora_b.{i}.{g}` [n·R, N]; the zeros of the block-diagonal B compress away.
+The tables are written as an .npz of float32 (float16 would halve them, but rounds the small values of B
+past what the parity check allows), one pair per layer and group: `lora_a.{i}.{g}` [n·R, K],
+`lora_b.{i}.{g}` [n·R, N]. Not compressed: decompressing them took a third of an NPC's load.
 """
 
 from __future__ import annotations
@@ -123,5 +123,5 @@ def _fit_rank(a: np.ndarray, b: np.ndarray, rank: int) -> tuple[np.ndarray, np.n
 
 
 def write_tables(tables: LowRankTables, path: Path) -> Path:
-    np.savez_compressed(path, **{name: value.astype(np.float32) for name, value in tables.tables.items()})
+    np.savez(path, **{name: value.astype(np.float32) for name, value in tables.tables.items()})
     return path

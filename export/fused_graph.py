@@ -25,11 +25,13 @@ GroupQueryAttention accepts S > 1 on a non-empty cache only for B = 1: prefill r
 time, decode steps batch any number.
 
 With `lora_rank` r > 0 the graph also takes low-rank updates at run time (per-NPC adapters of rank r on
-one copy of the base weights, see export/adapters.py). Each layer's four linear groups g (qkv, o, gate_up,
-down; K inputs, N outputs, n projections packed) add x · A_gᵀ · B_g to the base product, three nodes each:
-    lora_a.{i}.{g}  float32 [A, n·r, K]    A = 1 (every row uses the same adapter) or B (one per row)
-    lora_b.{i}.{g}  float32 [A, n·r, N]
-A sequence with no adapter is given zeros.
+one copy of the base weights; lmpc_runtime/adapters.py). The runtime keeps every adapter's tables in one
+pool per input, adapter after adapter, and binds the run of adapters a batch uses; a mask picks each row's
+own. Each layer's four linear groups g (qkv, o, gate_up, down; K inputs, N outputs, n projections packed)
+add ((x · A_gᵀ) ⊙ mask_n) · B_g to the base product, four nodes each:
+    lora_a.{i}.{g}  float32 [T·n·r, K]     the tables of T consecutive adapters of the pool
+    lora_b.{i}.{g}  float32 [T·n·r, N]
+    lora_mask.{n}   float32 [B, 1, T·n·r]  1 over the rows of each sequence's adapter, 0 elsewhere
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class FusedGraphBuilder:
         self.layers = config["num_hidden_layers"]
         self.eps = float(config.get("rms_norm_eps", 1e-6))
         self.lora_rank = lora_rank
-        self.lora_inputs: list[tuple[str, list[int]]] = []  # (name, [group rank, K of A or N of B])
+        self.lora_inputs: list[tuple[str, list]] = []  # (name, its shape)
         self.g = _GraphWriter()
 
     def _w(self, name: str) -> np.ndarray:
@@ -161,15 +163,20 @@ class FusedGraphBuilder:
         return out
 
     def _low_rank_update(self, name: str, x: str, base: str, out: str, shape: tuple[int, int]) -> None:
-        """out = base + (x [B, S, K] · lora_a [A, R, K]ᵀ → [B, S, R]) · lora_b [A, R, N] → [B, S, N]."""
+        """out = base + ((x [B, S, K] · lora_a [R, K]ᵀ → [B, S, R]) ⊙ mask [B, 1, R]) · lora_b [R, N]."""
         layer, group = name.removeprefix("layer").split(".")
         a, b = f"lora_a.{layer}.{group}", f"lora_b.{layer}.{group}"
-        rank = self.lora_rank * len(LINEAR_GROUPS[group])
-        self.lora_inputs += [(a, [rank, shape[1]]), (b, [rank, shape[0]])]
+        parts = len(LINEAR_GROUPS[group])
+        mask = f"lora_mask.{parts}"
+        rows = f"lora_rows.{parts}"  # T · n · r: the same for every input of n packed projections
+        self.lora_inputs += [(a, [rows, shape[1]]), (b, [rows, shape[0]])]
+        if (mask, ["batch", 1, rows]) not in self.lora_inputs:
+            self.lora_inputs.append((mask, ["batch", 1, rows]))
         g = self.g
         down = g.node("FusedMatMul", [x, a], [f"{name}.lora_down"], f"{name}.lora_a", domain="com.microsoft",
                       transB=1)[0]
-        up = g.node("MatMul", [down, b], [f"{name}.lora_up"], f"{name}.lora_b")[0]
+        own = g.node("Mul", [down, mask], [f"{name}.lora_own"], f"{name}.lora_mask")[0]
+        up = g.node("MatMul", [own, b], [f"{name}.lora_up"], f"{name}.lora_b")[0]
         g.node("Add", [base, up], [out], f"{name}.lora_add")
 
     def _embedding_and_head(self) -> tuple[str, callable]:
@@ -246,8 +253,7 @@ class FusedGraphBuilder:
             for kind in ("key", "value"):
                 inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, kv_shape))
                 outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT, kv_shape))
-        inputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["adapters", *dims])
-                   for name, dims in self.lora_inputs]
+        inputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name, dims in self.lora_inputs]
         graph = helper.make_graph(g.nodes, "lmpc_gqa", inputs, outputs, g.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                          helper.make_opsetid("com.microsoft", 1)],

@@ -1,33 +1,37 @@
 """Per-NPC LoRA adapters applied at run time, on one shared copy of the base model's weights.
 
-A model exported with a LoRA rank (`ModelSpec.lora_rank`, see export/fused_graph.py) takes, for each
-layer i and linear group g, two inputs lora_a.{i}.{g} [A, n·r, K] and lora_b.{i}.{g} [A, n·r, N]: the
-low-rank update x · aᵀ · b added to the base product. An adapter is a set of those tables (written by
-export/adapters.py as a float32 .npz, held here as [1, n·r, ·] arrays that bind without a copy).
+A model exported with a LoRA rank r (`ModelSpec.lora_rank`, see export/fused_graph.py) takes, for each
+layer i and linear group g of n packed projections, the low-rank update ((x · aᵀ) ⊙ mask) · b added to the
+base product: a = lora_a.{i}.{g} [T·n·r, K], b = lora_b.{i}.{g} [T·n·r, N], the tables of T adapters one
+after another, and lora_mask.{n} [B, 1, T·n·r] picking each batch row's own. An adapter file (written by
+export/adapters.py) holds one adapter's tables, [n·r, K] and [n·r, N] for each input.
 
-For each forward pass the engine asks `LoraFeeds.feed` for the tables of the batch's rows: the adapter's
-own arrays when every row uses the same one (A = 1, broadcast over the batch), else the rows' tables
-stacked (A = batch), made when the mix of adapters changes and kept for the next steps of that mix.
-Rows without an adapter get zeros.
+`LoraPool` keeps the tables of every adapter attached to an engine in one array per input, an adapter
+to a slot, so that the adapters of any batch are a run of consecutive slots: a view bound to the session
+by address, never a copy. One NPC's steps bind its own slot alone; a batch mixing adapters binds the run
+from the lowest slot to the highest (rows compute the adapters between too, masked out). Slot 0 is zeros:
+what a sequence without an adapter uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 import zipfile
-from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .bundle import sha256_checked
 from .errors import AdapterError
 
-_PREFIX = ("lora_a.", "lora_b.")
+_TABLE_PREFIX = ("lora_a.", "lora_b.")
+MASK_PREFIX = "lora_mask."
 
 
 def is_lora_input(name: str) -> bool:
-    return name.startswith(_PREFIX)
+    return name.startswith(_TABLE_PREFIX) or name.startswith(MASK_PREFIX)
 
 
 def lora_layer(name: str) -> int:
@@ -35,95 +39,163 @@ def lora_layer(name: str) -> int:
     return int(name.split(".")[1])
 
 
-class Adapter:
-    """One loaded adapter. `fingerprint` (sha256 of its file) names it in save games and caches."""
+@dataclass
+class AdapterTables:
+    """An adapter's tables: `tables` maps lora_{a,b}.{i}.{g} to float32 [n·r, K or N], or, for a file,
+    yields them one at a time (`read_adapter`), so that attaching one never holds two copies."""
 
-    def __init__(self, name: str, fingerprint: str, tables: dict[str, np.ndarray]):
-        self.name, self.fingerprint, self.tables = name, fingerprint, tables
+    name: str
+    fingerprint: str  # sha256 of the file: names the adapter in save games and caches
+    tables: Mapping[str, np.ndarray]
+
+    def names(self) -> list[str]:
+        return list(self.tables)
+
+
+class Adapter:
+    """An adapter attached to an engine: which slot of its pool holds the tables. NPCs with the same
+    adapter file share one (and batch as one); when the last is gone, its slot is free again."""
+
+    def __init__(self, name: str, fingerprint: str, slot: int):
+        self.name, self.fingerprint, self.slot = name, fingerprint, slot
 
     def __repr__(self) -> str:
-        return f"Adapter({self.name!r}, {self.fingerprint[:12]})"
+        return f"Adapter({self.name!r}, {self.fingerprint[:12]}, slot {self.slot})"
 
 
-def read_adapter(path: Path, expected_sha256: str = "") -> Adapter:
-    """Read an adapter file (.npz of float32 tables). A corrupt or foreign file raises
-    AdapterError; nothing is executed from it (no pickles)."""
+class _AdapterFile(Mapping):
+    """The tables of an .npz adapter file, each read and checked when asked for (the file is opened once,
+    and closed when this is dropped)."""
+
+    def __init__(self, path: Path, names: list[str]):
+        self.path, self._names = path, names
+        self._npz = None
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        try:
+            if self._npz is None:
+                self._npz = np.load(self.path, allow_pickle=False)
+            value = self._npz[name]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise AdapterError(f"{self.path}: '{name}' cannot be read: {exc}") from exc
+        if value.ndim != 2 or value.dtype != np.float32:
+            raise AdapterError(f"{self.path}: '{name}' ({value.dtype}, {value.ndim}-D) is not a LoRA table")
+        if not np.isfinite(value).all():
+            raise AdapterError(f"{self.path}: '{name}' holds NaN or infinite values")
+        return value
+
+
+def read_adapter(path: Path, expected_sha256: str = "") -> AdapterTables:
+    """Open an adapter file (.npz of float32 tables): its hash and its table names now, each table when
+    attached. A corrupt or foreign file raises AdapterError, then or while attaching; nothing is executed
+    from it (no pickles)."""
     try:
-        raw = path.read_bytes()
+        fingerprint = sha256_checked(path)  # hashed once per process: the bundle's check did it already
     except OSError as exc:
         raise AdapterError(f"{path}: cannot read the adapter: {exc.strerror or exc}") from exc
-    fingerprint = hashlib.sha256(raw).hexdigest()
     if expected_sha256 and fingerprint != expected_sha256:
         raise AdapterError(f"{path}: the adapter does not match the sha256 its bundle records")
-    tables = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            for name in npz.files:
-                value = npz[name]
-                if not is_lora_input(name) or value.ndim != 2 or value.dtype != np.float32:
-                    raise AdapterError(f"{path}: '{name}' ({value.dtype}, {value.ndim}-D) is not a LoRA table")
-                table = value[None]  # [1, n·r, K or N]
-                if not np.isfinite(table).all():
-                    raise AdapterError(f"{path}: '{name}' holds NaN or infinite values")
-                tables[name] = np.ascontiguousarray(table)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            names = [n.removesuffix(".npy") for n in archive.namelist()]
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise AdapterError(f"{path}: not a readable adapter file: {exc}") from exc
-    if not tables:
-        raise AdapterError(f"{path}: the adapter holds no tables")
-    return Adapter(path.stem, fingerprint, tables)
+    strange = [n for n in names if not n.startswith(_TABLE_PREFIX)]
+    if strange or not names:
+        raise AdapterError(f"{path}: not a LoRA table: {strange[:3]}" if strange else f"{path}: the adapter holds no tables")
+    return AdapterTables(path.stem, fingerprint, _AdapterFile(path, names))
 
 
-class LoraFeeds:
-    """The LoRA inputs of one engine's graph, and the arrays bound to them for each mix of adapters.
+class LoraPool:
+    """The tables of every adapter attached to one engine: for each input, an array [slots · rows, last]
+    (`shapes[name]` = (rows, last): n·r and K or N), slot s at rows [s · rows, (s + 1) · rows)."""
 
-    `shapes` maps each input to [n·r, K or N], as the graph declares it."""
+    def __init__(self):
+        self.shapes: dict[str, tuple[int, int]] = {}
+        self.masks: dict[str, int] = {}  # lora_mask.{n} → rows of one adapter for it (n · r)
+        self._tables: dict[str, np.ndarray] = {}
+        self._owners: list[weakref.ref | None] = [None]  # slot 0: zeros, no adapter
+        self._by_fingerprint: weakref.WeakValueDictionary[str, Adapter] = weakref.WeakValueDictionary()
+        # Bumped whenever the arrays are reallocated: addresses bound to a session are then stale.
+        self.generation = 0
 
-    MIXES_KEPT = 4  # stacked tables of recent mixes (each costs the batch size × one adapter's tables)
+    @property
+    def slots(self) -> int:
+        return len(self._owners)
 
-    def __init__(self, shapes: dict[str, tuple[int, int]]):
-        self.shapes = shapes
-        self._zeros: dict[str, np.ndarray] | None = None
-        self._mixes: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
-        self._adapters: weakref.WeakValueDictionary[str, Adapter] = weakref.WeakValueDictionary()
-
-    def attach(self, adapter: Adapter) -> Adapter:
-        """Check that `adapter` fits the graph; returns the engine's copy of it (one per fingerprint, so two
-        NPCs with the same adapter share its tables and batch as one)."""
+    def attach(self, read: AdapterTables) -> Adapter:
+        """Copy an adapter's tables into a free slot (AdapterError if they do not fit the model); returns
+        the handle sequences name. The same file attached twice is one adapter."""
         if not self.shapes:
-            raise AdapterError(f"adapter {adapter.name}: this model was exported without LoRA inputs "
+            raise AdapterError(f"adapter {read.name}: this model was exported without LoRA inputs "
                                "(merge the adapter at export, or export the base with a LoRA rank)")
-        known = self._adapters.get(adapter.fingerprint)
+        known = self._by_fingerprint.get(read.fingerprint)
         if known is not None:
             return known
-        missing = sorted(set(self.shapes) - set(adapter.tables))
-        extra = sorted(set(adapter.tables) - set(self.shapes))
-        wrong = [f"{name} is {list(table.shape[1:])}, the model takes {list(self.shapes[name])}"
-                 for name, table in adapter.tables.items()
-                 if name in self.shapes and tuple(table.shape[1:]) != tuple(self.shapes[name])]
-        if missing or extra or wrong:
-            problems = ([f"missing {missing[:3]}"] if missing else []) + (
-                [f"unknown {extra[:3]}"] if extra else []) + wrong[:3]
-            raise AdapterError(f"adapter {adapter.name} does not fit this model (another base model or rank?): "
-                               + "; ".join(problems))
-        self._adapters[adapter.fingerprint] = adapter
+        self._check_names(read)
+        slot = next((s for s in range(1, self.slots) if self._owners[s] is None or self._owners[s]() is None), None)
+        if slot is None:
+            slot = self.slots
+            self._grow()
+        # The slot is free until the adapter is returned: a table that fails its checks half way leaves
+        # nothing any sequence reads.
+        for name, (rows, last) in self.shapes.items():
+            table = read.tables[name]
+            if table.shape != (rows, last):
+                raise AdapterError(f"adapter {read.name} does not fit this model (another base model or rank?): "
+                                   f"{name} is {list(table.shape)}, the model takes {[rows, last]}")
+            self._tables[name][slot * rows:(slot + 1) * rows] = table
+        adapter = Adapter(read.name, read.fingerprint, slot)
+        self._owners[slot] = weakref.ref(adapter)
+        self._by_fingerprint[read.fingerprint] = adapter
         return adapter
 
-    def feed(self, adapters: list[Adapter | None]) -> tuple[tuple, dict[str, np.ndarray]]:
-        """(a key naming the mix, the arrays to bind) for batch rows using `adapters` (None: no adapter)."""
-        key = tuple(a.fingerprint if a is not None else "" for a in adapters)
-        if len(set(key)) == 1:
-            return key[:1], adapters[0].tables if adapters[0] is not None else self.zeros()
-        tables = self._mixes.pop(key, None)
-        if tables is None:
-            rows = [a.tables if a is not None else self.zeros() for a in adapters]
-            tables = {name: np.concatenate([row[name] for row in rows]) for name in self.shapes}
-        self._mixes[key] = tables
-        while len(self._mixes) > self.MIXES_KEPT:
-            self._mixes.popitem(last=False)
-        return key, tables
+    def _check_names(self, read: AdapterTables) -> None:
+        missing = sorted(set(self.shapes) - set(read.names()))
+        extra = sorted(set(read.names()) - set(self.shapes))
+        if missing or extra:
+            problems = ([f"missing {missing[:3]}"] if missing else []) + ([f"unknown {extra[:3]}"] if extra else [])
+            raise AdapterError(f"adapter {read.name} does not fit this model (another base model or rank?): "
+                               + "; ".join(problems))
 
-    def zeros(self) -> dict[str, np.ndarray]:
-        """The tables of no adapter (np.zeros: pages the OS zero-fills, shared until written)."""
-        if self._zeros is None:
-            self._zeros = {name: np.zeros((1, *shape), np.float32) for name, shape in self.shapes.items()}
-        return self._zeros
+    def _grow(self) -> None:
+        """One more slot. Arrays are np.zeros (pages the OS zero-fills on first touch): slot 0 and a new
+        slot commit no memory until written; the adapters' slots are copied over."""
+        for name, (rows, last) in self.shapes.items():
+            grown = np.zeros(((self.slots + 1) * rows, last), np.float32)
+            if name in self._tables:
+                grown[rows:self.slots * rows] = self._tables[name][rows:]
+            self._tables[name] = grown
+        self._owners.append(None)
+        self.generation += 1
+
+    def run(self, adapters: list[Adapter | None]) -> tuple[int, int]:
+        """The run of slots [first, end) a batch of rows using `adapters` binds."""
+        slots = [a.slot for a in adapters if a is not None] or [0]
+        return min(slots), max(slots) + 1
+
+    def tables(self, first: int, end: int) -> dict[str, np.ndarray]:
+        """Views of slots [first, end) of every input's array (no copy)."""
+        if not self._tables:  # slot 0 alone, for a model none of whose NPCs has an adapter yet
+            self._tables = {name: np.zeros((rows, last), np.float32) for name, (rows, last) in self.shapes.items()}
+        return {name: self._tables[name][first * rows:end * rows] for name, (rows, _) in self.shapes.items()}
+
+    def masks_for(self, adapters: list[Adapter | None], first: int, end: int) -> dict[str, np.ndarray]:
+        """lora_mask.{n} [rows of the batch, 1, (end - first) · n · r]: ones over each row's own slot."""
+        out = {}
+        for name, rows in self.masks.items():
+            mask = np.zeros((len(adapters), 1, (end - first) * rows), np.float32)
+            for row, adapter in enumerate(adapters):
+                if adapter is not None:
+                    start = (adapter.slot - first) * rows
+                    mask[row, 0, start:start + rows] = 1.0
+            out[name] = mask
+        return out

@@ -173,7 +173,8 @@ _checked_hashes: dict[tuple[int, int, int, int], str] = {}
 _REMEMBERED_BYTES = 16 << 20
 
 
-def _sha256_checked(path: Path) -> str:
+def sha256_checked(path: Path) -> str:
+    """sha256 of a file, remembered for big files by their identity (see _checked_hashes)."""
     st = path.stat()
     if st.st_size < _REMEMBERED_BYTES:
         return sha256_file(path)
@@ -285,7 +286,7 @@ def _checked_file(bundle_dir: Path, name: str, expected_sha256: str, verify: boo
         raise BundleFormatError(f"{bundle_dir}: the manifest names {name!r}, which cannot be a file: {exc}") from exc
     if not present:
         raise BundleMissingError(f"{bundle_dir}: the manifest names {name}, which is missing")
-    if verify and _sha256_checked(path) != expected_sha256:
+    if verify and sha256_checked(path) != expected_sha256:
         raise BundleIntegrityError(
             f"{path}: sha256 does not match the manifest (the file was changed, swapped or damaged)"
         )

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .adapters import Adapter, LoraFeeds, is_lora_input, lora_layer
+from .adapters import MASK_PREFIX, Adapter, AdapterTables, LoraPool, is_lora_input, lora_layer
 from .bundle import ModelSpec
 from .errors import ContextOverflowError, ModelError, SequenceBusyError, StateError
 from .prefix_cache import PrefixCache
@@ -202,8 +202,7 @@ class _Binding:
 
     io: ort.IOBinding
     logits: np.ndarray | None  # [batch, vocab]
-    lora_key: tuple = ()  # the mix of adapters whose tables are bound (see LoraFeeds.feed)
-    lora_tables: dict | None = None  # kept alive while bound: onnxruntime reads them by address
+    lora_key: tuple = ()  # (first slot, end slot, pool generation) of the adapter tables bound
 
 
 @dataclass
@@ -218,7 +217,8 @@ class _Segment:
     carried_in: list[str]
     carried_out: dict[str, list]
     last_read: list[str]  # tensors no later segment reads
-    lora_inputs: list[str]  # lora_{a,b}.{i}.{g} of its layers
+    lora_tables: list[str]  # lora_{a,b}.{i}.{g} of its layers
+    lora_masks: list[str]  # the lora_mask.{n} its layers read
 
 
 _PLACEHOLDER = ort.OrtValue.ortvalue_from_numpy(np.zeros(1, np.float32))
@@ -243,10 +243,19 @@ class ForwardPass:
         # OrtValues made once and bound to each segment: binding one costs a microsecond, binding a numpy
         # array tens of them, which adds up over a dozen segments.
         self._sizes = {"batch": ids.shape[0], "sequence": ids.shape[1]}
-        self._lora_key, self._lora_tables = engine.lora_feed([seqs[i].adapter for i in self._order])
         self._inputs = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
                         "seqlens_k": ort.OrtValue.ortvalue_from_numpy(totals - 1),
                         "total_sequence_length": ort.OrtValue.ortvalue_from_numpy(np.array(totals.max(), np.int32))}
+        # The adapters' tables: the run of pool slots the rows use (views, bound by address), and each row's mask.
+        adapters = [seqs[i].adapter for i in self._order]
+        if engine.lora.shapes:
+            first, end = engine.lora.run(adapters)
+            self._lora_key = (first, end, engine.lora.generation)
+            self._lora_tables = engine.lora.tables(first, end)
+            self._inputs |= {name: ort.OrtValue.ortvalue_from_numpy(mask)
+                             for name, mask in engine.lora.masks_for(adapters, first, end).items()}
+        elif any(adapters):
+            raise StateError("a sequence names an adapter, but this model takes none")
         # What a segment gives later ones, e.g. the residual stream [batch, new tokens, hidden].
         self._carried: dict[str, ort.OrtValue] = {}
         self._appended = tokens
@@ -272,11 +281,14 @@ class ForwardPass:
         io = binding.io
         for name in segment.step_inputs:
             io.bind_ortvalue_input(name, self._inputs[name])
-        if segment.lora_inputs and binding.lora_key != self._lora_key:
-            for name in segment.lora_inputs:
+        for name in segment.lora_masks:
+            io.bind_ortvalue_input(name, self._inputs[name])
+        if segment.lora_tables and binding.lora_key != self._lora_key:
+            # Views of the pool, read by address: valid until the pool grows (its generation changes).
+            for name in segment.lora_tables:
                 table = self._lora_tables[name]
                 io.bind_input(name, "cpu", 0, np.float32, list(table.shape), table.ctypes.data)
-            binding.lora_key, binding.lora_tables = self._lora_key, self._lora_tables
+            binding.lora_key = self._lora_key
         for name in segment.carried_in:
             io.bind_ortvalue_input(name, self._carried[name])
         for name, shape in segment.carried_out.items():
@@ -342,7 +354,7 @@ class FusedEngine:
                                        for s in spec.segments]
         self.paced = SEGMENTED if SEGMENTED in self._pieces else WHOLE  # the graph `begin_*` passes run
         self._graphs: dict[str, list[_Segment]] = {}
-        self.lora = LoraFeeds({})
+        self.lora = LoraPool()
         self.graph(self.paced)
         self.pool = KvPool(spec.num_layers, spec.num_kv_heads, spec.context_length, spec.head_dim)
         self.prefixes = PrefixCache(self, max_prefixes)
@@ -405,20 +417,29 @@ class FusedEngine:
                      if not all(isinstance(dim, int) or dim in ("batch", "sequence") for dim in shape)]
         problems += self._lora_problems({name: inputs[name] for name in lora}, layers)
         refuse_mismatched_graph(path, problems)
-        return _Segment(session, layers, sorted(standard - kv - set(lora)), carried_in, carried_out, [], lora)
+        return _Segment(session, layers, sorted(standard - kv - set(lora)), carried_in, carried_out, [],
+                        [n for n in lora if not n.startswith(MASK_PREFIX)], [n for n in lora if n.startswith(MASK_PREFIX)])
 
     def _lora_problems(self, inputs: dict[str, list], layers: range) -> list[str]:
         """What is wrong with a segment's LoRA inputs (none if the manifest promises none); records their
-        shapes [n·r, K or N] for LoraFeeds."""
+        shapes for the pool: tables [lora_rows.{n}, K or N] and masks [batch, 1, lora_rows.{n}], where an
+        adapter's part is n · r rows."""
         if not self.spec.lora_rank:
             return [f"unexpected input {name}" for name in inputs][:1]
         problems = []
         for name, shape in inputs.items():
-            if lora_layer(name) not in layers or len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]) \
-                    or shape[1] % self.spec.lora_rank:
+            rows = shape[-1] if name.startswith(MASK_PREFIX) else shape[0]
+            parts = rows.removeprefix("lora_rows.") if isinstance(rows, str) else ""
+            if not parts.isdigit():
+                problems.append(f"{name} has shape {shape}")
+            elif name.startswith(MASK_PREFIX):
+                if shape[:2] != ["batch", 1]:
+                    problems.append(f"{name} has shape {shape}")
+                self.lora.masks[name] = int(parts) * self.spec.lora_rank
+            elif lora_layer(name) not in layers or len(shape) != 2 or not isinstance(shape[1], int):
                 problems.append(f"{name} has shape {shape}")
             else:
-                self.lora.shapes[name] = (shape[1], shape[2])
+                self.lora.shapes[name] = (int(parts) * self.spec.lora_rank, shape[1])
         if layers and not inputs:
             problems.append(f"no LoRA inputs for layers {layers.start}..{layers.stop - 1}")
         return problems
@@ -430,18 +451,10 @@ class FusedEngine:
             return self.prefixes.sequence(list(prefix), adapter)
         return PooledSequence(self.pool, adapter)
 
-    def attach_adapter(self, adapter: Adapter) -> Adapter:
-        """Check that `adapter` fits this model (AdapterError if not); returns the copy to give
-        `new_sequence` (NPCs loading the same adapter file share one)."""
-        return self.lora.attach(adapter)
-
-    def lora_feed(self, adapters: list[Adapter | None]) -> tuple[tuple, dict[str, np.ndarray] | None]:
-        """The tables to bind for batch rows using `adapters` (nothing for a model without LoRA inputs)."""
-        if not self.lora.shapes:
-            if any(adapters):
-                raise StateError("a sequence names an adapter, but this model takes none")
-            return (), None
-        return self.lora.feed(adapters)
+    def attach_adapter(self, tables: AdapterTables) -> Adapter:
+        """Put an adapter's tables into this engine's pool (AdapterError if they do not fit the model);
+        returns the adapter to give `new_sequence` (NPCs loading the same adapter file share one)."""
+        return self.lora.attach(tables)
 
     def begin_extend(self, seq: PooledSequence, tokens: list[int], graph: str | None = None) -> ForwardPass:
         """Start appending `tokens` to `seq` (see ForwardPass; its logits have one row), on the paced graph

@@ -143,7 +143,7 @@ def test_the_same_adapter_file_loaded_twice_is_one_adapter(lora):
 def test_bad_adapters_are_refused_with_a_clear_error(lora, tmp_path):
     from lmpc_export.adapters import LowRankTables, write_tables
 
-    tables = {name: table[0] for name, table in lora.adapters[0].tables.items()}
+    tables = dict(read_adapter(lora.files[0]).tables)
     smaller = {name: table[: table.shape[0] // 2] for name, table in tables.items()}
     with pytest.raises(AdapterError, match="does not fit this model"):
         lora.base.attach_adapter(read_adapter(write_tables(LowRankTables(smaller, RANK // 2, {}), tmp_path / "r2.npz")))
@@ -158,13 +158,20 @@ def test_bad_adapters_are_refused_with_a_clear_error(lora, tmp_path):
         read_adapter(tmp_path / "absent.npz")
     with pytest.raises(AdapterError, match="sha256"):
         read_adapter(lora.files[0], expected_sha256="0" * 64)
-    bad = dict(lora.adapters[0].tables)
-    np.savez(tmp_path / "nan.npz", **{n: (t[0] * np.nan if i == 0 else t[0]) for i, (n, t) in enumerate(bad.items())})
-    with pytest.raises(AdapterError, match="NaN"):
-        read_adapter(tmp_path / "nan.npz")
-    np.savez(tmp_path / "ints.npz", **{"lora_a.0.qkv": np.zeros((4, 4), np.int64)})
+    good = dict(read_adapter(lora.files[0]).tables)
+    first = sorted(good)[0]
+    slots = lora.base.lora.slots
+    for label, value, error in (("nan", good[first] * np.nan, "NaN"), ("ints", good[first].astype(np.int64),
+                                "not a LoRA table"), ("3d", good[first][None], "not a LoRA table")):
+        np.savez(tmp_path / f"{label}.npz", **{**good, first: value})
+        with pytest.raises(AdapterError, match=error):  # found while attaching, table by table
+            lora.base.attach_adapter(read_adapter(tmp_path / f"{label}.npz"))
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3, np.float32))
     with pytest.raises(AdapterError, match="not a LoRA table"):
-        read_adapter(tmp_path / "ints.npz")
+        read_adapter(tmp_path / "foreign.npz")
+    # The failed attachments left at most one free slot behind, and the live adapters as they were.
+    assert lora.base.lora.slots <= slots + 1
+    assert lora.base.attach_adapter(read_adapter(lora.files[0])) is lora.adapters[0]
     plain = lora.merged[0]  # a model exported without LoRA inputs
     with pytest.raises(AdapterError, match="without LoRA inputs"):
         plain.attach_adapter(lora.adapters[0])
@@ -259,3 +266,38 @@ def test_a_bundle_whose_base_is_missing_says_so(village, tmp_path):
     shutil.copytree(first, alone)
     with pytest.raises(BundleMissingError, match="base model .* is not beside it"):
         read_bundle(alone)
+
+
+def _variant(lora, k, scale, fingerprint):
+    """Adapter k's tables scaled, under another fingerprint: a new adapter for the pool."""
+    from lmpc_runtime.adapters import AdapterTables
+
+    read = read_adapter(lora.files[k])
+    return AdapterTables(fingerprint, fingerprint, {n: t * scale for n, t in read.tables.items()})
+
+
+def test_the_pool_grows_and_reuses_freed_slots_without_disturbing_live_adapters(lora):
+    import gc
+
+    engine, first = lora.base, lora.adapters[0]
+    seq = engine.new_sequence(adapter=first)
+    before = engine.extend(seq, prompt(10, 4))
+    slots = engine.lora.slots
+    extras = []
+    while engine.lora.slots == slots:  # fill any free slot, then one more: the pool's arrays move
+        extras.append(engine.attach_adapter(_variant(lora, 1, 0.5, f"extra{len(extras)}")))
+    assert engine.lora.slots == slots + 1 and extras[-1].slot == slots
+    np.testing.assert_allclose(engine.extend(seq, [9]), engine.extend(engine.new_sequence(adapter=first),
+                                                                       prompt(10, 4) + [9]), atol=1e-4)
+    freed = extras.pop().slot
+    gc.collect()
+    again = engine.attach_adapter(_variant(lora, 0, 0.25, "again"))
+    assert again.slot == freed and engine.lora.slots == slots + 1  # the freed slot, no growth
+    assert np.abs(engine.extend(engine.new_sequence(adapter=again), prompt(10, 4)) - before).max() > 0.1
+    # A batch over slots far apart (first .. again) still gives each row its own adapter.
+    rows = [engine.new_sequence(adapter=a) for a in (first, None, again)]
+    alone = [engine.extend(engine.new_sequence(adapter=a), prompt(8, 2)) for a in (first, None, again)]
+    for seq_ in rows:
+        engine.extend(seq_, prompt(7, 2))
+    together = engine.step(rows, [prompt(8, 2)[-1]] * 3)
+    np.testing.assert_allclose(together, np.stack(alone), atol=1e-4)
