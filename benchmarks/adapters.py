@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from .footprint import say_to_all
 from .rss_child import peak_rss_mb
 from .stats import ratios, save, spread
 
@@ -45,7 +46,7 @@ def child(what: str, bundles: list[str]) -> dict:
 
 
 def _talk(bundles: list[str]) -> dict:
-    from lmpc_runtime import DONE, Runtime, SamplingConfig
+    from lmpc_runtime import Runtime, SamplingConfig
 
     with Runtime(seed=1) as rt:
         sampling = SamplingConfig(max_tokens=48)
@@ -55,12 +56,7 @@ def _talk(bundles: list[str]) -> dict:
             npcs.append(rt.load_npc(path, sampling=sampling))
             loads.append(time.perf_counter() - t)
         for line in LINES:
-            for npc in npcs:
-                rt.say(npc, line)
-            done = 0
-            while done < len(npcs):
-                rt.tick(budget_ms=50)
-                done += sum(1 for e in rt.poll() if e.kind == DONE)
+            say_to_all(rt, npcs, line)
         return {"peak_rss_mb": peak_rss_mb(), "load_s": loads, "engines": len(rt._engines)}
 
 

@@ -39,13 +39,25 @@ ROWS = [
 ]
 
 
+def say_to_all(rt, npcs: list, line: str) -> None:
+    """Each NPC answers `line`, the way a game drives them (`say`, then `tick` until every reply is done)."""
+    from lmpc_runtime import DONE
+
+    for npc in npcs:
+        rt.say(npc, line)
+    done = 0
+    while done < len(npcs):
+        rt.tick(budget_ms=50)
+        done += sum(1 for e in rt.poll() if e.kind == DONE)
+
+
 def child(bundle: str, what: str) -> dict:
     import hnswlib  # noqa: F401  (each row loads the same libraries)
     import numpy  # noqa: F401
     import onnxruntime  # noqa: F401
     import tokenizers
 
-    from lmpc_runtime import DONE, Runtime, SamplingConfig, read_bundle
+    from lmpc_runtime import Runtime, SamplingConfig, read_bundle
     from lmpc_runtime.engine import EngineOptions, open_engine
 
     kept = []
@@ -67,12 +79,7 @@ def child(bundle: str, what: str) -> dict:
                             for _ in npc.ask(line):
                                 pass
                         continue
-                    for npc in loaded:
-                        rt.say(npc, line)
-                    done = 0
-                    while done < len(loaded):
-                        rt.tick(budget_ms=50)
-                        done += sum(1 for e in rt.poll() if e.kind == DONE)
+                    say_to_all(rt, loaded, line)
             return {"peak_rss_mb": peak_rss_mb(), "context_tokens": [npc.context_tokens for npc in loaded]}
     return {"peak_rss_mb": peak_rss_mb()}
 

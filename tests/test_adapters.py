@@ -301,3 +301,22 @@ def test_the_pool_grows_and_reuses_freed_slots_without_disturbing_live_adapters(
         engine.extend(seq_, prompt(7, 2))
     together = engine.step(rows, [prompt(8, 2)[-1]] * 3)
     np.testing.assert_allclose(together, np.stack(alone), atol=1e-4)
+
+
+def test_the_adapters_benchmark_measures_a_village(village):
+    """benchmarks/adapters.py's children on the tiny village (in this process), summarised and tabled."""
+    from benchmarks import adapters as bench
+
+    (first, second), _, _ = village
+    talk = bench.child("talk", [str(first), str(second), str(first)])
+    assert talk["engines"] == 1 and len(talk["load_s"]) == 3 and talk["peak_rss_mb"] > 0
+    runs = {label: [talk] for label in ("talk, one NPC, adapter", "talk, three NPCs, three adapters, one engine",
+                                        "talk, one NPC, merged", "talk, three NPCs, merged, three engines")}
+    for label, bundles in (("decode, one NPC, adapter", [first]), ("decode, one NPC, merged", [first]),
+                           ("decode, 4 NPCs, 4 different adapters", [first, second, first, second]),
+                           ("decode, 4 NPCs, one adapter", [first] * 4)):
+        runs[label] = [bench.child("decode", [str(b) for b in bundles])]
+        assert runs[label][0]["tokens_per_s"] > 0
+    table = bench.markdown({"date": "today", "machine": "here", "village": "v", "merged": "m", "reps": 1,
+                            "summary": bench.summarise(runs)})
+    assert "One NPC with its adapter against the merged model" in table and "1.00 [1.00–1.00]×" in table
