@@ -144,7 +144,7 @@ class LoraPool:
         slot = next((s for s in range(1, self.slots) if self._owners[s] is None or self._owners[s]() is None), None)
         if slot is None:
             slot = self.slots
-            self._grow()
+            self._grow()  # the first new slot is free
         # The slot is free until the adapter is returned: a table that fails its checks half way leaves
         # nothing any sequence reads.
         for name, (rows, last) in self.shapes.items():
@@ -167,14 +167,16 @@ class LoraPool:
                                + "; ".join(problems))
 
     def _grow(self) -> None:
-        """One more slot. Arrays are np.zeros (pages the OS zero-fills on first touch): slot 0 and a new
-        slot commit no memory until written; the adapters' slots are copied over."""
+        """Twice the slots. Arrays are np.zeros (pages the OS zero-fills on first touch): slot 0 and free
+        slots commit no memory until written; only the live adapters' slots are copied over."""
+        live = [s for s in range(1, self.slots) if self._owners[s] is not None and self._owners[s]() is not None]
+        slots = 2 * self.slots
         for name, (rows, last) in self.shapes.items():
-            grown = np.zeros(((self.slots + 1) * rows, last), np.float32)
-            if name in self._tables:
-                grown[rows:self.slots * rows] = self._tables[name][rows:]
+            grown = np.zeros((slots * rows, last), np.float32)
+            for s in live:
+                grown[s * rows:(s + 1) * rows] = self._tables[name][s * rows:(s + 1) * rows]
             self._tables[name] = grown
-        self._owners.append(None)
+        self._owners += [None] * (slots - self.slots)
         self.generation += 1
 
     def run(self, adapters: list[Adapter | None]) -> tuple[int, int]:

@@ -169,8 +169,7 @@ def test_bad_adapters_are_refused_with_a_clear_error(lora, tmp_path):
     np.savez(tmp_path / "foreign.npz", weights=np.zeros(3, np.float32))
     with pytest.raises(AdapterError, match="not a LoRA table"):
         read_adapter(tmp_path / "foreign.npz")
-    # The failed attachments left at most one free slot behind, and the live adapters as they were.
-    assert lora.base.lora.slots <= slots + 1
+    # The failed attachments left the live adapters as they were.
     assert lora.base.attach_adapter(read_adapter(lora.files[0])) is lora.adapters[0]
     plain = lora.merged[0]  # a model exported without LoRA inputs
     with pytest.raises(AdapterError, match="without LoRA inputs"):
@@ -286,13 +285,13 @@ def test_the_pool_grows_and_reuses_freed_slots_without_disturbing_live_adapters(
     extras = []
     while engine.lora.slots == slots:  # fill any free slot, then one more: the pool's arrays move
         extras.append(engine.attach_adapter(_variant(lora, 1, 0.5, f"extra{len(extras)}")))
-    assert engine.lora.slots == slots + 1 and extras[-1].slot == slots
+    assert engine.lora.slots == 2 * slots and extras[-1].slot == slots
     np.testing.assert_allclose(engine.extend(seq, [9]), engine.extend(engine.new_sequence(adapter=first),
                                                                        prompt(10, 4) + [9]), atol=1e-4)
     freed = extras.pop().slot
     gc.collect()
     again = engine.attach_adapter(_variant(lora, 0, 0.25, "again"))
-    assert again.slot == freed and engine.lora.slots == slots + 1  # the freed slot, no growth
+    assert again.slot == freed and engine.lora.slots == 2 * slots  # the freed slot, no growth
     assert np.abs(engine.extend(engine.new_sequence(adapter=again), prompt(10, 4)) - before).max() > 0.1
     # A batch over slots far apart (first .. again) still gives each row its own adapter.
     rows = [engine.new_sequence(adapter=a) for a in (first, None, again)]
