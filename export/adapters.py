@@ -8,14 +8,15 @@ tables are exact (the A_p stacked, the B_p block-diagonal, zero-padded); for r >
 cut to its n·R largest singular directions, and how much of it that keeps (its share of the update's
 squared norm) is reported: the export's parity check then shows what the cut costs in tokens.
 
-The tables are written as an .npz of float32 (float16 would halve them, but rounds the small values of B
-past what the parity check allows), one pair per layer and group: `lora_a.{i}.{g}` [n·R, K],
-`lora_b.{i}.{g}` [n·R, N]. Not compressed: decompressing them took a third of an NPC's load.
+The tables are written in float32 (float16 would halve them, but rounds the small values of B past what the
+parity check allows), one pair per layer and group: `lora_a.{i}.{g}` [n·R, K], `lora_b.{i}.{g}` [n·R, N],
+in the runtime's flat adapter file (lmpc_runtime/adapters.py).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,5 +124,17 @@ def _fit_rank(a: np.ndarray, b: np.ndarray, rank: int) -> tuple[np.ndarray, np.n
 
 
 def write_tables(tables: LowRankTables, path: Path) -> Path:
-    np.savez(path, **{name: value.astype(np.float32) for name, value in tables.tables.items()})
+    """The tables as an adapter file (its format: lmpc_runtime/adapters.py)."""
+    import msgpack
+
+    from lmpc_runtime.adapters import ALIGN, FORMAT_VERSION, MAGIC
+
+    names = sorted(tables.tables)
+    header = msgpack.packb({"format_version": FORMAT_VERSION,
+                            "tables": [[name, *tables.tables[name].shape] for name in names]}, use_bin_type=True)
+    start = MAGIC + struct.pack("<I", len(header)) + header
+    with open(path, "wb") as f:
+        f.write(start + bytes(-len(start) % ALIGN))
+        for name in names:
+            f.write(np.ascontiguousarray(tables.tables[name], dtype="<f4").tobytes())
     return path

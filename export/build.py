@@ -29,6 +29,7 @@ from typing import Callable
 import msgpack
 
 from lmpc_runtime import __version__
+from lmpc_runtime.adapters import FORMAT_VERSION as ADAPTER_FORMAT
 from lmpc_runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -66,7 +67,7 @@ SHIPPED_VARIANT = "int8"
 EMBEDDER_FILE = "embedder.onnx"
 EMBEDDER_TOKENIZER_FILE = "embedder_tokenizer.json"
 MEMORIES_FILE = "memories.msgpack"
-ADAPTER_FILE = "adapter.npz"
+ADAPTER_FILE = "adapter.lora"
 BASE_SUFFIX = ".lmpcbase"
 # Fused models are also cut into segments (export/segments.py) so that a frame can stop between them:
 # this many layers each, and the LM head in this many parts (each about a layer's work). Chosen by
@@ -258,7 +259,7 @@ def prepare_adapter(adapter: Path, entry: Path, cache_dir: Path, log: Log) -> Pa
     if not rank:
         raise ExportError(f"{entry.name} was exported without LoRA inputs; it cannot take an adapter")
     fingerprint = ckpt.adapter_fingerprint(adapter)
-    out = cache_dir / f"adapter-{fingerprint}-on-{entry.name}"
+    out = cache_dir / f"adapter-{fingerprint}-f{ADAPTER_FORMAT}-on-{entry.name}"
     if (out / "adapter.json").is_file():
         log(f"adapter: cached ({out})")
         return out

@@ -4,7 +4,14 @@ A model exported with a LoRA rank r (`ModelSpec.lora_rank`, see export/fused_gra
 layer i and linear group g of n packed projections, the low-rank update ((x · aᵀ) ⊙ mask) · b added to the
 base product: a = lora_a.{i}.{g} [T·n·r, K], b = lora_b.{i}.{g} [T·n·r, N], the tables of T adapters one
 after another, and lora_mask.{n} [B, 1, T·n·r] picking each batch row's own. An adapter file (written by
-export/adapters.py) holds one adapter's tables, [n·r, K] and [n·r, N] for each input.
+export/adapters.py) holds one adapter's tables, [n·r, K] and [n·r, N] for each input:
+
+    b"LMPCLORA", header length (uint32, little-endian), header (msgpack: {"format_version": 1,
+    "tables": [[name, rows, columns], ...]}), zeros up to a multiple of 64 bytes, then the tables'
+    float32 values (little-endian), one after another in the header's order.
+
+Flat, so that attaching an adapter is a copy from the mapped file into the pool (an .npz took a third of
+an NPC's load to parse and check).
 
 `LoraPool` keeps the tables of every adapter attached to an engine in one array per input, an adapter
 to a slot, so that the adapters of any batch are a run of consecutive slots: a view bound to the session
@@ -15,16 +22,21 @@ what a sequence without an adapter uses.
 
 from __future__ import annotations
 
+import struct
 import weakref
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import sha256_checked
+from .bundle import sha256_checked, unpack_limited
 from .errors import AdapterError
+
+MAGIC = b"LMPCLORA"
+FORMAT_VERSION = 1
+ALIGN = 64
+MAX_HEADER_BYTES = 1 << 20
 
 _TABLE_PREFIX = ("lora_a.", "lora_b.")
 MASK_PREFIX = "lora_mask."
@@ -64,54 +76,68 @@ class Adapter:
 
 
 class _AdapterFile(Mapping):
-    """The tables of an .npz adapter file, each read and checked when asked for (the file is opened once,
-    and closed when this is dropped)."""
+    """The tables of an adapter file, as views of the file mapped into memory (unmapped when dropped);
+    each is checked for NaN and infinities when asked for."""
 
-    def __init__(self, path: Path, names: list[str]):
-        self.path, self._names = path, names
-        self._npz = None
+    def __init__(self, path: Path, index: dict[str, tuple[int, int, int]], data: np.ndarray):
+        self.path, self._index, self._data = path, index, data  # name → (offset, rows, columns)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._index)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(self._index)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._names:
-            raise KeyError(name)
-        try:
-            if self._npz is None:
-                self._npz = np.load(self.path, allow_pickle=False)
-            value = self._npz[name]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-            raise AdapterError(f"{self.path}: '{name}' cannot be read: {exc}") from exc
-        if value.ndim != 2 or value.dtype != np.float32:
-            raise AdapterError(f"{self.path}: '{name}' ({value.dtype}, {value.ndim}-D) is not a LoRA table")
-        if not np.isfinite(value).all():
+        offset, rows, columns = self._index[name]
+        table = self._data[offset:offset + rows * columns].reshape(rows, columns)
+        if not np.isfinite(table).all():
             raise AdapterError(f"{self.path}: '{name}' holds NaN or infinite values")
-        return value
+        return table
 
 
 def read_adapter(path: Path, expected_sha256: str = "") -> AdapterTables:
-    """Open an adapter file (.npz of float32 tables): its hash and its table names now, each table when
-    attached. A corrupt or foreign file raises AdapterError, then or while attaching; nothing is executed
-    from it (no pickles)."""
+    """Open an adapter file (see the module's docstring): its hash, header and size are checked now, each
+    table's values when attached. A corrupt or foreign file raises AdapterError; nothing is executed from it."""
     try:
         fingerprint = sha256_checked(path)  # hashed once per process: the bundle's check did it already
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            start = f.read(len(MAGIC) + 4)
+            if len(start) < len(MAGIC) + 4 or not start.startswith(MAGIC):
+                raise AdapterError(f"{path}: not an LMPC adapter file")
+            (header_bytes,) = struct.unpack("<I", start[len(MAGIC):])
+            if header_bytes > MAX_HEADER_BYTES:
+                raise AdapterError(f"{path}: an adapter header of {header_bytes} bytes (at most {MAX_HEADER_BYTES})")
+            header = unpack_limited(f.read(header_bytes), str(path), MAX_HEADER_BYTES, error=AdapterError)
     except OSError as exc:
         raise AdapterError(f"{path}: cannot read the adapter: {exc.strerror or exc}") from exc
     if expected_sha256 and fingerprint != expected_sha256:
         raise AdapterError(f"{path}: the adapter does not match the sha256 its bundle records")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n.removesuffix(".npy") for n in archive.namelist()]
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise AdapterError(f"{path}: not a readable adapter file: {exc}") from exc
-    strange = [n for n in names if not n.startswith(_TABLE_PREFIX)]
-    if strange or not names:
-        raise AdapterError(f"{path}: not a LoRA table: {strange[:3]}" if strange else f"{path}: the adapter holds no tables")
-    return AdapterTables(path.stem, fingerprint, _AdapterFile(path, names))
+    index = _table_index(path, header)
+    first = -(-(len(MAGIC) + 4 + header_bytes) // ALIGN) * ALIGN
+    values = sum(rows * columns for _, rows, columns in index.values())
+    if size != first + 4 * values:
+        raise AdapterError(f"{path}: {size} bytes, where its header announces {first + 4 * values} (truncated?)")
+    data = np.memmap(path, dtype="<f4", mode="r", offset=first, shape=(values,)) if values else np.zeros(0, "<f4")
+    return AdapterTables(path.stem, fingerprint, _AdapterFile(path, index, data))
+
+
+def _table_index(path: Path, header) -> dict[str, tuple[int, int, int]]:
+    """name → (offset in values, rows, columns), from a header checked field by field."""
+    if not isinstance(header, dict) or header.get("format_version") != FORMAT_VERSION \
+            or not isinstance(header.get("tables"), list) or not header["tables"]:
+        raise AdapterError(f"{path}: not an adapter header of format {FORMAT_VERSION}")
+    index, offset = {}, 0
+    for entry in header["tables"]:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and entry[0].startswith(_TABLE_PREFIX) and entry[0] not in index
+                and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in entry[1:])):
+            raise AdapterError(f"{path}: not a LoRA table: {str(entry)[:80]}")
+        name, rows, columns = entry
+        index[name] = (offset, rows, columns)
+        offset += rows * columns
+    return index
 
 
 class LoraPool:

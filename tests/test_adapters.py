@@ -78,7 +78,7 @@ def lora(tmp_path_factory, tiny_bundle):
         (tmp / f"merged{k}" / "config.json").write_text((checkpoint / "config.json").read_text())
         path = fused_graph.export_fused(tmp / f"merged{k}", tmp / f"merged{k}" / "model.onnx", fp32)
         merged.append(FusedEngine(str(path), model_spec(config, fused_graph.LAYOUT, path.name, "", 1024)))
-        files.append(write_tables(low_rank_tables(peft_dir, config, RANK), tmp / f"adapter{k}.npz"))
+        files.append(write_tables(low_rank_tables(peft_dir, config, RANK), tmp / f"adapter{k}.lora"))
         adapters.append(base.attach_adapter(read_adapter(files[-1])))
     return Lora(base, merged, adapters, files, spec, tmp)
 
@@ -146,30 +146,33 @@ def test_bad_adapters_are_refused_with_a_clear_error(lora, tmp_path):
     tables = dict(read_adapter(lora.files[0]).tables)
     smaller = {name: table[: table.shape[0] // 2] for name, table in tables.items()}
     with pytest.raises(AdapterError, match="does not fit this model"):
-        lora.base.attach_adapter(read_adapter(write_tables(LowRankTables(smaller, RANK // 2, {}), tmp_path / "r2.npz")))
+        lora.base.attach_adapter(read_adapter(write_tables(LowRankTables(smaller, RANK // 2, {}), tmp_path / "r2.lora")))
     del tables[sorted(tables)[0]]
     with pytest.raises(AdapterError, match="missing"):
-        lora.base.attach_adapter(read_adapter(write_tables(LowRankTables(tables, RANK, {}), tmp_path / "part.npz")))
-    corrupt = tmp_path / "corrupt.npz"
-    corrupt.write_bytes(lora.files[0].read_bytes()[:300])
-    with pytest.raises(AdapterError, match="not a readable adapter"):
+        lora.base.attach_adapter(read_adapter(write_tables(LowRankTables(tables, RANK, {}), tmp_path / "part.lora")))
+    corrupt = tmp_path / "corrupt.lora"
+    corrupt.write_bytes(lora.files[0].read_bytes()[:3000])
+    with pytest.raises(AdapterError, match="truncated"):
         read_adapter(corrupt)
+    (tmp_path / "foreign.lora").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(AdapterError, match="not an LMPC adapter file"):
+        read_adapter(tmp_path / "foreign.lora")
+    huge = tmp_path / "huge.lora"
+    huge.write_bytes(b"LMPCLORA" + (1 << 31).to_bytes(4, "little"))
+    with pytest.raises(AdapterError, match="header of"):
+        read_adapter(huge)
     with pytest.raises(AdapterError, match="cannot read"):
-        read_adapter(tmp_path / "absent.npz")
+        read_adapter(tmp_path / "absent.lora")
     with pytest.raises(AdapterError, match="sha256"):
         read_adapter(lora.files[0], expected_sha256="0" * 64)
-    good = dict(read_adapter(lora.files[0]).tables)
+    good = {name: np.array(table) for name, table in read_adapter(lora.files[0]).tables.items()}
     first = sorted(good)[0]
-    slots = lora.base.lora.slots
-    for label, value, error in (("nan", good[first] * np.nan, "NaN"), ("ints", good[first].astype(np.int64),
-                                "not a LoRA table"), ("3d", good[first][None], "not a LoRA table")):
-        np.savez(tmp_path / f"{label}.npz", **{**good, first: value})
-        with pytest.raises(AdapterError, match=error):  # found while attaching, table by table
-            lora.base.attach_adapter(read_adapter(tmp_path / f"{label}.npz"))
-    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3, np.float32))
     with pytest.raises(AdapterError, match="not a LoRA table"):
-        read_adapter(tmp_path / "foreign.npz")
-    # The failed attachments left the live adapters as they were.
+        read_adapter(write_tables(LowRankTables({**good, "weights": good[first]}, RANK, {}), tmp_path / "odd.lora"))
+    nan = write_tables(LowRankTables({**good, first: good[first] * np.nan}, RANK, {}), tmp_path / "nan.lora")
+    with pytest.raises(AdapterError, match="NaN"):  # found while attaching, table by table
+        lora.base.attach_adapter(read_adapter(nan))
+    # The failed attachment left the live adapters as they were.
     assert lora.base.attach_adapter(read_adapter(lora.files[0])) is lora.adapters[0]
     plain = lora.merged[0]  # a model exported without LoRA inputs
     with pytest.raises(AdapterError, match="without LoRA inputs"):
