@@ -134,7 +134,7 @@ def _export_fused(checkpoint: Path, work: Path, log: Log, lora_rank: int = 0) ->
     return models
 
 
-def _export_optimum(checkpoint: Path, work: Path, log: Log, lora_rank: int = 0) -> dict[str, Path]:
+def _export_optimum(checkpoint: Path, work: Path, log: Log) -> dict[str, Path]:
     """The reference layout: optimum's export, then its layer weights as MatMulNBits int8."""
     log("model: exporting to ONNX with KV cache (optimum, text-generation-with-past)")
     fp32 = onnx_export.export_fp32(checkpoint, work / "fp32")
@@ -202,7 +202,10 @@ def prepare_model(source: Path, cache_dir: Path, log: Log, context_length: int =
     seconds["checkpoint"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    models = (_export_fused if layout == fused_graph.LAYOUT else _export_optimum)(checkpoint, work, log, lora_rank)
+    if layout == fused_graph.LAYOUT:
+        models = _export_fused(checkpoint, work, log, lora_rank)
+    else:
+        models = _export_optimum(checkpoint, work, log)
     seconds["onnx_export"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -432,16 +435,16 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
                 "retrain it (`lmpc train`) for the best results")
         training = _adapter_json(adapter, ckpt.TRAINING_REPORT)
     cache_dir = cache_dir or default_cache_dir()
+    source = source or ckpt.base_gguf()
     adapter_entry = None
     if runtime_adapter:
         if adapter is None:
             raise ExportError("a run-time adapter needs --adapter")
-        check_adapter_base(adapter, ckpt.source_fingerprint(source or ckpt.base_gguf()))
-        entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout,
-                              lora_rank=adapter_rank(adapter))
+        check_adapter_base(adapter, ckpt.source_fingerprint(source))
+        entry = prepare_model(source, cache_dir, log, context_length, layout, lora_rank=adapter_rank(adapter))
         adapter_entry = prepare_adapter(adapter, entry, cache_dir, log)
     else:
-        entry = prepare_model(source or ckpt.base_gguf(), cache_dir, log, context_length, layout, adapter)
+        entry = prepare_model(source, cache_dir, log, context_length, layout, adapter)
     embedder_entry = prepare_embedder(cache_dir, log)
     log(f"bundle: writing {out}")
     return write_bundle(sheet, entry, embedder_entry, out, context_length,

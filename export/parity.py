@@ -81,7 +81,7 @@ def check_parity(variant: str, onnx_path: Path, spec: ModelSpec, chat: ChatForma
     applied = engine.attach_adapter(read_adapter(adapter)) if adapter is not None else None
     logits = []
     for prompt, continuation, _ in references:
-        seq = engine.new_sequence(adapter=applied) if applied is not None else engine.new_sequence()
+        seq = engine.new_sequence(adapter=applied)
         logits.append(np.stack([engine.extend(seq, prompt)] + [engine.extend(seq, [tok]) for tok in continuation]))
     return compare(variant, logits, references)
 

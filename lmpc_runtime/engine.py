@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from .bundle import ModelSpec
-from .errors import BundleFormatError, ContextOverflowError, ModelError
+from .errors import BundleFormatError, ContextOverflowError, ModelError, StateError
 from .fused_engine import FusedEngine
 from .prefix_cache import PrefixCache
 from .session import EngineOptions, make_session, refuse_mismatched_graph
@@ -42,19 +42,20 @@ class ForwardPass(Protocol):
 
 class Engine(Protocol):
     """What the runtime asks of an engine: one loaded model, shared by every NPC that uses it. A sequence
-    is whatever object the engine hands out from `new_sequence` (it has `len()` and `tokens`)."""
+    is whatever object the engine hands out from `new_sequence` (it has `len()` and `tokens`), run with the
+    adapter it was made with (see adapters.py; None: the model's own weights)."""
 
     spec: ModelSpec
     options: EngineOptions
     prefixes: PrefixCache
 
-    def new_sequence(self, prefix: list[int] = ()) -> Any: ...
+    def new_sequence(self, prefix: list[int] = (), adapter: Any = None) -> Any: ...
     def extend(self, seq: Any, tokens: list[int]) -> np.ndarray: ...
     def step(self, seqs: list[Any], tokens: list[int]) -> np.ndarray: ...
     def begin_extend(self, seq: Any, tokens: list[int]) -> ForwardPass: ...
     def begin_step(self, seqs: list[Any], tokens: list[int]) -> ForwardPass: ...
     def read_kv(self, seq: Any) -> np.ndarray: ...
-    def load_kv(self, tokens: list[int], kv: np.ndarray) -> Any: ...
+    def load_kv(self, tokens: list[int], kv: np.ndarray, adapter: Any = None) -> Any: ...
 
 
 @dataclass
@@ -108,8 +109,9 @@ class ReferenceEngine:
             problems.append("no 'logits' output")
         refuse_mismatched_graph(model_path, problems)
 
-    def new_sequence(self, prefix: list[int] = ()) -> KvSequence:
+    def new_sequence(self, prefix: list[int] = (), adapter: Any = None) -> KvSequence:
         """An empty sequence, or one holding `prefix` (its cache computed once, then shared)."""
+        _refuse_adapter(adapter)
         if prefix:
             return self.prefixes.sequence(list(prefix))
         empty = np.zeros((1, self.spec.num_kv_heads, 0, self.spec.head_dim), dtype=np.float32)
@@ -154,9 +156,15 @@ class ReferenceEngine:
         """A copy of the sequence's cache, [layers * 2 (key, value), kv_heads, len, head_dim] float32."""
         return np.concatenate(seq.kv, axis=0)
 
-    def load_kv(self, tokens: list[int], kv: np.ndarray) -> KvSequence:
+    def load_kv(self, tokens: list[int], kv: np.ndarray, adapter: Any = None) -> KvSequence:
         """A new sequence holding `tokens` with the cache `kv` (as `read_kv` returns it)."""
+        _refuse_adapter(adapter)
         return KvSequence(self.spec.num_layers, list(tokens), [layer[None].copy() for layer in kv])
+
+
+def _refuse_adapter(adapter: Any) -> None:
+    if adapter is not None:
+        raise StateError("the reference engine takes no adapters (they need the lmpc-gqa layout)")
 
 
 class WholePass:

@@ -114,7 +114,7 @@ class Npc:
         self.facts = GameState()
         self._personas: dict[str, list[int]] = {}  # persona tokens by the player's name ({{user}})
         # Starts holding the persona: computed once per engine, copied for each NPC that shares it.
-        self._seq = self.new_sequence(self.persona_tokens)
+        self._seq = engine.new_sequence(self.persona_tokens, adapter)
         self.hooks = TextHooks()
         self.game_time: float | None = None  # stamped on memories and summaries the NPC makes
         self.turn = 0  # player lines started so far; lorebook timers count these
@@ -131,12 +131,6 @@ class Npc:
     @property
     def name(self) -> str:
         return self.bundle.character.name
-
-    def new_sequence(self, prefix: list[int] = ()):
-        """A sequence of the NPC's engine, run with the NPC's adapter."""
-        if self.adapter is None:
-            return self._engine.new_sequence(prefix)
-        return self._engine.new_sequence(prefix, self.adapter)
 
     @property
     def persona_tokens(self) -> list[int]:
@@ -360,7 +354,7 @@ class Npc:
         return Reply(
             reply_id=self.next_reply_id(),
             npc_id=self.id,
-            seq=self.new_sequence(),
+            seq=self._engine.new_sequence(adapter=self.adapter),
             todo=summary_prompt(self.chat, self.name, player, exchanges, limit),
             # Greedy decoding never draws from the generator: the NPC's own stays untouched.
             sampler=Sampler(SUMMARY_SAMPLING, np.random.default_rng(0), banned=self.bundle.special.banned),

@@ -30,7 +30,7 @@ class PrefixCache:
         return len(self._entries)
 
     def __contains__(self, prefix: list[int]) -> bool:
-        return ("", tuple(prefix)) in self._entries
+        return self.holds(prefix)
 
     def holds(self, prefix: list[int], adapter: Any = None) -> bool:
         return (getattr(adapter, "fingerprint", ""), tuple(prefix)) in self._entries
@@ -42,7 +42,7 @@ class PrefixCache:
         cached = self._entries.pop(key, None)
         if cached is None:
             engine = self._engine()
-            cached = engine.new_sequence(adapter=adapter) if adapter is not None else engine.new_sequence()
+            cached = engine.new_sequence(adapter=adapter)
             # On the paced graph: in tick mode that is the segments, and a game that never calls `npc.ask`
             # then never opens the whole graph.
             for start in range(0, len(prefix), PREFILL_CHUNK):

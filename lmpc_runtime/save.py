@@ -38,6 +38,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .adapters import Adapter
 from .bundle import read_memories, unpack_limited
 from .errors import (
     InvalidArgumentError,
@@ -249,7 +250,7 @@ def _restore(npc: Npc, state: dict[str, Any]) -> NpcState:
     lore.restore(state["lore_timers"])
     return NpcState([(p, n) for p, n in history], counters["turn"], counters["summarised_turns"],
                     counters["turns_since_summary"], facts, game_time, rng, store, lore,
-                    _restore_kv(now, npc.persona_tokens, state["kv"]), now.engine)
+                    _restore_kv(now, npc.persona_tokens, state["kv"], npc.adapter), now.engine)
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
@@ -280,7 +281,7 @@ def _unpack_rng(packed: Any) -> np.random.Generator:
     })
 
 
-def _restore_kv(now: NpcState, persona_tokens: list[int], kv: Any):
+def _restore_kv(now: NpcState, persona_tokens: list[int], kv: Any, adapter: Adapter | None):
     """The KV sequence a save holds, checked against the model. When it holds none, the NPC's cache of
     its persona is kept (it is the same in every state) and the rest is prefilled by the next reply."""
     if kv is None:
@@ -297,11 +298,7 @@ def _restore_kv(now: NpcState, persona_tokens: list[int], kv: Any):
     if not isinstance(data, bytes) or len(data) != int(np.prod(shape)) * 4:
         raise InvalidArgumentError("kv.data does not match the model's cache shape")
     # load_kv copies the cache into the engine's own memory: the bytes are read in place, not copied first.
-    cache = np.frombuffer(data, dtype="<f4").reshape(shape)
-    adapter = getattr(now.seq, "adapter", None)  # the NPC's, checked against the save's above
-    if adapter is None:
-        return now.engine.load_kv(tokens, cache)
-    return now.engine.load_kv(tokens, cache, adapter)
+    return now.engine.load_kv(tokens, np.frombuffer(data, dtype="<f4").reshape(shape), adapter)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -322,3 +322,15 @@ def test_the_adapters_benchmark_measures_a_village(village):
     table = bench.markdown({"date": "today", "machine": "here", "village": "v", "merged": "m", "reps": 1,
                             "summary": bench.summarise(runs)})
     assert "One NPC with its adapter against the merged model" in table and "1.00 [1.00–1.00]×" in table
+
+
+def test_the_reference_engine_refuses_an_adapter(tiny_graphs, lora):
+    from lmpc_runtime import StateError
+    from lmpc_runtime.engine import ReferenceEngine
+
+    engine = ReferenceEngine(str(tiny_graphs.reference), tiny_graphs.reference_spec)
+    with pytest.raises(StateError, match="takes no adapters"):
+        engine.new_sequence(prompt(3, 1), lora.adapters[0])
+    with pytest.raises(StateError, match="takes no adapters"):
+        engine.load_kv([], np.zeros((2 * tiny_graphs.reference_spec.num_layers, 1, 0, 16), np.float32),
+                       lora.adapters[0])
