@@ -77,6 +77,11 @@ extern "C" {
 #define LMPC_EVENT_LOADED   8   /* finish 0: the NPC is ready; LMPC_FINISH_ERROR: it failed, text says
                                 ** why; LMPC_FINISH_CANCELLED: unloaded first. Either way but 0, the
                                 ** handle is no longer valid. */
+/* The typed tail of a reply (a sheet that declares actions or emotions), just before its DONE. */
+#define LMPC_EVENT_ACTION   9   /* text: JSON {"name": "give_item", "args": {"item": "father_letter"}};
+                                ** the name, arguments and values are always ones the sheet declares and
+                                ** the game's facts and registered values allow now */
+#define LMPC_EVENT_EMOTION 10   /* text: the label, one of the sheet's emotions */
 
 /* Why a reply finished (lmpc_event.finish, for LMPC_EVENT_DONE). */
 #define LMPC_FINISH_END_OF_TURN 1   /* the model ended its turn */
@@ -168,6 +173,13 @@ int lmpc_set_priority(lmpc_npc *npc, double priority);
 ** The value is read as JSON when it is a number, true, false or null, else taken as text. Lore and
 ** memories can require facts, so the NPC knows only what it should know by now. */
 int lmpc_set_fact(lmpc_npc *npc, const char *key, const char *value);
+
+/* The values an action's argument may take now, for an argument the sheet leaves to the game
+** (`args.item = "game"`): `values_json` is a JSON array of strings, e.g. ["father_letter", "coin"]; the
+** NPC can never name another. "[]" closes the action until values are registered again. LMPC_EINVAL
+** for an unknown action or argument, an argument with a closed set, or a value that is not letters,
+** digits, _ . - (at most 64 characters). */
+int lmpc_set_action_values(lmpc_npc *npc, const char *action, const char *argument, const char *values_json);
 
 /* The one heavy call: do model work for at most `budget_us` microseconds (a budget smaller than one
 ** step of the model still runs one step, so replies progress; 0 does nothing). Returns LMPC_PENDING

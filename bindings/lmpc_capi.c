@@ -29,6 +29,7 @@ int _lmpc_py_say(uint64_t npc, const char *text, int *reply_id);
 int _lmpc_py_cancel(uint64_t npc);
 int _lmpc_py_set_priority(uint64_t npc, double priority);
 int _lmpc_py_set_fact(uint64_t npc, const char *key, const char *value);
+int _lmpc_py_set_action_values(uint64_t npc, const char *action, const char *argument, const char *values_json);
 int _lmpc_py_tick(uint64_t rt, int64_t budget_us);
 int _lmpc_py_poll(uint64_t rt, lmpc_event *event, char *text, size_t text_cap);
 int _lmpc_py_save_state(uint64_t npc, const char *path);
@@ -209,6 +210,15 @@ CFFI_DLLEXPORT int lmpc_set_fact(lmpc_npc *npc, const char *key, const char *val
     if (!key || !value) return fail(LMPC_EINVAL, "lmpc_set_fact: key and value must not be NULL");
     BOOTED();
     return _lmpc_py_set_fact(HANDLE(npc), key, value);
+}
+
+CFFI_DLLEXPORT int lmpc_set_action_values(lmpc_npc *npc, const char *action, const char *argument,
+                                          const char *values_json) {
+    if (!npc) return fail(LMPC_EINVAL, "lmpc_set_action_values: npc is NULL");
+    if (!action || !argument || !values_json)
+        return fail(LMPC_EINVAL, "lmpc_set_action_values: action, argument and values must not be NULL");
+    BOOTED();
+    return _lmpc_py_set_action_values(HANDLE(npc), action, argument, values_json);
 }
 
 CFFI_DLLEXPORT int lmpc_tick(lmpc_runtime *rt, int64_t budget_us) {

@@ -37,7 +37,9 @@ from .memory.store import Memory
 from .memory.summary import SummaryConfig
 from .npc import Npc
 from .reply import (
+    ACTION,
     DONE,
+    EMOTION,
     ERROR,
     FINISH_CANCELLED,
     FINISH_END,
@@ -63,7 +65,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # event kinds (Event.kind) and how a reply ended (Event.finish, on `done`)
-    "STARTED", "TEXT", "SENTENCE", "DONE", "ERROR", "SUMMARY", "LOADING", "LOADED",
+    "STARTED", "TEXT", "SENTENCE", "DONE", "ERROR", "SUMMARY", "LOADING", "LOADED", "ACTION", "EMOTION",
     "FINISH_END", "FINISH_LENGTH", "FINISH_STOP", "FINISH_REPEAT", "FINISH_CANCELLED", "FINISH_FALLBACK",
     "FINISH_ERROR",
     "AMBIENT", "AdapterError", "FOCUS", "NORMAL", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError",

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .npc import Npc
 from .reply import (
-    DONE, ERROR, FINISH_CANCELLED, FINISH_END, FINISH_ERROR, FINISH_FALLBACK, FINISH_LENGTH, FINISH_REPEAT,
+    ACTION, DONE, EMOTION, ERROR, FINISH_CANCELLED, FINISH_END, FINISH_ERROR, FINISH_FALLBACK, FINISH_LENGTH, FINISH_REPEAT,
     FINISH_STOP, LOADED, LOADING, SENTENCE, STARTED, SUMMARY, TEXT, Event,
 )
 from .runtime import Runtime
@@ -38,7 +38,8 @@ E_ERROR, E_INVAL, E_NOTFOUND, E_BUNDLE, E_SAVE, E_TOOSMALL, E_STATE, E_MODEL, E_
 BOOT_OK = 1
 MAX_MESSAGE = 2000
 
-EVENT_CODES = {STARTED: 1, TEXT: 2, SENTENCE: 3, DONE: 4, ERROR: 5, SUMMARY: 6, LOADING: 7, LOADED: 8}
+EVENT_CODES = {STARTED: 1, TEXT: 2, SENTENCE: 3, DONE: 4, ERROR: 5, SUMMARY: 6, LOADING: 7, LOADED: 8,
+               ACTION: 9, EMOTION: 10}
 FINISH_CODES = {FINISH_END: 1, FINISH_LENGTH: 2, FINISH_STOP: 3, FINISH_REPEAT: 4, FINISH_CANCELLED: 5,
                 FINISH_FALLBACK: 6, FINISH_ERROR: 7}
 
@@ -96,6 +97,25 @@ def fact_value(raw: str) -> Any:
     return raw
 
 
+def event_text(event: Event) -> str:
+    """An event's text as C reads it: an action as JSON (name and arguments), any other as it is."""
+    if event.kind == ACTION:
+        return json.dumps({"name": event.text, "args": event.args}, ensure_ascii=False)
+    return event.text
+
+
+def values_arg(raw: bytes | None) -> list[str]:
+    """An action's values as the game wrote them: a JSON array of strings."""
+    text = text_arg(raw, "values")
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise CallError(E_INVAL, f"values must be a JSON array of strings, e.g. [\"coin\"], not {text[:80]!r}")
+    return values
+
+
 @dataclass
 class _OpenRuntime:
     runtime: Runtime
@@ -147,7 +167,7 @@ class CApi:
         if not entry.waiting:
             return DONE_STATUS, None, b""
         event, npc_handle = entry.waiting[0]
-        text = event.text.encode("utf-8")
+        text = event_text(event).encode("utf-8")
         fields = {
             "kind": EVENT_CODES[event.kind],
             "finish": FINISH_CODES.get(event.finish, 0),
@@ -226,6 +246,12 @@ class CApi:
     def set_fact(self, npc_handle: int, key: bytes | None, value: bytes | None) -> None:
         rt, npc = self._npc(npc_handle)
         self._runtimes[rt].runtime.set_fact(npc, text_arg(key, "key"), fact_value(text_arg(value, "value")))
+
+    def set_action_values(self, npc_handle: int, action: bytes | None, argument: bytes | None,
+                          values: bytes | None) -> None:
+        rt, npc = self._npc(npc_handle)
+        self._runtimes[rt].runtime.set_action_values(npc, text_arg(action, "action"), text_arg(argument, "argument"),
+                                                     values_arg(values))
 
     def save_state(self, npc_handle: int, path: bytes | None) -> None:
         rt, npc = self._npc(npc_handle)
@@ -326,6 +352,10 @@ def bind(ffi, lib, api: CApi | None = None) -> CApi:
     @entry("_lmpc_py_set_fact")
     def _set_fact(npc, key, value):
         api.set_fact(npc, string(key), string(value))
+
+    @entry("_lmpc_py_set_action_values")
+    def _set_action_values(npc, action, argument, values):
+        api.set_action_values(npc, string(action), string(argument), string(values))
 
     @entry("_lmpc_py_tick")
     def _tick(rt, budget_us):

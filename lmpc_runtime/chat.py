@@ -10,8 +10,11 @@ not a control token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from tokenizers import Tokenizer, decoders
+
+from .actions import TokenPieces
 
 ROLES = ("system", "user", "assistant")
 
@@ -62,6 +65,11 @@ class ChatFormat:
 
     def count(self, text: str) -> int:
         return len(self.encode_text(text))
+
+    @cached_property
+    def pieces(self) -> TokenPieces:
+        """Each token's text, for the typed tail of actions and emotions (built on its first use)."""
+        return TokenPieces(self.tokenizer)
 
     def text_stream(self) -> "TextStream":
         return TextStream(self.tokenizer)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .bundle import read_bundle
 from .errors import InvalidArgumentError, LmpcError
-from .reply import DONE, TEXT
+from .reply import ACTION, DONE, EMOTION, TEXT
 from .runtime import Runtime
 from .sheet import advice, load_sheet
 
@@ -146,7 +146,14 @@ def _eval(args: argparse.Namespace) -> int:
              f"(sampled {s['key_facts_sampled'] or 0:.1%}, greedy {s['key_facts_greedy'] or 0:.1%}), "
              + ", ".join(f"{c} {v:.0%}" for c, v in s["by_category"].items())
              + f"; invented names {s['invented_name']:.0%}, assistant speak {s['assistant_speak']:.0%}, "
-             f"loops {s['loop']:.0%}")
+             f"loops {s['loop']:.0%}, replies that acted {s.get('acted', 0):.1%}")
+    actions = bundle / files.ACTION_TEST
+    if actions.is_file():
+        report["action_test"] = evaluate.action_test_report(bundle, actions, args.seeds, args.threads)
+        s = report["action_test"]["summary"]
+        _log(f"eval: action test, {s['scenarios']} scenarios: right action {s['right']:.1%} ("
+             + ", ".join(f"{k} {v:.0%}" for k, v in s["by_expected"].items())
+             + f"); {s['actions_valid']} of {s['actions_emitted']} actions emitted type-check")
     if not report:
         raise InvalidArgumentError(f"{bundle}: nothing to evaluate: --no-apc and no persona test")
     report = {**evaluate.report_header(read_bundle(bundle)), **report}
@@ -216,7 +223,16 @@ def _stream_reply(npc, line: str, out) -> None:
             out.flush()
         elif event.kind == DONE and event.finish == "fallback":
             out.write(event.text)
+        elif event.kind in (ACTION, EMOTION):
+            out.write(f"  ({tail_note(event)})")
     out.write("\n")
+
+
+def tail_note(event) -> str:
+    """An action or emotion as a chat transcript shows it: "does give_item item=father_letter", "feels sad"."""
+    if event.kind == EMOTION:
+        return f"feels {event.text}"
+    return " ".join(["does", event.text] + [f"{k}={v}" for k, v in event.args.items()])
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -226,10 +242,12 @@ def _ask(args: argparse.Namespace) -> int:
             _stream_reply(npc, args.text, sys.stdout)
             return 0
         reply = npc.start_reply(args.text)
-        for _ in npc.run_reply(reply):
-            pass
+        events = list(npc.run_reply(reply))
         npc.end_reply(reply)
-        print(json.dumps({"npc": npc.name, "text": reply.final_text, "finish": reply.finish, **reply.metrics(),
+        actions = [{"name": e.text, "args": e.args} for e in events if e.kind == ACTION]
+        emotion = next((e.text for e in events if e.kind == EMOTION), None)
+        print(json.dumps({"npc": npc.name, "text": reply.final_text, "finish": reply.finish, "actions": actions,
+                          "emotion": emotion, **reply.metrics(),
                           "graph": "whole", "threads": args.threads, "spinning": args.spinning},
                          ensure_ascii=False))
     return 0

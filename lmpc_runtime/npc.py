@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .actions import GAME_VALUES, TailGrammar, TailWriter, action_tags, value_problems
 from .adapters import Adapter
 from .bundle import Bundle, read_memories
 from .chat import ChatFormat
@@ -33,7 +34,7 @@ from .errors import ContextOverflowError, InvalidArgumentError
 from .hooks import HookedReply, TextHooks, call_hook
 from .memory.embedder import Embedder
 from .memory.exchanges import bundle_exchanges
-from .memory.gating import GameState
+from .memory.gating import GameState, parse_condition
 from .macros import UNNAMED_PLAYER, player_name, resolve
 from .memory.lorebook import LoreScanner
 from .memory.recall import Recall, RecallConfig
@@ -127,6 +128,9 @@ class Npc:
         self._summary_job: Reply | None = None
         self._summary_checked = False  # whether the history changed since a summary was last considered
         self._name_guard: NameGuard | None = None  # built on the first reply that asks for it
+        # Values the game registered for its actions' game-valued arguments, by (action, argument).
+        self.action_values: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._grammars: dict[tuple, TailGrammar] = {}  # compiled tails, by open actions and values
 
     @property
     def name(self) -> str:
@@ -223,6 +227,7 @@ class Npc:
             recent=prompt,
             player_text=text,
             names=self._names(prompt) if config.name_penalty else None,
+            tail=self._tail(),
         )
         self.current = reply
         return reply
@@ -232,6 +237,41 @@ class Npc:
         if self._name_guard is None:
             self._name_guard = NameGuard(self.chat.tokenizer.get_vocab(), sheet_words(self.bundle.character.to_dict()))
         return self._name_guard.for_prompt(self.chat.decode(prompt))
+
+    def set_action_values(self, action: str, argument: str, values: Sequence[str]) -> None:
+        """The values the NPC may pass for an argument the sheet leaves to the game (`args.x = "game"`),
+        e.g. what the player can be given now; the model can never write any other. An empty list closes
+        the action until values are registered again."""
+        spec = next((a for a in self.bundle.character.actions if a.name == action), None)
+        if spec is None:
+            raise InvalidArgumentError(f"{self.name} has no action {action!r}")
+        if spec.args.get(argument) != GAME_VALUES:
+            raise InvalidArgumentError(f"{action}.{argument} is not an argument whose values the game gives "
+                                       f"(the sheet says args.{argument} = \"{GAME_VALUES}\")")
+        if isinstance(values, str):
+            raise InvalidArgumentError("values must be a list of strings, not one string")
+        problems = value_problems(list(values))
+        if problems:
+            raise InvalidArgumentError(f"{action}.{argument}: {'; '.join(problems)}")
+        registered = {**self.action_values, (action, argument): tuple(values)}
+        action_tags(spec, {arg: v for (name, arg), v in registered.items() if name == action})  # too many?
+        self.action_values = registered
+
+    def _tail(self) -> TailWriter | None:
+        """The typed tail of the next reply: the actions open under the game's facts now, and the emotions."""
+        sheet = self.bundle.character
+        if not sheet.actions and not sheet.emotions:
+            return None
+        open_now = tuple(a.name for a in sheet.actions if not a.requires or parse_condition(a.requires)(self.facts))
+        key = (open_now, tuple(sorted(self.action_values.items())))
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            tags = [tag for a in sheet.actions if a.name in open_now
+                    for tag in action_tags(a, {arg: v for (name, arg), v in self.action_values.items() if name == a.name})]
+            if len(self._grammars) >= 16:  # a game changing facts and values often must not grow this
+                self._grammars.clear()
+            grammar = self._grammars[key] = TailGrammar(self.chat.pieces, tags, sheet.emotions)
+        return TailWriter(grammar)
 
     def end_reply(self, reply: Reply) -> None:
         """Record a finished reply in the conversation (a cancelled one leaves no trace)."""

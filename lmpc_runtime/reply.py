@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
+from .actions import TailWriter
 from .chat import TextStream
 from .engine import Engine, KvSequence
 from .names import ReplyNames
@@ -22,6 +23,9 @@ from .sampling import Sampler
 
 # Event kinds, in the order a reply emits them.
 STARTED, TEXT, SENTENCE, DONE, ERROR, SUMMARY = "started", "text", "sentence", "done", "error", "summary"
+# A reply's typed tail (actions.py), just before its DONE: an action (`text` its name, `args` its
+# arguments) and an emotion (`text` the label).
+ACTION, EMOTION = "action", "emotion"
 # Event kinds of a load started with `Runtime.start_loading` (reply id 0): its progress, then its end.
 LOADING, LOADED = "loading", "loaded"
 # Why a reply finished.
@@ -46,6 +50,7 @@ class Event:
     text: str = ""
     finish: str = ""
     tokens: int = 0
+    args: dict[str, str] = field(default_factory=dict)  # an `action` event's arguments
 
 
 @dataclass
@@ -111,7 +116,7 @@ class Reply:
                  stream: TextStream, end_token: int, max_tokens: int, stop: tuple[str, ...] = (),
                  fallback: str = "", recent: list[int] | None = None, player_text: str = "",
                  kind: str = "reply", on_done: Callable[["Reply"], list[Event]] | None = None,
-                 names: ReplyNames | None = None):
+                 names: ReplyNames | None = None, tail: TailWriter | None = None):
         self.id = reply_id
         self.player_text = player_text
         # "reply" answers a player; other kinds (e.g. "summary") are background jobs of the NPC's model.
@@ -124,6 +129,9 @@ class Reply:
         self.sampler = sampler
         # Which tokens would start or extend a name the character never heard of (`names.py`).
         self.names = names
+        # The typed tail of actions and emotions it may end with (None: the character declares none).
+        self.tail = tail
+        self._ending = (FINISH_END, "")  # why the speech ended, and its text, while the tail is written
         self.stream = stream
         self.end_token = end_token
         self.max_tokens = max_tokens
@@ -157,15 +165,24 @@ class Reply:
 
     def accept(self, logits: np.ndarray) -> list[Event]:
         """Sample the next token from `logits` [vocab] and report what it changes."""
+        tail = self.tail
+        if tail is not None and tail.writing:
+            return self._accept_tail(logits)
         guard = self.names.discouraged(self.stream.text) if self.names is not None else None
-        token = self.sampler.pick(logits, self._recent, guard)
+        banned = tail.free_banned(self.stream.text) if tail is not None else None
+        token = self.sampler.pick(logits, self._recent, guard, banned)
         now = time.perf_counter()
         events: list[Event] = []
         if self.times.first_token is None:
             self.times.first_token = now
             events.append(self._event(STARTED))
         if token == self.end_token:
-            return events + self._finish(FINISH_END, self.stream.text)
+            return events + self._end_speech(FINISH_END, self.stream.text, None)
+        if tail is not None and tail.opens(token, len(self.seq)):
+            self._ending = (FINISH_END, self.stream.text)
+            self.generated.append(token)
+            self.next_token = token
+            return events
         self.generated.append(token)
         self._recent.append(token)
         self.stream.push(token)
@@ -173,20 +190,53 @@ class Reply:
         for stop in self.stop:
             at = text.find(stop)
             if at >= 0:
-                return events + self._emit_text(text[:at]) + self._finish(FINISH_STOP, text[:at])
+                return events + self._emit_text(text[:at]) + self._end_speech(FINISH_STOP, text[:at], token)
         repeated = self._repeated_sentence()
         if repeated is not None:
-            return events + self._finish(FINISH_REPEAT, text[:repeated])
+            return events + self._end_speech(FINISH_REPEAT, text[:repeated], token)
         events += self._emit_text(text[: self._visible_end(text)])
         period = loop_period(self.generated)
         if period:
             # Keep one saying of the pattern, or only the sentences before it if there are any.
             once = self.stream.decode(self.generated[: len(self.generated) - (LOOP_REPEATS - 1) * period])
-            return events + self._finish(FINISH_REPEAT, once[: last_sentence_end(once)] or once)
+            return events + self._end_speech(FINISH_REPEAT, once[: last_sentence_end(once)] or once, token)
         if len(self.generated) >= self.max_tokens:
-            return events + self._finish(FINISH_LENGTH, _trail_off(text[: _cut_for_length(text)]))
+            return events + self._end_speech(FINISH_LENGTH, _trail_off(text[: _cut_for_length(text)]), token)
         self.next_token = token
         return events
+
+    def _end_speech(self, why: str, text: str, token: int | None) -> list[Event]:
+        """The reply's speech is over, ending with `text`: finish now, or first have the model write the
+        emotion the character owes (its tail). `token`, the last one sampled, is fed before the tail's line
+        break; None when it was the end of the turn, which the line break replaces."""
+        tail = self.tail
+        if tail is None or not tail.wants_emotion():
+            return self._finish(why, text)
+        self._ending = (why, text)
+        tail.write_emotion()
+        if token is None:
+            return self._accept_tail(None)
+        self.next_token = token
+        return []
+
+    def _accept_tail(self, logits: np.ndarray | None) -> list[Event]:
+        """The next token of the tail: picked by its automaton, never shown as text (`logits` is None only
+        when the token is forced)."""
+        tail = self.tail
+        token = tail.pick(logits)
+        if token is None:  # the model meant a tag not allowed now
+            if not (tail.wants_emotion() and tail.rewind_to is not None):
+                return self._finish(*self._ending)
+            # Back to before the tail's line break, and the emotion instead.
+            self.seq.rewind(tail.rewind_to)
+            tail.rewind_to = None
+            tail.write_emotion()
+            token = tail.pick(logits)
+        self.generated.append(token)
+        if tail.advance(token):
+            return self._finish(*self._ending)
+        self.next_token = token
+        return []
 
     def cancel(self) -> list[Event]:
         if self.finish:
@@ -206,6 +256,8 @@ class Reply:
         if not _WORDS.search(text):
             return 0  # nothing sayable yet: it may end as the fallback line, which must not follow it
         end = len(text)
+        if self.tail is not None:
+            end = len(text.rstrip("\n"))  # a line break may open the tail
         for stop in self.stop:
             for n in range(min(len(stop) - 1, len(text)), 0, -1):
                 if text.endswith(stop[:n]):
@@ -250,6 +302,8 @@ class Reply:
         if not _WORDS.search(text) and why != FINISH_CANCELLED and self.fallback:
             text, why = self.fallback, why if why == FINISH_ERROR else FINISH_FALLBACK
             self._shown = self._sentence_start = 0
+        if self.tail is not None:
+            text = text.rstrip()
         if why != FINISH_CANCELLED:
             if len(text) > self._shown:
                 events.append(self._event(TEXT, text[self._shown:]))
@@ -260,13 +314,16 @@ class Reply:
         self.final_text = text.strip()
         self.next_token = None
         self.times.finished = time.perf_counter()
+        if why not in (FINISH_CANCELLED, FINISH_ERROR) and self.tail is not None:
+            events += [self._event(ACTION if tag.kind == "action" else EMOTION, tag.name, args=tag.args)
+                       for tag in self.tail.parsed()]
         events.append(self._event(DONE, self.final_text, finish=why))
         if self.on_done is not None:
             events += self.on_done(self)
         return events
 
-    def _event(self, kind: str, text: str = "", finish: str = "") -> Event:
-        return Event(kind, self.npc_id, self.id, text, finish, len(self.generated))
+    def _event(self, kind: str, text: str = "", finish: str = "", args: dict[str, str] | None = None) -> Event:
+        return Event(kind, self.npc_id, self.id, text, finish, len(self.generated), dict(args or {}))
 
     def metrics(self) -> dict[str, float]:
         """Time to first token and decode speed, from the reply's own clock readings."""

@@ -386,6 +386,11 @@ class Runtime:
         target = self.npc(npc)
         self._run(lambda: target.facts.set(name, value))
 
+    def set_action_values(self, npc: str | Npc, action: str, argument: str, values: Sequence[str]) -> None:
+        """The values an action's game-given argument may take now (Npc.set_action_values)."""
+        target = self.npc(npc)
+        self._run(lambda: target.set_action_values(action, argument, values))
+
     def remember(self, npc: str | Npc, text: str, kind: str = "event", importance: float = 0.5,
                  requires: str = "", cues: Sequence[str] = ()) -> int:
         """Give an NPC a memory of play (Npc.remember: embedded now, a few ms each for it and its cues);

@@ -70,15 +70,19 @@ class Sampler:
         self.rng = rng
         self.banned = np.asarray(sorted(set(banned)), dtype=np.int64)
 
-    def pick(self, logits: np.ndarray, recent: Iterable[int] = (), discouraged: np.ndarray | None = None) -> int:
+    def pick(self, logits: np.ndarray, recent: Iterable[int] = (), discouraged: np.ndarray | None = None,
+             banned: np.ndarray | None = None) -> int:
         """logits: [vocab] float32 scores of the next token; recent: the conversation's token ids;
-        discouraged: ids [n] whose scores lose `name_penalty` (names the character never heard of)."""
+        discouraged: ids [n] whose scores lose `name_penalty` (names the character never heard of);
+        banned: ids [m] not allowed at this step only."""
         cfg = self.config
         scores = np.array(logits, dtype=np.float32, copy=True)
         if discouraged is not None and discouraged.size and cfg.name_penalty:
             scores[discouraged] -= cfg.name_penalty
         if self.banned.size:
             scores[self.banned] = -np.inf
+        if banned is not None:
+            scores[banned] = -np.inf
         if cfg.repetition_penalty > 1 and cfg.repetition_window:
             window = np.unique(np.fromiter(recent, dtype=np.int64)[-cfg.repetition_window:])
             if window.size:

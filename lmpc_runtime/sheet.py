@@ -18,6 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .actions import action_problems, emotion_problems
 from .errors import InvalidArgumentError, SheetError
 from .memory.gating import parse_condition
 
@@ -89,6 +90,18 @@ class Lorebook:
 
 
 @dataclass(frozen=True)
+class Action:
+    """Something the character can do in the game (`actions.py`). `args` maps each argument to its closed
+    set of values, or to "game" when the game registers the values at run time; `requires` is a condition
+    on the game's facts that must hold for the action to be open."""
+
+    name: str
+    description: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    requires: str = ""
+
+
+@dataclass(frozen=True)
 class CharacterSheet:
     """Only the name is required: a character card's few fields make an NPC that talks; each deeper field
     makes it a better one (`advice` says which are missing, most useful first)."""
@@ -112,6 +125,8 @@ class CharacterSheet:
     format: int = SHEET_FORMAT
     extensions: dict[str, Any] = field(default_factory=dict)
     lorebook: Lorebook = Lorebook()
+    actions: tuple[Action, ...] = ()
+    emotions: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (dicts, lists, str) for the bundle manifest; `sheet_from_dict` reverses it."""
@@ -176,6 +191,8 @@ _TOP_LEVEL = {
     "examples": ("tables", False),
     "extensions": ("table", False),
     "lorebook": ("table", False),
+    "actions": ("tables", False),
+    "emotions": ("strs", False),
 }
 _WORLD = {
     "name": ("str", False),
@@ -218,6 +235,12 @@ _LORE_ENTRY = {
     "comment": ("str", False),
     "id": ("int", False),
     "extensions": ("table", False),
+}
+_ACTION = {
+    "name": ("str", True),
+    "description": ("str", False),
+    "args": ("table", False),
+    "requires": ("str", False),
 }
 SELECTIVE_LOGIC = ("and_any", "and_all", "not_any", "not_all")
 POSITIONS = ("before_char", "after_char")
@@ -338,12 +361,16 @@ def parse_sheet(data: dict[str, Any], source: str = "<sheet>") -> CharacterSheet
             examples.append(Example(**fields))
 
     lorebook = _lorebook(check, top["lorebook"]) if "lorebook" in top else Lorebook()
+    actions = _actions(check, top.get("actions", []))
+    if "emotions" in top:
+        check.problems += emotion_problems(top["emotions"])
 
     if check.problems:
         raise SheetError(source, check.problems)
     world = World(**{k: v for k, v in world_raw.items() if k not in people}, **people)
     return CharacterSheet(
-        **{k: v for k, v in top.items() if k not in ("world", "opinions", "examples", "lorebook")},
+        **{k: v for k, v in top.items() if k not in ("world", "opinions", "examples", "lorebook", "actions")},
+        actions=actions,
         world=world,
         opinions=opinions,
         examples=tuple(examples),
@@ -382,6 +409,30 @@ def _lorebook(check: _Checker, data: Any) -> Lorebook:
             entries.append(LoreEntry(**entry))
     settings = {k: v for k, v in book.items() if k != "entries"}
     return Lorebook(entries=tuple(entries), **settings)
+
+
+def _actions(check: _Checker, data: list[Any]) -> tuple[Action, ...]:
+    """Read `[[actions]]`, adding every problem found to `check` (the rules are in actions.py)."""
+    actions, names = [], set()
+    for i, raw in enumerate(data):
+        where = f"actions[{i}]"
+        fields = check.table(raw, _ACTION, where)
+        if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
+            fields["args"] = raw["args"]  # an argument with no values yet is an error, not a blank to skip
+        problems = action_problems(fields)
+        if fields.get("name") in names:
+            problems.append(f"name: {fields['name']!r} is declared twice")
+        names.add(fields.get("name"))
+        if isinstance(fields.get("requires"), str):
+            try:
+                parse_condition(fields["requires"])
+            except InvalidArgumentError as exc:
+                problems.append(f"requires: {exc}")
+        check.problems += [f"{where}.{problem}" for problem in problems]
+        if not problems and "name" in fields:
+            args = {arg: tuple(v) if isinstance(v, list) else v for arg, v in fields.get("args", {}).items()}
+            actions.append(Action(**{**fields, "args": args}))
+    return tuple(actions)
 
 
 def _check_range(check: _Checker, table: dict[str, Any], key: str, low: int, high: int, where: str) -> None:

@@ -32,6 +32,31 @@ def tiny_copy(tmp_path) -> Path:
     return dst
 
 
+# The acting tiny bundle's actions and emotions (`acting_bundle`).
+ACTIONS = [
+    {"name": "give_item", "description": "hands something over", "args": {"item": ["father_letter", "coin"]},
+     "requires": "not letter.given"},
+    {"name": "end_conversation"},
+    {"name": "follow", "args": {"target": "game"}},
+]
+EMOTIONS = ["calm", "sad", "angry"]
+
+
+@pytest.fixture
+def acting_bundle(tiny_copy) -> Path:
+    """A copy of the tiny bundle whose sheet declares actions and emotions."""
+    import msgpack
+
+    from lmpc_runtime.bundle import MANIFEST_NAME, pack_manifest
+
+    path = tiny_copy / MANIFEST_NAME
+    manifest = msgpack.unpackb(path.read_bytes())
+    manifest["character"]["actions"] = [{"description": "", "requires": "", "args": {}, **a} for a in ACTIONS]
+    manifest["character"]["emotions"] = EMOTIONS
+    path.write_bytes(pack_manifest(manifest))
+    return tiny_copy
+
+
 @pytest.fixture(scope="session")
 def real_bundle() -> Path:
     """The real demo bundle. `make test` builds it first and sets LMPC_REAL_BUNDLE, so there it must exist."""
