@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).parents[1]
 GODOT = REPO / "examples" / "godot"
 HARNESS = Path(__file__).parent / "godot" / "harness.c"
+FAKE_LIBLMPC = HARNESS.with_name("fake_liblmpc.c")
 CC = shutil.which("cc") or shutil.which("gcc")
 ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
 SANITIZERS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
@@ -58,8 +59,13 @@ def builds(tmp_path_factory) -> dict[str, Build]:
 
     root = tmp_path_factory.mktemp("godot")
     liblmpc = build_capi(root / "capi")
+    # A liblmpc.so without a model whose replies the lines said script (tests/godot/fake_liblmpc.c).
+    (root / "fakelib").mkdir()
+    fake = root / "fakelib" / "liblmpc.so"
+    subprocess.run([CC, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                    f"-I{REPO / 'bindings'}", str(FAKE_LIBLMPC), "-o", str(fake)], check=True)
     return {"plain": Build(root / "plain", liblmpc), "nolib": Build(root / "nolib", None),
-            "asan": Build(root / "asan", liblmpc, sanitize=True)}
+            "asan": Build(root / "asan", liblmpc, sanitize=True), "fake": Build(root / "fake", fake, sanitize=True)}
 
 
 @pytest.fixture
@@ -69,6 +75,20 @@ def damaged_bundle(tiny_copy) -> Path:
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
     model.write_bytes(bytes(data))
+    return tiny_copy
+
+
+@pytest.fixture
+def typed_bundle(tiny_copy) -> Path:
+    """The tiny bundle with a sheet that declares emotions, which end every reply, and an action whose item
+    the game gives. The manifest's character is not hashed, so it can be edited."""
+    from lmpc_runtime.bundle import pack_manifest, read_manifest
+
+    manifest = read_manifest(tiny_copy)
+    manifest["character"]["emotions"] = ["calm", "sad"]
+    manifest["character"]["actions"] = [{"name": "give_item", "description": "Hand the player an item.",
+                                         "args": {"item": "game"}}]
+    (tiny_copy / "manifest.msgpack").write_bytes(pack_manifest(manifest))
     return tiny_copy
 
 
@@ -95,6 +115,7 @@ def test_classes_methods_properties_and_signals_are_registered_as_godot_expects(
     assert passed(out), out.stdout + out.stderr
     assert "budget_ms must be in [0, 1000], not -1" in out.stdout
     assert "LmpcNpc.set_bundle_path: argument 1 (bundle_path) must be a String, not null" in out.stdout
+    assert "LmpcNpc.set_action_values: argument 3 (values) must be an Array of Strings, not an int" in out.stdout
 
 
 def test_a_godot_without_deprecated_functions_loads_the_addon_through_their_new_names(builds, tmp_path, tiny_bundle):
@@ -173,6 +194,30 @@ def test_the_harness_frees_nodes_as_godot_does_and_the_addon_copes(builds, tmp_p
     assert out.stdout.count("ERROR: Object is locked and can't be freed.") == 1  # the one deliberate attempt
 
 
+def test_actions_and_emotions_reach_their_signals_under_sanitizers(builds, tmp_path):
+    # A fake liblmpc.so replays the tails the lines ask for (a tiny random model never writes an action):
+    # action_requested(name, args) with args a Dictionary of Strings (escapes decoded), emotion_changed(label),
+    # both between the last reply_updated and reply_finished; an action the addon cannot read gives the error
+    # signal. The values the game gives reach lmpc_set_action_values as a JSON array, by both calling conventions.
+    for godot in ("4.2", "4.7"):
+        out = builds["fake"].run("actions", folder=tmp_path, godot=godot)
+        assert "Sanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr[-4000:]
+        assert passed(out), out.stdout[-4000:] + out.stderr[-4000:]
+    assert 'LmpcNpc.set_action_values: fake: no action "wave"' in out.stdout
+    assert "LmpcNpc: the reply's action is not one this addon can read: {\"name\": \"give_item\"}" in out.stdout
+
+
+def test_a_sheet_with_emotions_ends_every_reply_with_emotion_changed(builds, tmp_path, typed_bundle):
+    # The real library and runtime: the tiny model picks calm or sad at the end of each reply, and the
+    # runtime checks the values the game gives against the sheet.
+    out = builds["asan"].run("typed", typed_bundle, folder=tmp_path)
+    assert "Sanitizer" not in out.stderr and "runtime error" not in out.stderr, out.stderr[-4000:]
+    assert passed(out), out.stdout[-4000:] + out.stderr[-4000:]
+    assert len(re.findall(r"^reply \d: emotion (?:calm|sad), action ", out.stdout, re.M)) == 2
+    assert re.search(r"^unknown action: LmpcNpc\.set_action_values: .*has no action 'wave'$", out.stdout, re.M)
+    assert re.search(r"^bad value: LmpcNpc\.set_action_values: .*'a coin' must be letters", out.stdout, re.M)
+
+
 # The addon's types by ABI class, in the vocabulary of tests/godot/gdextension_declarations.json.
 OUR_ABI = {"void": "void", "gdx_bool": "uint8", "gdx_int": "int64", "int32_t": "int32", "uint32_t": "uint32",
            "uint64_t": "uint64", "gdx_object": "pointer", "gdx_library": "pointer", "gdx_variant_from_type": "pointer",
@@ -229,7 +274,7 @@ def test_interface_declarations_match_the_list_derived_from_godots_headers():
     listed = json.loads(HARNESS.with_name("gdextension_declarations.json").read_text())
     abi, versions = listed["abi"], listed["versions"]
     functions, structs, enums = addon_declarations()
-    assert len(functions) == 28 and set(OUR_STRUCTS) <= set(structs) and len(enums) == 16
+    assert len(functions) == 31 and set(OUR_STRUCTS) <= set(structs) and len(enums) == 19
     for name, ours in functions.items():
         found = [v for v in versions.values() if name in v["functions"]]
         assert found, f"{name} is in no Godot version listed"

@@ -17,6 +17,10 @@
 **   bad BUNDLE     bad input with a working library (BUNDLE: the tiny test bundle), handlers that free
 **                  nodes while signals are emitted
 **   talk BUNDLE    a conversation with a real NPC: streaming, facts, save and load, cancel
+**   typed BUNDLE   an NPC whose sheet declares emotions and an action: emotion_changed ends every reply,
+**                  and the game's action values reach the runtime
+**   actions        with tests/godot/fake_liblmpc.c as liblmpc.so: scripted actions and emotions reach
+**                  their signals exactly, and the values the game gives reach lmpc_set_action_values
 ** $HARNESS_GODOT=4.7 plays a Godot 4.7 built with deprecated=no (only the newest names of renamed
 ** interface functions); by default it plays Godot 4.2 (only their 4.2 names).
 ** res:// maps to $HARNESS_RES_DIR (default: the working directory), user:// to $HARNESS_USER_DIR.
@@ -72,17 +76,36 @@ static void text_free(char *text) {
 
 #define POISON 0xdead /* the type of a destroyed Variant */
 
+typedef struct fake_container fake_container;
+
 typedef struct {
     uint32_t type;
     union {
         bool b;
         int64_t i;
         double f;
-        char *text;   /* STRING, STRING_NAME */
-        void *object; /* OBJECT */
+        char *text;                /* STRING, STRING_NAME */
+        void *object;              /* OBJECT */
+        fake_container *container; /* DICTIONARY, ARRAY, PACKED_STRING_ARRAY */
     };
 } fake_variant;
 _Static_assert(sizeof(fake_variant) <= 24, "a Variant is 24 bytes in Godot");
+
+/* The storage of an Array or a Dictionary, shared by every Variant that holds it: like Godot's, copying
+** such a Variant adds a reference, and the last one destroyed frees the elements. `live_containers`
+** counts those not yet freed. */
+#define CONTAINER_SIZE 32
+struct fake_container {
+    int references;
+    int count;
+    fake_variant keys[CONTAINER_SIZE]; /* dictionaries only (NIL in arrays) */
+    fake_variant values[CONTAINER_SIZE];
+};
+static long live_containers;
+
+static bool is_container(uint32_t type) {
+    return type == GDX_TYPE_DICTIONARY || type == GDX_TYPE_ARRAY || type == GDX_TYPE_PACKED_STRING_ARRAY;
+}
 
 static const char *text_of(const void *slot) { return *(char *const *)slot; }
 
@@ -93,6 +116,28 @@ static fake_variant v_float(double f) { return (fake_variant){.type = GDX_TYPE_F
 static fake_variant v_string(const char *s) {
     return (fake_variant){.type = GDX_TYPE_STRING, .text = text_new(s, strlen(s))};
 }
+/* An empty Array, PackedStringArray or Dictionary. */
+static fake_variant v_container(uint32_t type) {
+    fake_container *c = calloc(1, sizeof *c);
+    c->references = 1;
+    live_containers++;
+    return (fake_variant){.type = type, .container = c};
+}
+/* An Array or PackedStringArray of these Strings. */
+static fake_variant v_strings(uint32_t type, int count, const char *const *strings) {
+    fake_variant array = v_container(type);
+    for (int i = 0; i < count; i++) array.container->values[i] = v_string(strings[i]);
+    array.container->count = count;
+    return array;
+}
+
+/* A copy, as Variant's copy constructor makes: a String's text is copied, a container shared. */
+static fake_variant v_copy(const fake_variant *v) {
+    fake_variant copy = *v;
+    if (v->type == GDX_TYPE_STRING || v->type == GDX_TYPE_STRING_NAME) copy.text = text_new(v->text, strlen(v->text));
+    if (is_container(v->type)) v->container->references++;
+    return copy;
+}
 
 static int double_destroys;
 
@@ -100,9 +145,37 @@ static void fake_variant_destroy(gd_variant *variant) {
     fake_variant *v = (fake_variant *)variant;
     if (v->type == POISON) double_destroys++;
     if (v->type == GDX_TYPE_STRING || v->type == GDX_TYPE_STRING_NAME) text_free(v->text);
+    if (is_container(v->type) && --v->container->references == 0) {
+        for (int i = 0; i < v->container->count; i++) {
+            fake_variant_destroy((gd_variant *)&v->container->keys[i]);
+            fake_variant_destroy((gd_variant *)&v->container->values[i]);
+        }
+        free(v->container);
+        live_containers--;
+    }
     v->type = POISON;
 }
 
+static void stringify(const fake_variant *v, char *out, size_t size);
+
+/* A value inside an Array or a Dictionary, as Godot prints it: a String quoted, its quotes and
+** backslashes escaped. */
+static void stringify_element(const fake_variant *v, char *out, size_t size) {
+    if (v->type != GDX_TYPE_STRING) {
+        stringify(v, out, size);
+        return;
+    }
+    size_t n = 0;
+    out[n++] = '"';
+    for (const char *c = v->text; *c && n + 3 < size; c++) {
+        if (*c == '"' || *c == '\\') out[n++] = '\\';
+        out[n++] = *c;
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+}
+
+/* Godot's str(): an Array as ["a", "b"], a Dictionary as { "key": "value" }. */
 static void stringify(const fake_variant *v, char *out, size_t size) {
     switch (v->type) {
     case GDX_TYPE_NIL: snprintf(out, size, "<null>"); break;
@@ -111,6 +184,21 @@ static void stringify(const fake_variant *v, char *out, size_t size) {
     case GDX_TYPE_FLOAT: snprintf(out, size, "%.14g", v->f); break;
     case GDX_TYPE_STRING:
     case GDX_TYPE_STRING_NAME: snprintf(out, size, "%s", v->text); break;
+    case GDX_TYPE_DICTIONARY:
+    case GDX_TYPE_ARRAY:
+    case GDX_TYPE_PACKED_STRING_ARRAY: {
+        bool dictionary = v->type == GDX_TYPE_DICTIONARY;
+        size_t n = (size_t)snprintf(out, size, "%s", dictionary ? "{ " : "[");
+        for (int i = 0; i < v->container->count && n < size; i++) {
+            char key[512], value[2048];
+            stringify_element(&v->container->keys[i], key, sizeof key);
+            stringify_element(&v->container->values[i], value, sizeof value);
+            n += (size_t)snprintf(out + n, size - n, "%s%s%s%s", i ? ", " : "", dictionary ? key : "",
+                                  dictionary ? ": " : "", value);
+        }
+        if (n < size) snprintf(out + n, size - n, "%s", dictionary ? " }" : "]");
+        break;
+    }
     default: snprintf(out, size, "<Object>"); break;
     }
 }
@@ -136,6 +224,10 @@ static void from_string_name(gd_variant *r, void *p) {
 static void from_object(gd_variant *r, void *p) {
     *(fake_variant *)r = (fake_variant){.type = GDX_TYPE_OBJECT, .object = *(void **)p};
 }
+/* An Array's own storage is one pointer to its shared data, as in Godot. */
+static void from_array(gd_variant *r, void *p) {
+    *(fake_variant *)r = v_copy(&(fake_variant){.type = GDX_TYPE_ARRAY, .container = *(fake_container **)p});
+}
 
 static gdx_variant_from_type fake_get_variant_from_type_constructor(gdx_variant_type type) {
     switch (type) {
@@ -145,6 +237,7 @@ static gdx_variant_from_type fake_get_variant_from_type_constructor(gdx_variant_
     case GDX_TYPE_STRING: return from_string;
     case GDX_TYPE_STRING_NAME: return from_string_name;
     case GDX_TYPE_OBJECT: return from_object;
+    case GDX_TYPE_ARRAY: return from_array;
     default: return NULL;
     }
 }
@@ -178,6 +271,64 @@ static void destroy_text_slot(void *slot) { text_free(*(char **)slot); }
 
 static gdx_destructor fake_variant_get_ptr_destructor(gdx_variant_type type) {
     return type == GDX_TYPE_STRING || type == GDX_TYPE_STRING_NAME ? destroy_text_slot : NULL;
+}
+
+/* Only what the addon builds: an empty Dictionary or Array. */
+static void fake_variant_construct(gdx_variant_type type, gd_variant *r_variant, const gd_variant *const *args,
+                                   int32_t count, gdx_call_error *r_error) {
+    (void)args;
+    *r_error = (gdx_call_error){GDX_CALL_OK, 0, 0};
+    if ((type == GDX_TYPE_DICTIONARY || type == GDX_TYPE_ARRAY) && count == 0) {
+        *(fake_variant *)r_variant = v_container(type);
+        return;
+    }
+    printf("FAIL: unexpected construction of a Variant of type %d from %d arguments\n", type, count);
+    failures++;
+    *(fake_variant *)r_variant = v_nil();
+    r_error->error = GDX_CALL_ERROR_INVALID_METHOD;
+}
+
+static bool same_key(const fake_variant *a, const fake_variant *b) {
+    if (a->type != b->type) return false;
+    switch (a->type) {
+    case GDX_TYPE_STRING:
+    case GDX_TYPE_STRING_NAME: return !strcmp(a->text, b->text);
+    case GDX_TYPE_INT: return a->i == b->i;
+    default: return false;
+    }
+}
+
+/* dictionary[key] = value (Variant::set_keyed): copies of both; false for a Variant that is no Dictionary. */
+static void fake_variant_set_keyed(gd_variant *self, const gd_variant *key, const gd_variant *value,
+                                   gdx_bool *r_valid) {
+    fake_variant *dictionary = (fake_variant *)self;
+    const fake_variant *k = (const fake_variant *)key, *v = (const fake_variant *)value;
+    *r_valid = dictionary->type == GDX_TYPE_DICTIONARY;
+    if (!*r_valid) return;
+    fake_container *c = dictionary->container;
+    for (int i = 0; i < c->count; i++) {
+        if (same_key(&c->keys[i], k)) {
+            fake_variant_destroy((gd_variant *)&c->values[i]);
+            c->values[i] = v_copy(v);
+            return;
+        }
+    }
+    if (!CHECK(c->count < CONTAINER_SIZE)) return;
+    c->keys[c->count] = v_copy(k);
+    c->values[c->count++] = v_copy(v);
+}
+
+/* array[index] (Variant::get_indexed): a negative index counts from the end; r_value is always set (null
+** when the index is out of bounds or the Variant has none). */
+static void fake_variant_get_indexed(const gd_variant *self, gdx_int index, gd_variant *r_value, gdx_bool *r_valid,
+                                     gdx_bool *r_out_of_bounds) {
+    const fake_variant *array = (const fake_variant *)self;
+    bool indexed = array->type == GDX_TYPE_ARRAY || array->type == GDX_TYPE_PACKED_STRING_ARRAY;
+    int count = indexed ? array->container->count : 0;
+    if (index < 0) index += count;
+    *r_out_of_bounds = indexed && (index < 0 || index >= count);
+    *r_valid = indexed && !*r_out_of_bounds;
+    *(fake_variant *)r_value = *r_valid ? v_copy(&array->container->values[index]) : v_nil();
 }
 
 static void fake_string_new_with_utf8_chars_and_len(gd_string *r, const char *utf8, gdx_int bytes) {
@@ -269,7 +420,8 @@ static long live_objects;
 typedef struct {
     fake_object *object;
     char signal[64];
-    char *text; /* NULL for no argument */
+    char *text;   /* the first argument's text (str()), or NULL for none */
+    char *second; /* the second argument's, or NULL */
     int frame;
 } emission;
 
@@ -437,19 +589,27 @@ static gdx_object fake_global_get_singleton(const gd_string_name *name) {
 
 static void (*on_emit)(fake_object *object, const char *signal); /* a scenario's "signal handler" */
 
+static char *argument_text(const fake_variant *v) {
+    if (v->type == GDX_TYPE_STRING) return strdup(v->text);
+    char text[8192];
+    stringify(v, text, sizeof text);
+    return strdup(text);
+}
+
 static void record_emission(fake_object *o, const fake_variant *const *args, gdx_int count) {
     CHECK(count >= 1 && args[0]->type == GDX_TYPE_STRING_NAME);
     const char *signal = args[0]->text;
     fake_signal *s = find_signal(o->extension, signal);
     CHECK(s && s->argc == count - 1); /* declared, with this many arguments */
-    if (count == 2) CHECK(args[1]->type == GDX_TYPE_STRING);
+    for (int i = 1; s && i < count && i <= s->argc; i++) CHECK(args[i]->type == s->args[i - 1].type); /* of its types */
     CHECK(emission_count < 20000);
     if (emission_count >= 20000) return;
     emission *e = &emissions[emission_count++];
     e->object = o;
     e->frame = frame_number;
     snprintf(e->signal, sizeof e->signal, "%s", signal);
-    e->text = count == 2 ? strdup(args[1]->text) : NULL;
+    e->text = count >= 2 ? argument_text(args[1]) : NULL;
+    e->second = count >= 3 ? argument_text(args[2]) : NULL;
     o->locks++; /* as Object::emit_signalp does while the handlers run */
     if (on_emit) on_emit(o, signal);
     o->locks--;
@@ -545,6 +705,9 @@ static served common_interface[] = {
     SERVE(variant_call),
     SERVE(variant_get_type),
     SERVE(variant_stringify),
+    SERVE(variant_construct),
+    SERVE(variant_set_keyed),
+    SERVE(variant_get_indexed),
     SERVE(get_variant_from_type_constructor),
     SERVE(get_variant_to_type_constructor),
     SERVE(variant_get_ptr_destructor),
@@ -843,11 +1006,13 @@ static void expect_property(const char *class_name, const char *name, gdx_varian
     CHECK(p->info.type == type && p->info.hint == hint && p->info.usage == GDX_USAGE_DEFAULT);
 }
 
-static void expect_signal(const char *name, const char *argument) {
+static void expect_signal(const char *name, int argc, const char *arg0, gdx_variant_type type0, const char *arg1,
+                          gdx_variant_type type1) {
     fake_signal *s = find_signal(find_class("LmpcNpc"), name);
     if (!CHECK(s != NULL)) return;
-    CHECK(s->argc == (argument ? 1 : 0));
-    if (argument) CHECK(s->args[0].type == GDX_TYPE_STRING && !strcmp(s->args[0].name, argument));
+    CHECK(s->argc == argc);
+    if (argc > 0) CHECK(s->args[0].type == type0 && !strcmp(s->args[0].name, arg0));
+    if (argc > 1) CHECK(s->args[1].type == type1 && !strcmp(s->args[1].name, arg1));
 }
 
 static double get_float(fake_object *o, const char *getter) {
@@ -890,6 +1055,8 @@ static void scenario_registration(void) {
     expect_method("LmpcNpc", "cancel", GDX_TYPE_NIL, 0, 0, 0);
     expect_method("LmpcNpc", "set_fact", GDX_TYPE_BOOL, 2, GDX_TYPE_STRING, GDX_TYPE_NIL);
     CHECK(find_method(npc, "set_fact")->args[1].usage & GDX_USAGE_NIL_IS_VARIANT); /* any Variant */
+    expect_method("LmpcNpc", "set_action_values", GDX_TYPE_BOOL, 3, GDX_TYPE_STRING, GDX_TYPE_STRING);
+    CHECK(find_method(npc, "set_action_values")->args[2].type == GDX_TYPE_ARRAY);
     expect_method("LmpcNpc", "save_state", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
     expect_method("LmpcNpc", "load_state", GDX_TYPE_BOOL, 1, GDX_TYPE_STRING, 0);
     expect_method("LmpcNpc", "load_bundle", GDX_TYPE_BOOL, 0, 0, 0);
@@ -904,15 +1071,17 @@ static void scenario_registration(void) {
     expect_property("LmpcRuntime", "worker", GDX_TYPE_BOOL, GDX_HINT_NONE);
     expect_property("LmpcRuntime", "python_home", GDX_TYPE_STRING, GDX_HINT_GLOBAL_DIR);
     expect_property("LmpcRuntime", "site_packages", GDX_TYPE_STRING, GDX_HINT_GLOBAL_DIR);
-    CHECK(npc->method_count == 9 + 2 * npc->property_count && npc->property_count == 2);
+    CHECK(npc->method_count == 10 + 2 * npc->property_count && npc->property_count == 2);
     CHECK(runtime->method_count == 2 * runtime->property_count && runtime->property_count == 6);
-    expect_signal("loading", "stage");
-    expect_signal("loaded", NULL);
-    expect_signal("reply_started", NULL);
-    expect_signal("reply_updated", "text");
-    expect_signal("reply_finished", "text");
-    expect_signal("error", "message");
-    CHECK(npc->signal_count == 6 && runtime->signal_count == 0);
+    expect_signal("loading", 1, "stage", GDX_TYPE_STRING, NULL, 0);
+    expect_signal("loaded", 0, NULL, 0, NULL, 0);
+    expect_signal("reply_started", 0, NULL, 0, NULL, 0);
+    expect_signal("reply_updated", 1, "text", GDX_TYPE_STRING, NULL, 0);
+    expect_signal("reply_finished", 1, "text", GDX_TYPE_STRING, NULL, 0);
+    expect_signal("action_requested", 2, "name", GDX_TYPE_STRING, "args", GDX_TYPE_DICTIONARY);
+    expect_signal("emotion_changed", 1, "label", GDX_TYPE_STRING, NULL, 0);
+    expect_signal("error", 1, "message", GDX_TYPE_STRING, NULL, 0);
+    CHECK(npc->signal_count == 8 && runtime->signal_count == 0);
     for (int c = 0; c < class_count; c++) { /* for the test to compare with what the demo's GDScript uses */
         printf("class %s:", classes[c].name);
         for (int i = 0; i < classes[c].method_count; i++) printf(" %s()", classes[c].methods[i].name);
@@ -969,6 +1138,31 @@ static void scenario_registration(void) {
     EXPECT_REPORTED(orlando, "argument 1 (bundle_path) must be a String, not null",
                     set_v(orlando, "set_bundle_path", v_nil()));
     CHECK(get_float(orlando, "get_priority") == 10.0);
+
+    /* The values of an action: an Array or PackedStringArray of Strings, by either calling convention. */
+    const char *coins[] = {"father_letter", "coin"};
+    fake_variant values[3] = {v_string("give_item"), v_string("item"), v_int(3)};
+    EXPECT_REPORTED(orlando, "LmpcNpc.set_action_values: argument 3 (values) must be an Array of Strings, not an int",
+                    CHECK(!call_bool(orlando, "set_action_values", 3, values)));
+    values[0] = v_string("give_item"), values[1] = v_string("item"), values[2] = v_strings(GDX_TYPE_ARRAY, 2, coins);
+    fake_container *mixed = values[2].container;
+    mixed->values[mixed->count++] = v_int(7);
+    EXPECT_REPORTED(orlando, "argument 3 (values) must be an Array of Strings, not an Array holding something other",
+                    CHECK(!call_bool(orlando, "set_action_values", 3, values)));
+    values[0] = v_string("give_item"), values[1] = v_string("item");
+    values[2] = v_strings(GDX_TYPE_PACKED_STRING_ARRAY, 2, coins);
+    EXPECT_REPORTED(orlando, "LmpcNpc.set_action_values: no NPC is loaded",
+                    CHECK(!call_bool(orlando, "set_action_values", 3, values)));
+    fake_variant native = v_strings(GDX_TYPE_ARRAY, 2, coins); /* its storage passes as a raw Array */
+    char *action = text_new("give_item", 9), *argument = text_new("item", 4);
+    const void *raw_values[3] = {&action, &argument, &native.container};
+    gdx_bool accepted = 1;
+    EXPECT_REPORTED(orlando, "LmpcNpc.set_action_values: no NPC is loaded",
+                    call_p(orlando, "set_action_values", raw_values, &accepted));
+    CHECK(accepted == 0 && native.container->references == 1); /* the addon's copy of it was released */
+    fake_variant_destroy((gd_variant *)&native);
+    text_free(action);
+    text_free(argument);
 
     /* Wrong argument counts are the engine's call errors, as for any method. */
     gdx_call_error error;
@@ -1256,10 +1450,186 @@ static void scenario_talk(const char *bundle) {
     destroy(rt); /* leaves the tree first */
 }
 
+/* The last emission of `signal` by `npc` since `since`, or NULL. */
+static const emission *tail_signal(fake_object *npc, int since, const char *signal) {
+    const emission *found = NULL;
+    for (int i = since; i < emission_count; i++)
+        if (emissions[i].object == npc && !strcmp(emissions[i].signal, signal)) found = &emissions[i];
+    return found;
+}
+
+static int index_of(const emission *e) { return e ? (int)(e - emissions) : -1; }
+
+/* A reply's typed tail since `since` comes after its last update and before its one reply_finished, the
+** action (if any) before the emotion. */
+static void check_tail_order(fake_object *npc, int since) {
+    int update = index_of(tail_signal(npc, since, "reply_updated"));
+    int action = index_of(tail_signal(npc, since, "action_requested"));
+    int emotion = index_of(tail_signal(npc, since, "emotion_changed"));
+    int finished = index_of(tail_signal(npc, since, "reply_finished"));
+    CHECK(finished > update && count_signals(npc, "reply_finished", since) == 1);
+    if (action >= 0) CHECK(action > update && action < finished && (emotion < 0 || action < emotion));
+    if (emotion >= 0) CHECK(emotion > update && emotion < finished);
+}
+
+/* A sheet with emotions and an action whose values the game gives (a copy of the tiny bundle): every
+** reply ends with emotion_changed, and the runtime checks the game's values against the sheet. */
+static void scenario_typed(const char *bundle) {
+    fake_object *rt = instantiate("LmpcRuntime", "runtime"), *npc = instantiate("LmpcNpc", "npc");
+    fake_object *nodes[] = {rt, npc};
+    set_v(rt, "set_seed", v_int(5));
+    enter_tree(rt);
+    set_string(npc, "set_bundle_path", bundle);
+    enter_tree(npc);
+    CHECK(run_until_signal(nodes, 2, npc, "loaded", 6000) > 0);
+
+    /* The values the game gives reach the runtime, which checks them against the sheet. */
+    const char *items[] = {"father_letter", "coin"}, *spaced[] = {"a coin"};
+    int errors_before = error_count;
+    fake_variant args[3] = {v_string("give_item"), v_string("item"), v_strings(GDX_TYPE_ARRAY, 2, items)};
+    CHECK(call_bool(npc, "set_action_values", 3, args) && error_count == errors_before);
+    args[0] = v_string("wave"), args[1] = v_string("item"), args[2] = v_strings(GDX_TYPE_ARRAY, 2, items);
+    EXPECT_REPORTED(npc, "LmpcNpc.set_action_values: ", CHECK(!call_bool(npc, "set_action_values", 3, args)));
+    printf("unknown action: %s\n", errors[error_count - 1]);
+    args[0] = v_string("give_item"), args[1] = v_string("item");
+    args[2] = v_strings(GDX_TYPE_PACKED_STRING_ARRAY, 1, spaced);
+    EXPECT_REPORTED(npc, "LmpcNpc.set_action_values: ", CHECK(!call_bool(npc, "set_action_values", 3, args)));
+    printf("bad value: %s\n", errors[error_count - 1]);
+
+    /* Every reply ends with one emotion, just before reply_finished. */
+    const char *lines[] = {"Hello there.", "Will you give me your father's letter?"};
+    for (int i = 0; i < 2; i++) {
+        int since = emission_count;
+        args[0] = v_string(lines[i]);
+        CHECK(call_bool(npc, "say", 1, args));
+        CHECK(run_until_finished(nodes, 2, npc, 6000));
+        check_tail_order(npc, since);
+        const emission *emotion = tail_signal(npc, since, "emotion_changed");
+        const emission *action = tail_signal(npc, since, "action_requested");
+        CHECK(count_signals(npc, "emotion_changed", since) == 1 && emotion &&
+              (!strcmp(emotion->text, "calm") || !strcmp(emotion->text, "sad")));
+        CHECK(count_signals(npc, "action_requested", since) <= 1); /* the tiny model rarely means one */
+        if (action)
+            CHECK(!strcmp(action->text, "give_item") && (!strcmp(action->second, "{ \"item\": \"father_letter\" }") ||
+                                                        !strcmp(action->second, "{ \"item\": \"coin\" }")));
+        printf("reply %d: emotion %s, action %s\n", i + 1, emotion ? emotion->text : "(none)",
+               action ? action->second : "(none)");
+    }
+    destroy(npc);
+    destroy(rt);
+}
+
+/* With the fake liblmpc.so beside the extension: what lmpc_set_action_values was last given. */
+static const char *fake_action_values(void *fake) {
+    const char *(*values)(void);
+    *(void **)&values = dlsym(fake, "fake_lmpc_action_values");
+    return CHECK(values != NULL) ? values() : "";
+}
+
+/* With tests/godot/fake_liblmpc.c beside the extension as liblmpc.so: actions a model would rarely write,
+** and texts no model can, reach the signals exactly (or the error signal). */
+static void scenario_actions(const char *extension_path) {
+    char path[4096];
+    const char *slash = strrchr(extension_path, '/');
+    snprintf(path, sizeof path, "%.*s/liblmpc.so", slash ? (int)(slash - extension_path) : 1,
+             slash ? extension_path : ".");
+    fake_object *rt = instantiate("LmpcRuntime", "runtime"), *npc = instantiate("LmpcNpc", "npc");
+    fake_object *nodes[] = {rt, npc};
+    enter_tree(rt);
+    void *fake = dlopen(path, RTLD_NOW | RTLD_NOLOAD); /* the library the runtime opened */
+    if (!CHECK(fake != NULL)) return;
+    set_string(npc, "set_bundle_path", "res://npcs/scripted.lmpc");
+    enter_tree(npc);
+    CHECK(run_until_signal(nodes, 2, npc, "loaded", 10) > 0);
+
+    /* The game's values reach lmpc_set_action_values as a JSON array of Strings, escaped. */
+    const char *items[] = {"father_letter", "coin"}, *odd[] = {"say \"hi\"", "back\\slash", "caf\xc3\xa9\n"};
+    fake_variant args[3] = {v_string("give_item"), v_string("item"), v_strings(GDX_TYPE_ARRAY, 2, items)};
+    CHECK(call_bool(npc, "set_action_values", 3, args));
+    CHECK(!strcmp(fake_action_values(fake), "give_item item [\"father_letter\",\"coin\"]"));
+    args[0] = v_string("give_item"), args[1] = v_string("item"), args[2] = v_strings(GDX_TYPE_PACKED_STRING_ARRAY, 3, odd);
+    CHECK(call_bool(npc, "set_action_values", 3, args));
+    CHECK(!strcmp(fake_action_values(fake), "give_item item [\"say \\\"hi\\\"\",\"back\\\\slash\",\"caf\xc3\xa9\\u000a\"]"));
+    args[0] = v_string("give_item"), args[1] = v_string("item"), args[2] = v_container(GDX_TYPE_ARRAY);
+    CHECK(call_bool(npc, "set_action_values", 3, args));
+    CHECK(!strcmp(fake_action_values(fake), "give_item item []")); /* closes the action */
+    fake_variant native = v_strings(GDX_TYPE_ARRAY, 1, items);
+    char *action = text_new("give_item", 9), *argument = text_new("item", 4);
+    const void *raw[3] = {&action, &argument, &native.container};
+    gdx_bool accepted = 0;
+    call_p(npc, "set_action_values", raw, &accepted);
+    CHECK(accepted == 1 && !strcmp(fake_action_values(fake), "give_item item [\"father_letter\"]"));
+    fake_variant_destroy((gd_variant *)&native);
+    text_free(action);
+    text_free(argument);
+    args[0] = v_string("wave"), args[1] = v_string("item"), args[2] = v_strings(GDX_TYPE_ARRAY, 2, items);
+    EXPECT_REPORTED(npc, "LmpcNpc.set_action_values: fake: no action \"wave\"",
+                    CHECK(!call_bool(npc, "set_action_values", 3, args)));
+
+    /* Each scripted tail reaches its signals: the action's arguments as a Dictionary of Strings. */
+    static const struct {
+        const char *line, *name, *args, *emotion;
+    } tails[] = {
+        {"act {\"name\": \"give_item\", \"args\": {\"item\": \"father_letter\"}}\nfeel sad", "give_item",
+         "{ \"item\": \"father_letter\" }", "sad"},
+        {"act {\"name\": \"wave\", \"args\": {}}", "wave", "{  }", NULL},
+        {"feel calm", NULL, NULL, "calm"},
+        {"act {\"args\": {\"note\": \"\\\"hi\\\" \\\\ caf\\u00e9 \\ud83d\\ude00\\n\", \"to\": \"mira\"}, \"name\": \"sign\"}",
+         "sign", "{ \"note\": \"\\\"hi\\\" \\\\ caf\xc3\xa9 \xf0\x9f\x98\x80\n\", \"to\": \"mira\" }", NULL},
+        {"act {\"name\": \"give_item\", \"args\": {\"item\": \"coin\", \"item\": \"father_letter\"}}", "give_item",
+         "{ \"item\": \"father_letter\" }", NULL}, /* a key said twice: the last value, as in Godot */
+    };
+    for (int i = 0; i < (int)(sizeof tails / sizeof tails[0]); i++) {
+        int since = emission_count, errors_before = error_count;
+        args[0] = v_string(tails[i].line);
+        CHECK(call_bool(npc, "say", 1, args));
+        CHECK(run_until_finished(nodes, 2, npc, 10));
+        check_tail_order(npc, since);
+        const emission *requested = tail_signal(npc, since, "action_requested");
+        const emission *felt = tail_signal(npc, since, "emotion_changed");
+        CHECK(count_signals(npc, "action_requested", since) == (tails[i].name ? 1 : 0));
+        CHECK(count_signals(npc, "emotion_changed", since) == (tails[i].emotion ? 1 : 0));
+        if (tails[i].name && CHECK(requested != NULL)) {
+            CHECK(!strcmp(requested->text, tails[i].name));
+            if (!CHECK(!strcmp(requested->second, tails[i].args))) printf("  args: %s\n", requested->second);
+        }
+        if (tails[i].emotion && CHECK(felt != NULL)) CHECK(!strcmp(felt->text, tails[i].emotion));
+        CHECK(error_count == errors_before);
+    }
+
+    /* An action the addon cannot read: the error signal instead, and the reply still finishes. */
+    static const char *const unreadable[] = {
+        "act {\"name\": \"give_item\", \"args\": {\"item\": 3}}",
+        "act {\"name\": \"give_item\", \"args\": {\"item\": {\"a\": \"b\"}}}",
+        "act {\"name\": \"give_item\"}",
+        "act {\"name\": \"give_item\", \"args\": {}, \"id\": \"7\"}",
+        "act {\"name\": \"give_item\", \"args\": {}} and more",
+        "act {\"name\": \"give_item\", \"args\": {\"item\": \"\\u0000\"}}",
+        "act {\"name\": \"give_item\", \"args\": {\"item\": \"\\ud83d\"}}",
+        "act {\"name\": \"give_item\", \"args\": {\"item\": \"\\q\"}}",
+        "act {\"name\": \"give_item\", \"args\": {\"item\": \"unterminated",
+        "act [\"give_item\"]",
+        "act ",
+    };
+    for (int i = 0; i < (int)(sizeof unreadable / sizeof unreadable[0]); i++) {
+        int since = emission_count, errors_before = error_count;
+        args[0] = v_string(unreadable[i]);
+        CHECK(call_bool(npc, "say", 1, args));
+        CHECK(run_until_finished(nodes, 2, npc, 10));
+        CHECK(count_signals(npc, "action_requested", since) == 0 && count_signals(npc, "reply_finished", since) == 1);
+        if (!CHECK(reported(npc, errors_before, since, "the reply's action is not one this addon can read")))
+            printf("  not refused: %s\n", unreadable[i]);
+    }
+    dlclose(fake);
+    destroy(npc);
+    destroy(rt);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 3) {
-        fprintf(stderr, "usage: harness EXTENSION.so registration|nolib|nohome BUNDLE|bad BUNDLE [DAMAGED]|talk BUNDLE\n");
+        fprintf(stderr, "usage: harness EXTENSION.so registration|nolib|nohome BUNDLE|bad BUNDLE [DAMAGED]|talk BUNDLE|"
+                        "typed BUNDLE|actions\n");
         return 2;
     }
     const char *scenario = argv[2], *bundle = argc > 3 ? argv[3] : NULL;
@@ -1280,6 +1650,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(scenario, "nohome") && bundle) scenario_nohome(bundle);
     else if (!strcmp(scenario, "bad") && bundle) scenario_bad(bundle, argc > 4 ? argv[4] : NULL);
     else if (!strcmp(scenario, "talk") && bundle) scenario_talk(bundle);
+    else if (!strcmp(scenario, "typed") && bundle) scenario_typed(bundle);
+    else if (!strcmp(scenario, "actions")) scenario_actions(argv[1]);
     else {
         fprintf(stderr, "unknown scenario %s\n", scenario);
         return 2;
@@ -1291,6 +1663,7 @@ int main(int argc, char **argv) {
     CHECK(live_objects == 0);
     CHECK(live_texts == 0); /* every String, StringName and Variant the extension made was released */
     CHECK(double_destroys == 0);
+    CHECK(live_containers == 0); /* and every Array and Dictionary */
     if (live_texts) printf("  %ld Strings/StringNames/Variants leaked\n", live_texts);
     printf("%d errors, %d warnings printed; %d signals emitted\n", error_count, warning_count, emission_count);
     printf("%s: %d checks, %d failed\n", failures ? "FAILED" : "passed", checks, failures);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
+
 /* One method the engine can call: a declared method, or a property's generated setter or getter. */
 typedef struct {
     const class_desc *cls;
@@ -35,6 +37,8 @@ static gdx_variant_type kind_type(value_kind kind) {
     case KIND_INT: return GDX_TYPE_INT;
     case KIND_FLOAT: return GDX_TYPE_FLOAT;
     case KIND_STRING: return GDX_TYPE_STRING;
+    case KIND_STRINGS: return GDX_TYPE_ARRAY;
+    case KIND_DICTIONARY: return GDX_TYPE_DICTIONARY;
     default: return GDX_TYPE_NIL; /* void, or any Variant */
     }
 }
@@ -48,13 +52,48 @@ static const char *type_name(gdx_variant_type type) {
     case GDX_TYPE_STRING: return "a String";
     case GDX_TYPE_STRING_NAME: return "a StringName";
     case GDX_TYPE_OBJECT: return "an Object";
+    case GDX_TYPE_DICTIONARY: return "a Dictionary";
+    case GDX_TYPE_ARRAY: return "an Array";
+    case GDX_TYPE_PACKED_STRING_ARRAY: return "a PackedStringArray";
     default: return "another type";
     }
+}
+
+/* What an argument of this kind must be, for messages. */
+static const char *kind_name(value_kind kind) {
+    return kind == KIND_STRINGS ? "an Array of Strings" : type_name(kind_type(kind));
 }
 
 /* A Variant's text, malloc'd into *owned. */
 static const char *text_from_variant(value *out, gdx_variant_type type, const gd_variant *variant, char **owned) {
     *owned = type == GDX_TYPE_NIL ? strdup("null") : gd_variant_to_utf8(variant);
+    out->s = *owned;
+    return *owned ? NULL : "too big for the memory left";
+}
+
+/* The Strings of an Array or PackedStringArray as a JSON array, malloc'd into *owned. */
+static const char *strings_from_variant(value *out, const gd_variant *array, char **owned) {
+    json_text json = {0};
+    json_add(&json, "[");
+    for (gdx_int i = 0;; i++) {
+        gd_variant element; /* null past the end */
+        gdx_bool valid = 0, out_of_bounds = 0;
+        gd.variant_get_indexed(array, i, &element, &valid, &out_of_bounds);
+        gdx_variant_type type = gd.variant_get_type(&element);
+        bool string = type == GDX_TYPE_STRING || type == GDX_TYPE_STRING_NAME;
+        char *text = valid && string ? gd_variant_to_utf8(&element) : NULL;
+        gd_variant_free(&element);
+        if (!valid) break; /* past the end */
+        if (!text) {
+            free(json_finish(&json));
+            return string ? "too big for the memory left" : "an Array holding something other than Strings";
+        }
+        if (i > 0) json_add(&json, ",");
+        json_add_string(&json, text);
+        free(text);
+    }
+    json_add(&json, "]");
+    *owned = json_finish(&json);
     out->s = *owned;
     return *owned ? NULL : "too big for the memory left";
 }
@@ -88,6 +127,9 @@ static const char *value_from_variant(value *out, value_kind kind, const gd_vari
         if (type != GDX_TYPE_STRING && type != GDX_TYPE_STRING_NAME) return type_name(type);
         return text_from_variant(out, type, variant, owned);
     case KIND_ANY: return text_from_variant(out, type, variant, owned);
+    case KIND_STRINGS:
+        if (type != GDX_TYPE_ARRAY && type != GDX_TYPE_PACKED_STRING_ARRAY) return type_name(type);
+        return strings_from_variant(out, variant, owned);
     default:
         return "unexpected";
     }
@@ -104,6 +146,13 @@ static const char *value_from_raw(value *out, value_kind kind, const void *raw, 
         out->s = *owned;
         return *owned ? NULL : "too big for the memory left";
     case KIND_ANY: return value_from_variant(out, kind, raw, owned);
+    case KIND_STRINGS: {
+        gd_variant array;
+        gd.variant_from_array(&array, (void *)raw); /* the converter takes a non-const pointer */
+        const char *problem = strings_from_variant(out, &array, owned);
+        gd_variant_free(&array);
+        return problem;
+    }
     default: return "unexpected";
     }
 }
@@ -207,7 +256,7 @@ static void invoke(const binding *b, instance *self, const value *args, const ch
     self->depth++; /* reports and signals run handlers, which may free the instance */
     if (refused < m->argc) {
         report(self, "%s.%s: argument %d (%s) must be %s, not %s", b->cls->name, m->name, refused + 1,
-               m->arg_names[refused], type_name(kind_type(m->args[refused])), problem[refused]);
+               m->arg_names[refused], kind_name(m->args[refused]), problem[refused]);
     } else if (!b->property) {
         m->fn(self, args, result);
     } else if (m->argc == 1) {
@@ -233,9 +282,9 @@ static void call_with_variants(void *userdata, void *instance_ptr, const gd_vari
         r_error->expected = m->argc;
         return;
     }
-    value values[2] = {{0}}, result = {0};
-    char *owned[2] = {NULL, NULL};
-    const char *problem[2] = {NULL, NULL};
+    value values[MAX_ARGS] = {{0}}, result = {0};
+    char *owned[MAX_ARGS] = {NULL};
+    const char *problem[MAX_ARGS] = {NULL};
     for (int i = 0; i < m->argc; i++) problem[i] = value_from_variant(&values[i], m->args[i], args[i], &owned[i]);
     if (self) invoke(b, self, values, problem, &result);
     if (m->result != KIND_VOID) value_to_variant(r_return, m->result, &result);
@@ -247,9 +296,9 @@ static void call_with_pointers(void *userdata, void *instance_ptr, const void *c
     const binding *b = userdata;
     instance *self = instance_ptr;
     const method_desc *m = &b->signature;
-    value values[2] = {{0}}, result = {0};
-    char *owned[2] = {NULL, NULL};
-    const char *problem[2] = {NULL, NULL};
+    value values[MAX_ARGS] = {{0}}, result = {0};
+    char *owned[MAX_ARGS] = {NULL};
+    const char *problem[MAX_ARGS] = {NULL};
     for (int i = 0; i < m->argc; i++) problem[i] = value_from_raw(&values[i], m->args[i], args[i], &owned[i]);
     if (self) invoke(b, self, values, problem, &result);
     if (m->result != KIND_VOID) value_to_raw(r_return, m->result, &result);
@@ -337,9 +386,9 @@ static void property_info_free(property_info *p) {
 
 static void register_method(registered_class *rc, binding *b) {
     const method_desc *m = &b->signature;
-    property_info result, args[2];
-    gdx_property_info arg_infos[2];
-    gdx_argument_metadata metadata[2] = {GDX_METADATA_NONE, GDX_METADATA_NONE};
+    property_info result, args[MAX_ARGS];
+    gdx_property_info arg_infos[MAX_ARGS];
+    gdx_argument_metadata metadata[MAX_ARGS] = {GDX_METADATA_NONE};
     gd_string_name name;
     property_info_new(&result, m->result, "", GDX_HINT_NONE, NULL);
     for (int i = 0; i < m->argc; i++) {
@@ -379,14 +428,17 @@ static void register_property(registered_class *rc, const property_desc *p, bind
 }
 
 static void register_signal(registered_class *rc, const signal_desc *s) {
-    property_info argument;
+    property_info args[2];
+    gdx_property_info arg_infos[2];
     gd_string_name name;
-    if (s->argument) property_info_new(&argument, KIND_STRING, s->argument, GDX_HINT_NONE, NULL);
+    for (int i = 0; i < s->argc; i++) {
+        property_info_new(&args[i], s->args[i], s->arg_names[i], GDX_HINT_NONE, NULL);
+        arg_infos[i] = args[i].info;
+    }
     gd_string_name_new(&name, s->name);
-    gd.classdb_register_extension_class_signal(library, &rc->name, &name, s->argument ? &argument.info : NULL,
-                                               s->argument ? 1 : 0);
+    gd.classdb_register_extension_class_signal(library, &rc->name, &name, s->argc ? arg_infos : NULL, s->argc);
     gd_string_name_free(&name);
-    if (s->argument) property_info_free(&argument);
+    for (int i = 0; i < s->argc; i++) property_info_free(&args[i]);
 }
 
 /* Bindings of a class: its methods, then a setter and a getter for each property. */

@@ -21,7 +21,9 @@ typedef enum {
     KIND_INT,
     KIND_FLOAT,
     KIND_STRING,
-    KIND_ANY, /* any Variant, received as its text (Godot's str(); null is "null") */
+    KIND_ANY,        /* any Variant, received as its text (Godot's str(); null is "null") */
+    KIND_STRINGS,    /* an Array (or PackedStringArray) of Strings, received as a JSON array of them */
+    KIND_DICTIONARY, /* signal arguments only: a Dictionary the emitter builds */
 } value_kind;
 
 /* One argument or result. Argument strings belong to the binding layer for the length of the call;
@@ -43,12 +45,14 @@ typedef struct {
     bool freed;       /* the engine freed it during such a call: the memory goes when the call returns */
 } instance;
 
+#define MAX_ARGS 3
+
 typedef struct {
     const char *name;
     value_kind result;
-    int argc; /* at most 2 */
-    value_kind args[2];
-    const char *arg_names[2];
+    int argc; /* at most MAX_ARGS */
+    value_kind args[MAX_ARGS];
+    const char *arg_names[MAX_ARGS];
     void (*fn)(void *self, const value *args, value *result);
 } method_desc;
 
@@ -66,7 +70,9 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    const char *argument; /* the name of its one String argument, or NULL for none */
+    int argc; /* at most 2 */
+    value_kind args[2];
+    const char *arg_names[2];
 } signal_desc;
 
 struct class_desc {

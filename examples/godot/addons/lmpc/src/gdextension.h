@@ -35,6 +35,9 @@ typedef enum {
     GDX_TYPE_STRING = 4,
     GDX_TYPE_STRING_NAME = 21,
     GDX_TYPE_OBJECT = 24,
+    GDX_TYPE_DICTIONARY = 27,
+    GDX_TYPE_ARRAY = 28,
+    GDX_TYPE_PACKED_STRING_ARRAY = 34,
 } gdx_variant_type;
 
 /* GDExtensionCallErrorType and GDExtensionCallError. */
@@ -212,6 +215,14 @@ typedef void (*gdx_destructor)(void *value);
                            gdx_call_error *r_error))                                                         \
     X(variant_get_type, gdx_variant_type, (const gd_variant *))                                              \
     X(variant_stringify, void, (const gd_variant *, gd_string *r_string /* uninitialized */))                \
+    X(variant_construct, void, (gdx_variant_type, gd_variant *r_variant /* uninitialized */,                 \
+                                const gd_variant *const *args, int32_t argument_count,                       \
+                                gdx_call_error *r_error))                                                    \
+    X(variant_set_keyed, void, (gd_variant *self, const gd_variant *key, const gd_variant *value,            \
+                                gdx_bool *r_valid))                                                          \
+    X(variant_get_indexed, void, (const gd_variant *self, gdx_int index,                                     \
+                                  gd_variant *r_value /* uninitialized */, gdx_bool *r_valid,                \
+                                  gdx_bool *r_out_of_bounds))                                                \
     X(get_variant_from_type_constructor, gdx_variant_from_type, (gdx_variant_type))                          \
     X(get_variant_to_type_constructor, gdx_type_from_variant, (gdx_variant_type))                            \
     X(variant_get_ptr_destructor, gdx_destructor, (gdx_variant_type))                                        \

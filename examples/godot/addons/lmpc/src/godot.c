@@ -55,6 +55,7 @@ bool godot_bind(gdx_get_proc_address get_proc_address, const char **missing) {
     gd.variant_from_string = gd.get_variant_from_type_constructor(GDX_TYPE_STRING);
     gd.variant_from_string_name = gd.get_variant_from_type_constructor(GDX_TYPE_STRING_NAME);
     gd.variant_from_object = gd.get_variant_from_type_constructor(GDX_TYPE_OBJECT);
+    gd.variant_from_array = gd.get_variant_from_type_constructor(GDX_TYPE_ARRAY);
     gd.bool_from_variant = gd.get_variant_to_type_constructor(GDX_TYPE_BOOL);
     gd.int_from_variant = gd.get_variant_to_type_constructor(GDX_TYPE_INT);
     gd.float_from_variant = gd.get_variant_to_type_constructor(GDX_TYPE_FLOAT);
@@ -135,7 +136,22 @@ void gd_variant_new_string(gd_variant *r_variant, const char *utf8) {
     gd_string_free(&string);
 }
 
+void gd_variant_new_dictionary(gd_variant *r_variant) {
+    gdx_call_error error;
+    gd.variant_construct(GDX_TYPE_DICTIONARY, r_variant, NULL, 0, &error);
+}
+
 void gd_variant_free(gd_variant *variant) { gd.variant_destroy(variant); }
+
+void gd_dictionary_set_string(gd_variant *dictionary, const char *key, const char *value) {
+    gd_variant k, v;
+    gdx_bool valid;
+    gd_variant_new_string(&k, key);
+    gd_variant_new_string(&v, value);
+    gd.variant_set_keyed(dictionary, &k, &v, &valid); /* the dictionary holds copies */
+    gd_variant_free(&v);
+    gd_variant_free(&k);
+}
 
 bool gd_call(gdx_object object, const char *method, const gd_variant *const *args, int count,
              gd_variant *r_result) {
@@ -156,15 +172,22 @@ bool gd_call(gdx_object object, const char *method, const gd_variant *const *arg
 }
 
 void gd_emit(gdx_object object, const char *signal, const char *text) {
-    gd_variant name, argument;
+    gd_variant argument;
+    const gd_variant *args[1] = {&argument};
+    if (text) gd_variant_new_string(&argument, text);
+    gd_emit_variants(object, signal, args, text ? 1 : 0);
+    if (text) gd_variant_free(&argument);
+}
+
+void gd_emit_variants(gdx_object object, const char *signal, const gd_variant *const *args, int count) {
+    gd_variant name;
     gd_string_name signal_name;
     gd_string_name_new(&signal_name, signal);
     gd.variant_from_string_name(&name, &signal_name);
     gd_string_name_free(&signal_name);
-    const gd_variant *args[2] = {&name, &argument};
-    if (text) gd_variant_new_string(&argument, text);
-    gd_call(object, "emit_signal", args, text ? 2 : 1, NULL);
-    if (text) gd_variant_free(&argument);
+    const gd_variant *call_args[3] = {&name};
+    for (int i = 0; i < count; i++) call_args[i + 1] = args[i];
+    gd_call(object, "emit_signal", call_args, count + 1, NULL);
     gd_variant_free(&name);
 }
 

@@ -22,7 +22,7 @@ struct godot_interface {
     void (*register_class4)(gdx_library, const gd_string_name *, const gd_string_name *, const gdx_class_info4 *);
     /* Conversions and destructors, looked up once through the functions above. */
     gdx_variant_from_type variant_from_bool, variant_from_int, variant_from_float, variant_from_string,
-        variant_from_string_name, variant_from_object;
+        variant_from_string_name, variant_from_object, variant_from_array;
     gdx_type_from_variant bool_from_variant, int_from_variant, float_from_variant, string_from_variant;
     gdx_destructor string_destroy, string_name_destroy;
 };
@@ -50,7 +50,10 @@ void gd_variant_new_bool(gd_variant *r_variant, bool value);
 void gd_variant_new_int(gd_variant *r_variant, int64_t value);
 void gd_variant_new_float(gd_variant *r_variant, double value);
 void gd_variant_new_string(gd_variant *r_variant, const char *utf8);
+void gd_variant_new_dictionary(gd_variant *r_variant); /* an empty one */
 void gd_variant_free(gd_variant *variant);
+/* dictionary[key] = value, both Strings. */
+void gd_dictionary_set_string(gd_variant *dictionary, const char *key, const char *value);
 
 /* Call a method of an engine object by name (object.method(args...)). On success *r_result (if not
 ** NULL) holds the result, to be freed by the caller. False if the call failed. */
@@ -58,6 +61,8 @@ bool gd_call(gdx_object object, const char *method, const gd_variant *const *arg
              gd_variant *r_result);
 /* object.emit_signal(signal) or object.emit_signal(signal, text) when text is not NULL. */
 void gd_emit(gdx_object object, const char *signal, const char *text);
+/* object.emit_signal(signal, args...), with at most 2 arguments. */
+void gd_emit_variants(gdx_object object, const char *signal, const gd_variant *const *args, int count);
 
 /* Engine.is_editor_hint(): true while the scene runs inside the editor rather than the game. */
 bool gd_is_editor(void);

@@ -16,7 +16,7 @@
 /* The lmpc_* functions the addon calls, without their prefix: lmpc->say(...) calls lmpc_say. */
 #define LMPC_FUNCTIONS(X)                                                                              \
     X(abi_version) X(errmsg) X(boot) X(open) X(close) X(npc_load_async) X(npc_unload) X(say) X(cancel) \
-    X(set_priority) X(set_fact) X(tick) X(poll) X(save_state) X(load_state)
+    X(set_priority) X(set_fact) X(set_action_values) X(tick) X(poll) X(save_state) X(load_state)
 
 #define LMPC_FIELD(name) __typeof__(lmpc_##name) *name;
 struct lmpc_api {

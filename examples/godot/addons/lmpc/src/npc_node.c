@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "nodes.h"
 
 /* Report a failure the Godot way (an error print naming this C function) and on the `error` signal.
@@ -109,6 +110,34 @@ static bool reply_append(npc_node *self, const char *text, size_t length) {
     return true;
 }
 
+static void add_argument(void *dictionary, const char *key, const char *value) {
+    gd_dictionary_set_string(dictionary, key, value);
+}
+
+/* An action the reply asks the game to carry out: action_requested(name, args), args a Dictionary of
+** Strings. The event's JSON is read from a copy, which the reading unescapes in place. */
+static void npc_on_action(npc_node *self, const lmpc_event *event, const char *text) {
+    char *copy = malloc(event->text_len + 1);
+    if (!copy) {
+        NPC_FAIL(self, "LmpcNpc: out of memory for the reply's action");
+        return;
+    }
+    memcpy(copy, text, event->text_len + 1);
+    gd_variant name, args;
+    const char *action = NULL;
+    gd_variant_new_dictionary(&args);
+    if (json_read_action(copy, &action, add_argument, &args)) {
+        const gd_variant *values[2] = {&name, &args};
+        gd_variant_new_string(&name, action);
+        gd_emit_variants(self->base.owner, "action_requested", values, 2);
+        gd_variant_free(&name);
+    } else {
+        NPC_FAIL(self, "LmpcNpc: the reply's action is not one this addon can read: %.200s", text);
+    }
+    gd_variant_free(&args);
+    free(copy);
+}
+
 void npc_on_event(npc_node *self, const lmpc_event *event, const char *text) {
     /* The emit comes last: a handler may free this NPC. */
     switch (event->kind) {
@@ -133,6 +162,8 @@ void npc_on_event(npc_node *self, const lmpc_event *event, const char *text) {
         gd_emit(self->base.owner, "loading", text);
         break;
     case LMPC_EVENT_LOADED: npc_on_loaded(self, event, text); break;
+    case LMPC_EVENT_ACTION: npc_on_action(self, event, text); break;
+    case LMPC_EVENT_EMOTION: gd_emit(self->base.owner, "emotion_changed", text); break;
     default: break; /* sentences and summaries are not surfaced as signals */
     }
 }
@@ -151,6 +182,13 @@ static bool set_fact(npc_node *self, const char *key, const char *value) {
     if (!loaded(self, "set_fact")) return false;
     if (self->runtime->lmpc->set_fact(self->npc, key, value) != LMPC_OK)
         return NPC_FAIL(self, "LmpcNpc.set_fact: %s", self->runtime->lmpc->errmsg());
+    return true;
+}
+
+static bool set_action_values(npc_node *self, const char *action, const char *argument, const char *values_json) {
+    if (!loaded(self, "set_action_values")) return false;
+    if (self->runtime->lmpc->set_action_values(self->npc, action, argument, values_json) != LMPC_OK)
+        return NPC_FAIL(self, "LmpcNpc.set_action_values: %s", self->runtime->lmpc->errmsg());
     return true;
 }
 
@@ -200,6 +238,10 @@ static void npc_set_fact(void *ptr, const value *args, value *result) {
     result->b = set_fact(ptr, args[0].s, args[1].s);
 }
 
+static void npc_set_action_values(void *ptr, const value *args, value *result) {
+    result->b = set_action_values(ptr, args[0].s, args[1].s, args[2].s);
+}
+
 static void npc_save_state(void *ptr, const value *args, value *result) { result->b = state(ptr, true, args[0].s); }
 
 static void npc_load_state(void *ptr, const value *args, value *result) { result->b = state(ptr, false, args[0].s); }
@@ -237,6 +279,8 @@ static const method_desc npc_methods[] = {
     {"say", KIND_BOOL, 1, {KIND_STRING}, {"text"}, npc_say},
     {"cancel", KIND_VOID, 0, {0}, {0}, npc_cancel},
     {"set_fact", KIND_BOOL, 2, {KIND_STRING, KIND_ANY}, {"key", "value"}, npc_set_fact},
+    {"set_action_values", KIND_BOOL, 3, {KIND_STRING, KIND_STRING, KIND_STRINGS}, {"action", "argument", "values"},
+     npc_set_action_values},
     {"save_state", KIND_BOOL, 1, {KIND_STRING}, {"path"}, npc_save_state},
     {"load_state", KIND_BOOL, 1, {KIND_STRING}, {"path"}, npc_load_state},
 };
@@ -248,12 +292,16 @@ static const property_desc npc_properties[] = {
 };
 
 static const signal_desc npc_signals[] = {
-    {"loading", "stage"}, /* a stage of the background load begins; load_progress() says how far it is */
-    {"loaded", NULL},     /* the NPC can talk */
-    {"reply_started", NULL},
-    {"reply_updated", "text"},  /* the whole reply so far */
-    {"reply_finished", "text"}, /* the final reply */
-    {"error", "message"},
+    /* a stage of the background load begins; load_progress() says how far it is */
+    {"loading", 1, {KIND_STRING}, {"stage"}},
+    {"loaded", 0, {0}, {0}}, /* the NPC can talk */
+    {"reply_started", 0, {0}, {0}},
+    {"reply_updated", 1, {KIND_STRING}, {"text"}},  /* the whole reply so far */
+    {"reply_finished", 1, {KIND_STRING}, {"text"}}, /* the final reply */
+    /* The reply's typed tail (a sheet with actions or emotions), just before reply_finished. */
+    {"action_requested", 2, {KIND_STRING, KIND_DICTIONARY}, {"name", "args"}}, /* args: String to String */
+    {"emotion_changed", 1, {KIND_STRING}, {"label"}},
+    {"error", 1, {KIND_STRING}, {"message"}},
 };
 
 const class_desc npc_class = {
