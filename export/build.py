@@ -52,7 +52,7 @@ from . import checkpoint as ckpt
 from . import fused_graph, onnx_export, parity, segments
 from .dataset import persona_digest
 from .embedder import prepare_embedder
-from .bundle_files import CALIBRATION_SET, EVAL_SET, PERSONA_TEST, REPORT_JSON, REPORT_MD
+from .bundle_files import ACTION_TEST, CALIBRATION_SET, EVAL_SET, PERSONA_TEST, REPORT_JSON, REPORT_MD
 from .knowledge import Topic, knowledge_file_for, load_knowledge
 from .memories import drill_exchanges, memories_state, sheet_statements, statement_cues
 
@@ -456,11 +456,12 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
 
 def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:
     """What a bundle carries for `lmpc eval`: the sheet's evaluation set, persona test and calibration set
-    (`<sheet>.eval.toml`, `<sheet>.persona_test.toml`, `<sheet>.apc_calibration.toml`), and the adapter's evaluation report, made on
+    (`<sheet>.eval.toml`, `<sheet>.persona_test.toml`, `<sheet>.action_test.toml`, `<sheet>.apc_calibration.toml`), and the adapter's evaluation report, made on
     a bundle of the same model."""
     stem = sheet_path.with_suffix("")
     found = {EVAL_SET: stem.with_name(stem.name + ".eval.toml"),
              PERSONA_TEST: stem.with_name(stem.name + ".persona_test.toml"),
+             ACTION_TEST: stem.with_name(stem.name + ".action_test.toml"),
              CALIBRATION_SET: stem.with_name(stem.name + ".apc_calibration.toml")}
     if adapter is not None:
         found |= {REPORT_JSON: adapter / REPORT_JSON, REPORT_MD: adapter / REPORT_MD}

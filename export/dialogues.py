@@ -17,6 +17,8 @@ file beside the sheet, `<sheet>.dialogues.toml`:
     [[dialogues.turns]]
     player = "…"
     npc = "…"
+    act = "give_item item=father_letter"   # optional, last turn only: the action the reply ends with
+    feel = "sad"                           # optional, last turn only: its emotion
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from lmpc_runtime.actions import ACT, FEEL, GAME_VALUES, VALUE, write_tail
 from lmpc_runtime.errors import SheetError
 from lmpc_runtime.sheet import CharacterSheet
 
 DIALOGUES_FORMAT = 1
 SOURCES = ("sheet", "writer", "knowledge", "generated")
+TAG_KEYS = ("act", "feel")
 
 
 @dataclass(frozen=True)
@@ -105,17 +109,45 @@ def load_dialogues(path: Path, sheet: CharacterSheet) -> list[Dialogue]:
             continue
         pairs = []
         for j, turn in enumerate(turns):
-            ok = (isinstance(turn, dict) and set(turn) == {"player", "npc"}
+            ok = (isinstance(turn, dict) and {"player", "npc"} <= set(turn) <= {"player", "npc", *TAG_KEYS}
                   and all(isinstance(v, str) and v.strip() for v in turn.values()))
             if not ok:
-                problems.append(f"{where}.turns[{j}]: expected non-empty `player` and `npc` strings only")
+                problems.append(f"{where}.turns[{j}]: expected non-empty `player` and `npc` strings, and "
+                                f"optionally `act` and `feel`")
                 continue
-            pairs.append((turn["player"].strip(), turn["npc"].strip()))
+            tail, wrong = turn_tail(turn, sheet, last=j == len(turns) - 1)
+            problems += [f"{where}.turns[{j}].{problem}" for problem in wrong]
+            pairs.append((turn["player"].strip(), turn["npc"].strip() + tail))
         if len(pairs) == len(turns):
             dialogues.append(Dialogue(turns=tuple(pairs), source="writer", context=context.strip()))
     if problems:
         raise SheetError(str(path), problems)
     return dialogues
+
+
+def turn_tail(turn: dict, sheet: CharacterSheet, last: bool) -> tuple[str, list[str]]:
+    """A turn's `act` and `feel` as the tail its reply ends with ("\\n[act:…]\\n[feel:…]", "" for neither),
+    and the problems found. Only a dialogue's last turn may carry them: earlier replies reach the model as
+    history, which keeps no tail."""
+    act, feel = turn.get("act", "").strip(), turn.get("feel", "").strip()
+    if not act and not feel:
+        return "", []
+    if not last:
+        return "", ["act/feel: only the last turn of a dialogue may carry an action or an emotion"]
+    problems = []
+    if act:
+        name, *pairs = act.split(" ")
+        spec = next((a for a in sheet.actions if a.name == name), None)
+        given = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        if spec is None:
+            problems.append(f"act: the sheet declares no action {name!r}")
+        elif len(given) != len(pairs) or set(given) != set(spec.args) or any(
+                not VALUE.fullmatch(v) or (spec.args[k] != GAME_VALUES and v not in spec.args[k])
+                for k, v in given.items()):
+            problems.append(f"act: {act!r} is not a valid call of {name} (arguments: {', '.join(spec.args) or 'none'})")
+    if feel and feel not in sheet.emotions:
+        problems.append(f"feel: {feel!r} is not one of the sheet's emotions")
+    return write_tail(([ACT + act] if act else []) + ([FEEL + feel] if feel else [])), problems
 
 
 def writer_dialogues(sheet: CharacterSheet, dialogue_file: Path | None) -> list[Dialogue]:

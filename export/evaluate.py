@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -29,8 +29,13 @@ from lmpc_runtime import RecallConfig, Runtime, SamplingConfig, read_bundle
 from lmpc_runtime.bundle import Bundle
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.memory.embedder import Embedder
-from lmpc_runtime.reply import DONE
+from lmpc_runtime.actions import Tag
+from lmpc_runtime.reply import ACTION, DONE, EMOTION
 
+from .action_test import conversation_rows as action_conversations
+from .action_test import load_action_test
+from .action_test import markdown as action_test_markdown
+from .action_test import summarise as summarise_actions
 from .apc import LABELS, NEUTRAL_ROW, ScoredReply, apc_terms, persona_statements, statement_satisfaction, to_judge
 from .bundle_files import REPORT_JSON, REPORT_MD
 from .calibration import Embeddings, Nli, Relevance, calibrate, load_calibration, read_toml
@@ -82,6 +87,7 @@ class Answer:
     finish: str
     topic: str = ""  # a probe's topic
     prompt: list[int] = field(default_factory=list, repr=False)  # the exact prompt the model read
+    tags: list = field(default_factory=list)  # the reply's action and emotion (actions.Tag)
 
 
 def answer(bundle: Path, lines: list[tuple[int, int, str, str]], seeds: list[int], threads: int = 2,
@@ -107,11 +113,12 @@ def answer(bundle: Path, lines: list[tuple[int, int, str, str]], seeds: list[int
 
 def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
                         runs: dict[str, tuple[int, SamplingConfig, RecallConfig | None]],
-                        threads: int = 2) -> dict[str, list[Answer]]:
+                        threads: int = 2, facts: dict[int, dict] | None = None) -> dict[str, list[Answer]]:
     """Like `answer`, with one NPC per run (a seed, a sampler, retrieval settings or None for the
     NPC's own), all answering each line at once so that the runtime batches their decoding steps. Each
     run's replies are those it would give alone (sampling depends only on its seed), up to the rounding
-    of batched arithmetic."""
+    of batched arithmetic. `facts` are the game's facts for a conversation, set as it starts (none
+    otherwise)."""
     out: dict[str, list[Answer]] = {name: [] for name in runs}
     with Runtime(threads=threads, segmented=False) as rt:
         npcs = {name: rt.load_npc(bundle, seed=seed, sampling=sampling) for name, (seed, sampling, _) in runs.items()}
@@ -123,14 +130,19 @@ def answer_side_by_side(bundle: Path, lines: list[tuple[int, int, str, str]],
             if turn == 0:
                 for npc in npcs.values():
                     npc.reset()
+                    npc.facts.replace((facts or {}).get(conversation, {}))
             waiting = {(npc.id, rt.say(npc, line)) for npc in npcs.values()}
+            tags: dict[tuple[str, int], list[Tag]] = defaultdict(list)
             while waiting and rt.busy():
                 rt.tick(budget_ms=1000)
                 for event in rt.poll():
+                    if event.kind in (ACTION, EMOTION):
+                        tags[event.npc, event.reply].append(Tag(event.kind, event.text, event.args))
                     if event.kind == DONE and (event.npc, event.reply) in waiting:
                         waiting.discard((event.npc, event.reply))
                         name = run_of[event.npc]
-                        out[name].append(Answer(runs[name][0], conversation, turn, line, event.text, event.finish, topic))
+                        out[name].append(Answer(runs[name][0], conversation, turn, line, event.text, event.finish,
+                                                topic, tags=tags[event.npc, event.reply]))
             if waiting:
                 raise ExportError(f"{bundle}: the runtime went idle with {len(waiting)} replies unfinished")
     return out
@@ -153,7 +165,8 @@ def score_persona_test(bundle: Bundle, questions: list[TestQuestion],
     scorer = PersonaTestScorer(bundle.character, questions)
     last = {q: len(questions[q].lines) - 1 for q in range(len(questions))}
     answers = answer_side_by_side(bundle.path, conversation_rows(questions), runs, threads)
-    return [scorer.score(a.conversation, run, a.text, a.finish)
+    return [replace(scorer.score(a.conversation, run, a.text, a.finish),
+                    actions=tuple(t.name for t in a.tags if t.kind == "action"))
             for run, replies in answers.items() for a in replies if a.turn == last[a.conversation]]
 
 
@@ -167,6 +180,18 @@ def persona_test_report(bundle_path: Path, test: Path, seeds: list[int], threads
                          "run": r.run, "reply": r.reply, "facts": r.facts, "wrong": list(r.wrong),
                          "problems": list(r.problems)} for r in scored],
             "markdown": persona_test_markdown(summary, questions, scored, bundle.name)}
+
+
+def action_test_report(bundle_path: Path, test: Path, seeds: list[int], threads: int = 2) -> dict:
+    """The action test's part of the report (`action_test.py`): answered with each seed and greedily."""
+    bundle = read_bundle(bundle_path)
+    scenarios = load_action_test(test, bundle.character)
+    runs = {str(seed): (seed, bundle.sampling, None) for seed in seeds}
+    runs[GREEDY] = (0, replace(bundle.sampling, temperature=0.0), None)
+    answers = answer_side_by_side(bundle.path, action_conversations(scenarios), runs, threads,
+                                  facts={i: s.facts for i, s in enumerate(scenarios)})
+    summary = summarise_actions(scenarios, answers, bundle.character)
+    return {"summary": summary, "markdown": action_test_markdown(summary, bundle.name)}
 
 
 def eval_rows(evalset: EvalSet) -> list[tuple[int, int, str, str]]:
@@ -286,8 +311,9 @@ def write_report(report: dict, bundle_path: Path, markdown_out: Path | None = No
     """The report into the bundle: APC (when it was run) and the persona test (when there is one)."""
     (bundle_path / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     text = markdown(report) if "summary" in report else f"# Evaluation of {report['bundle']}\n"
-    if "persona_test" in report:
-        text += "\n" + report["persona_test"]["markdown"]
+    for part in ("persona_test", "action_test"):
+        if part in report:
+            text += "\n" + report[part]["markdown"]
     (bundle_path / REPORT_MD).write_text(text, encoding="utf-8")
     if markdown_out is not None:
         markdown_out.write_text(text, encoding="utf-8")

@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 
+from lmpc_runtime.actions import split_tail
 from lmpc_runtime.sheet import CharacterSheet
 
 from .dialogues import Dialogue
@@ -152,7 +153,8 @@ class Hygiene:
 
     def reply_problems(self, text: str, player: str = "") -> list[str]:
         """Reasons a character's reply to `player` is unfit for training (empty list: fit). A name the
-        player said first is not the character's invention."""
+        player said first is not the character's invention. A typed tail (actions.py) is not speech."""
+        text = split_tail(text)[0]
         problems = self._form_problems(text, min_words=3, said=player)
         lowered = text.lower()
         if any(pattern.search(lowered) for _, pattern in self._slop):

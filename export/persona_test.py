@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmpc_runtime.actions import split_tail
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.sheet import CharacterSheet
 
@@ -93,6 +94,7 @@ class ScoredReply:
     facts: float  # share of `must` matched; 0 when a `must_not` matched
     wrong: tuple[str, ...]  # the `must_not` patterns matched
     problems: tuple[str, ...]  # invented_name, assistant_speak, loop
+    actions: tuple[str, ...] = ()  # the actions the reply ended with (a persona question asks for none)
 
 
 class PersonaTestScorer:
@@ -102,6 +104,7 @@ class PersonaTestScorer:
 
     def score(self, question: int, run: str, reply: str, finish: str = "stop") -> ScoredReply:
         q = self.questions[question]
+        reply = split_tail(reply)[0]  # a reply written by a model in training may end with its typed tail
         matched = sum(bool(p.search(reply)) for p in q.must)
         wrong = tuple(p.pattern for p in q.must_not if p.search(reply))
         found = set(self.hygiene.reply_problems(reply, " ".join(q.lines)))
@@ -134,6 +137,7 @@ def summarise(questions: list[TestQuestion], scored: list[ScoredReply]) -> dict:
         "by_category": {c: facts(by_category[c]) for c in CATEGORIES if c in by_category},
         "wrong": sum(bool(r.wrong) for r in scored) / max(n, 1),
         **{p: sum(p in r.problems for r in scored) / max(n, 1) for p in ("invented_name", "assistant_speak", "loop")},
+        "acted": sum(bool(r.actions) for r in scored) / max(n, 1),
     }
 
 
@@ -151,7 +155,8 @@ def markdown(summary: dict, questions: list[TestQuestion], scored: list[ScoredRe
     lines += [f"| replies saying something they must not | {s['wrong']:.1%} |",
               f"| replies with an invented name | {s['invented_name']:.1%} |",
               f"| replies with assistant speak | {s['assistant_speak']:.1%} |",
-              f"| replies that loop | {s['loop']:.1%} |", "",
+              f"| replies that loop | {s['loop']:.1%} |",
+              f"| replies that ended with an action | {s.get('acted', 0):.1%} |", "",
               "| category | key facts |", "|---|---:|"]
     lines += [f"| {c} | {v:.1%} |" for c, v in s["by_category"].items()]
     worst = sorted(scored, key=lambda r: (r.facts, r.run))[:20]

@@ -12,7 +12,9 @@ import pytest
 from lmpc_export.dialogues import dialogue_file_for, writer_dialogues
 from lmpc_export.hygiene import Hygiene, jaccard, trigrams
 from lmpc_export.knowledge import coverage, drill_dialogues, knowledge_file_for, load_knowledge
+from lmpc_export.action_test import NONE, action_test_file_for, load_action_test
 from lmpc_export.persona_test import load_persona_test, persona_test_file_for
+from lmpc_runtime.actions import split_tail
 from lmpc_runtime.sheet import load_sheet
 
 from conftest import ORLANDO_SHEET, REPO
@@ -111,6 +113,26 @@ def test_every_hand_written_reply_passes_hygiene():
 def test_no_training_line_copies_a_line_of_the_persona_test(sheet_path):
     questions = load_persona_test(persona_test_file_for(sheet_path), load_sheet(sheet_path).name)
     _assert_no_training_line_copies([line for q in questions for line in q.lines], sheet_path)
+
+
+def test_the_action_test_is_held_out_and_asks_for_every_action_and_for_none():
+    sheet = load_sheet(ORLANDO_SHEET)
+    scenarios = load_action_test(action_test_file_for(ORLANDO_SHEET), sheet)
+    expected = Counter(s.expect.split()[0] for s in scenarios)
+    assert len(scenarios) >= 40 and set(expected) == {a.name for a in sheet.actions} | {NONE}, expected
+    assert min(expected.values()) >= 10
+    _assert_no_training_line_copies([line for s in scenarios for line in s.lines], ORLANDO_SHEET)
+
+
+def test_the_writers_dialogues_teach_when_to_act_and_when_not():
+    sheet = load_sheet(ORLANDO_SHEET)
+    tails = Counter()
+    for dialogue in writer_dialogues(sheet, dialogue_file_for(ORLANDO_SHEET)):
+        _, tags = split_tail(dialogue.turns[-1][1])
+        actions = [t.name for t in tags if t.kind == "action"]
+        if any(t.kind == "emotion" for t in tags):
+            tails[actions[0] if actions else NONE] += 1
+    assert min(tails[name] for name in ("give_item", "end_conversation", NONE)) >= 30, tails
 
 
 @pytest.mark.parametrize("sheet_path", CHARACTERS, ids=lambda p: p.stem)
