@@ -11,9 +11,10 @@ import pytest
 from pygame_harness import ARTEFACTS, VISIT, play
 
 from examples.pygame import savegame
-from examples.pygame.game import LETTER_FACT
+from examples.pygame import world
+from examples.pygame.game import GIVEN_FACT, LETTER_FACT, Game, Options
 from examples.pygame.script import ScriptError, parse
-from lmpc_runtime import Runtime, SaveCorruptError
+from lmpc_runtime import ACTION, DONE, EMOTION, Event, Runtime, SaveCorruptError
 
 ACCOUNTS_QUESTION = "Did they find your father's accounts?"
 ACCOUNTS_LORE = "crypt beneath the chapel of Brightwater Hall"
@@ -199,3 +200,46 @@ def test_loading_while_orlando_answers_cuts_him_short_and_restores_the_save(tiny
     assert exchange.finish == "cancelled" and exchange.tokens > 0 and exchange.reply.strip()
     assert game.orlando.history == []  # the save was made before anything was said
     assert game.player.pos == pygame.Vector2(json.loads((save / savegame.GAME_FILE).read_text())["player"])
+
+
+def test_orlando_hands_over_his_letter_and_ends_a_talk_by_his_actions(acting_bundle, tmp_path):
+    """The game's side of a reply's actions: the events a model would send, into a real game and runtime."""
+    pygame.display.init()
+    pygame.font.init()
+    try:
+        game = Game(Options(acting_bundle, [], save_dir=tmp_path), pygame.display.set_mode(world.SIZE))
+        try:
+            game.dialogue.open = True
+            game._say("Will you trust me with your father's letter?")
+            reply = game.current.reply_id
+            for event in (Event(ACTION, "orlando", reply, "give_item", args={"item": "father_letter"}),
+                          Event(EMOTION, "orlando", reply, "sad"), Event(DONE, "orlando", reply, "Take it.")):
+                game._on_runtime_event(event, game.now)
+            assert game.orlando.facts[GIVEN_FACT] is True  # his sheet's gate: he cannot give it again
+            assert game.orlando._tail().grammar.actions == ("act:end_conversation",)
+            assert game.dialogue.speaker.endswith("(sad)") and game.dialogue.open
+            assert game.record.exchanges[-1].actions == ["give_item item=father_letter"]
+            game.draw()  # the pack shows the letter
+
+            game._say("Your sister is a fool and your father a thief.")
+            reply = game.current.reply_id
+            for event in (Event(ACTION, "orlando", reply, "end_conversation"), Event(EMOTION, "orlando", reply, "angry"),
+                          Event(DONE, "orlando", reply, "We are done here.")):
+                game._on_runtime_event(event, game.now)
+            assert not game.dialogue.open and game.cold_until > game.now
+            game.player.pos.update(game.orlando_actor.pos.x - 40, game.orlando_actor.pos.y)
+            game._key(pygame.K_e)
+            assert not game.dialogue.open  # he keeps his back turned
+        finally:
+            game.rt.close()
+    finally:
+        pygame.quit()
+
+
+def test_every_orlando_reply_in_the_game_carries_his_emotion(acting_bundle, tmp_path):
+    script = "walk_to Orlando 900\npress e\ntype Good evening.\npress enter\nwait_reply 900\nquit\n"
+    game = play(acting_bundle, [], script, 2000, tmp_path / "save")
+    assert game.record.problems == []
+    [exchange] = game.record.exchanges
+    assert exchange.emotion in ("calm", "sad", "angry")
+    assert game.dialogue.speaker.endswith(f"({exchange.emotion})")

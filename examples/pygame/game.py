@@ -11,6 +11,11 @@ NPC holds from the start; the letter lying in the yard, once handed to Orlando, 
 `quest.accounts_found` on him (which opens a lorebook entry of his) and `yard.letter_delivered` on
 everyone, which unlocks a memory of the moment that each NPC was given at load time, hidden until then.
 F5 saves the game with every NPC's state, F9 loads it (savegame.py).
+
+Orlando also acts (his sheet's `[[actions]]`): convinced, he hands the player his father's last letter,
+which the game puts in the player's pack and tells him as the fact `letter.given` (his sheet gates the
+action on it, so he cannot give it twice); gravely insulted, he ends the talk and will not speak again
+for a while. Each reply's emotion shows beside his name.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygame
-from lmpc_runtime import DONE, ERROR, SUMMARY, TEXT, Event, InvalidArgumentError, LmpcError, Runtime, SamplingConfig
+from lmpc_runtime import (ACTION, DONE, EMOTION, ERROR, SUMMARY, TEXT, Event, InvalidArgumentError, LmpcError, Runtime,
+                          SamplingConfig)
 from lmpc_runtime.runtime import AMBIENT, FOCUS, NORMAL
 
 from . import world
@@ -46,6 +52,8 @@ LETTER_MEMORIES = {
     "regular": "Tonight a traveller handed Ser Orlando a sealed letter with a red seal at his table in the "
                "yard of the Tipped Lantern, and he went pale reading it.",
 }
+GIVEN_FACT = "letter.given"  # Orlando has handed over his father's letter: closes his give_item action
+COLD_SHOULDER_S = 30.0  # after ending a talk, Orlando will not speak again for this long
 MOVES = {pygame.K_LEFT: (-1, 0), pygame.K_a: (-1, 0), pygame.K_RIGHT: (1, 0), pygame.K_d: (1, 0),
          pygame.K_UP: (0, -1), pygame.K_w: (0, -1), pygame.K_DOWN: (0, 1), pygame.K_s: (0, 1)}
 ENTER_KEYS = (pygame.K_RETURN, pygame.K_KP_ENTER)
@@ -78,6 +86,8 @@ class Exchange:
     text_events: int = 0
     first_words_ms: float | None = None  # Enter → the first whole word on screen (after flip)
     done_ms: float | None = None
+    actions: list[str] = field(default_factory=list)  # "give_item item=father_letter"
+    emotion: str = ""
 
 
 @dataclass
@@ -111,6 +121,7 @@ class Game:
         self.save_pending = False  # F5 was pressed; the save is written once no NPC is mid-reply
         self.saves = 0
         self.loads = 0
+        self.cold_until = 0.0  # Orlando ended the talk: the clock time until which he will not speak
 
         self._loading("Loading Ser Orlando Marlo…")
         self.rt = Runtime(threads=options.threads, seed=options.seed, worker=options.worker)
@@ -209,7 +220,10 @@ class Game:
             elif key == pygame.K_ESCAPE:
                 self._leave_conversation()
         elif key == pygame.K_e and self.player.near(self.orlando_actor):
-            self._open_conversation(key)
+            if self.now < self.cold_until:
+                self.notices.add("Ser Orlando keeps his back to you.", self.now)
+            else:
+                self._open_conversation(key)
         elif key == pygame.K_e and self.letter == "lying" and self._near_letter():
             self.letter = "carried"
             self.notices.add("You pick up a sealed letter addressed to Ser Orlando Marlo.", self.now)
@@ -353,11 +367,23 @@ class Game:
         if event.kind == TEXT:
             self.dialogue.add(event.text)
             exchange.text_events += 1
+        elif event.kind == EMOTION:
+            exchange.emotion = event.text
+            self.dialogue.speaker = f"Ser {self.orlando.name} ({event.text})"
+        elif event.kind == ACTION:
+            exchange.actions.append(" ".join([event.text, *(f"{k}={v}" for k, v in event.args.items())]))
+            if event.text == "give_item":
+                self.rt.set_fact(self.orlando, GIVEN_FACT, True)
+                self.notices.add("Ser Orlando gives you his father's last letter.", now)
         elif event.kind == DONE:
             self.dialogue.finish(event.text)
             exchange.reply, exchange.finish, exchange.tokens = event.text, event.finish, event.tokens
             exchange.done_ms = (now - exchange.asked_at) * 1000
             self.current = None
+            if "end_conversation" in exchange.actions:
+                self._leave_conversation()
+                self.cold_until = now + COLD_SHOULDER_S
+                self.notices.add("Ser Orlando turns his back on you.", now)
 
     def _after_flip(self) -> None:
         """Note when the first words of a reply reached the screen."""
@@ -396,6 +422,8 @@ class Game:
                 speaker.bubble.draw(screen, self.text, heads[id(actor)], now)
         self.graph.draw(screen, self.text)
         self.journal.draw(screen, self.text)
+        if self.orlando.facts.get(GIVEN_FACT):
+            screen.blit(self.text.render("In your pack: Aldous Marlo's last letter", 18, INK), (14, 100))
         if self.dialogue.open:
             self.dialogue.draw(screen, self.text, self._draw_portrait, now)
         else:
