@@ -49,6 +49,10 @@ int main(int argc, char **argv) {
     expect("say-forged-npc", lmpc_say((lmpc_npc *)(uintptr_t)0xdeadbeef, "hi", &id), LMPC_ENOTFOUND);
     expect("priority-nan", lmpc_set_priority(npc, 0.0 / 0.0), LMPC_EINVAL);
     expect("fact-null", lmpc_set_fact(npc, NULL, "x"), LMPC_EINVAL);
+    expect("action-values-null", lmpc_set_action_values(npc, "follow", "target", NULL), LMPC_EINVAL);
+    expect("action-values-null-npc", lmpc_set_action_values(NULL, "follow", "target", "[]"), LMPC_EINVAL);
+    expect("action-values-not-json", lmpc_set_action_values(npc, "follow", "target", "[oops"), LMPC_EINVAL);
+    expect("action-values-unknown", lmpc_set_action_values(npc, "follow", "target", "[\"player\"]"), LMPC_EINVAL);
     expect("tick-forged-runtime", lmpc_tick((lmpc_runtime *)(uintptr_t)12345, 1000), LMPC_ESTATE);
     expect("poll-null-event", lmpc_poll(rt, NULL, text, sizeof text), LMPC_EINVAL);
     expect("poll-null-text", lmpc_poll(rt, &ev, NULL, 5), LMPC_EINVAL);

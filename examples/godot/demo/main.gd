@@ -4,7 +4,9 @@ extends Control
 
 var transcript := ""  # finished exchanges, as BBCode
 var answering := false
-
+var mood := ""  # his emotion at the end of his last reply
+var letter_in_pack := false
+var turned_away := false  # he ended the talk
 @onready var orlando: LmpcNpc = $Orlando
 @onready var dialogue: RichTextLabel = $Panel/Margin/Column/Dialogue
 @onready var input: LineEdit = $Panel/Margin/Column/Input
@@ -19,6 +21,8 @@ func _ready() -> void:
 	orlando.reply_started.connect(func() -> void: status.text = "Ser Orlando is answering...")
 	orlando.reply_updated.connect(_show_reply_so_far)
 	orlando.error.connect(func(message: String) -> void: status.text = message)
+	orlando.emotion_changed.connect(func(label: String) -> void: mood = label)
+	orlando.action_requested.connect(_on_action)
 	input.text_submitted.connect(_on_line_submitted)
 	# Godot 4.4+ leaves edit mode on Enter unless told otherwise; 4.2 and 4.3 have no such property
 	# (nor edit mode), so it is set by name only where it exists.
@@ -47,7 +51,7 @@ func _on_loaded() -> void:
 
 func _on_line_submitted(line: String) -> void:
 	line = line.strip_edges()
-	if line.is_empty() or answering:
+	if line.is_empty() or answering or turned_away:
 		return
 	input.clear()
 	_keep_typing()
@@ -58,9 +62,22 @@ func _on_line_submitted(line: String) -> void:
 	answering = true
 	var reply: String = await orlando.reply_finished
 	answering = false
-	transcript += "[b]Ser Orlando:[/b] %s\n\n" % _plain(reply)
+	transcript += "[b]Ser Orlando[/b] [i](%s)[/i]: %s\n\n" % [mood, _plain(reply)]
 	dialogue.text = transcript
-	status.text = "Ser Orlando is listening."
+	if turned_away:
+		status.text = "Ser Orlando has turned his back on you."
+		input.editable = false
+	else:
+		status.text = "Ser Orlando is listening." + ("  In your pack: his father's letter." if letter_in_pack else "")
+
+
+## What he does after speaking (his sheet's actions): the game's state changes here.
+func _on_action(action: String, args: Dictionary) -> void:
+	if action == "give_item" and args.get("item") == "father_letter":
+		letter_in_pack = true
+		orlando.set_fact("letter.given", "true")  # his sheet gates give_item on "not letter.given"
+	elif action == "end_conversation":
+		turned_away = true
 
 
 func _show_reply_so_far(text: String) -> void:
