@@ -131,6 +131,7 @@ class Npc:
         # Values the game registered for its actions' game-valued arguments, by (action, argument).
         self.action_values: dict[tuple[str, str], tuple[str, ...]] = {}
         self._grammars: dict[tuple, TailGrammar] = {}  # compiled tails, by open actions and values
+        self._tail()  # the tokenizer's pieces and the first grammar: built while loading, not at the first reply
 
     @property
     def name(self) -> str:
