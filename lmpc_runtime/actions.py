@@ -101,6 +101,15 @@ def action_tags(action: "Action", game_values: Mapping[str, tuple[str, ...]]) ->
     return tags
 
 
+def tail_room(actions: Iterable["Action"], emotions: Iterable[str]) -> int:
+    """The most tokens a tail can take (each token writes at least one character): the context keeps this
+    much free beyond a reply's token limit. A game-valued argument counts at the longest value allowed."""
+    longest = max((len(ACT + a.name) + sum(2 + len(arg) + (64 if v == GAME_VALUES else max(map(len, v)))
+                                           for arg, v in a.args.items()) for a in actions), default=0)
+    feel = max((len(FEEL + e) for e in emotions), default=0)
+    return sum(3 + n for n in (longest, feel) if n)  # "\n[" before a tag, "]" after
+
+
 @dataclass(frozen=True)
 class Tag:
     """A parsed tag: an action with its arguments, or an emotion (`name` is the label, no args)."""

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .actions import GAME_VALUES, TailGrammar, TailWriter, action_tags, value_problems
+from .actions import GAME_VALUES, TailGrammar, TailWriter, action_tags, tail_room, value_problems
 from .adapters import Adapter
 from .bundle import Bundle, read_memories
 from .chat import ChatFormat
@@ -131,6 +131,8 @@ class Npc:
         # Values the game registered for its actions' game-valued arguments, by (action, argument).
         self.action_values: dict[tuple[str, str], tuple[str, ...]] = {}
         self._grammars: dict[tuple, TailGrammar] = {}  # compiled tails, by open actions and values
+        # Context kept free beyond a reply's token limit for the tail of actions and emotions it may end with.
+        self._tail_room = tail_room(bundle.character.actions, bundle.character.emotions)
         self._tail()  # the tokenizer's pieces and the first grammar: built while loading, not at the first reply
 
     @property
@@ -162,7 +164,7 @@ class Npc:
         """Persona + as many recent exchanges as fit + the recalled `exchanges` of the writer's + the memory
         note + the new line, leaving room for the reply. A line too long to leave room for the note goes
         without it; the recalled exchanges go in before the conversation's when there is room for them."""
-        budget = self._engine.spec.context_length - max_tokens
+        budget = self._engine.spec.context_length - max_tokens - self._tail_room
         player = self.chat.turn("user", player_text) + self.chat.open_turn()
         room = budget - len(self.persona_tokens)
         recalled = self.chat.turn("system", memory_note(self.name, list(note))) if note else []
@@ -372,8 +374,8 @@ class Npc:
     def _history_room(self) -> int:
         """Tokens the context leaves the history next to a player line and a note at their largest; the
         note is planned at no more than half of what the persona and the reply leave."""
-        available = (self._engine.spec.context_length - self.sampling.max_tokens - len(self.persona_tokens)
-                     - PLAYER_LINE_RESERVE)
+        available = (self._engine.spec.context_length - self.sampling.max_tokens - self._tail_room
+                     - len(self.persona_tokens) - PLAYER_LINE_RESERVE)
         note = self._recall.config.note_tokens
         if self.bundle.character.lorebook.entries:
             note += self.bundle.character.lorebook.token_budget

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmpc_runtime import ACTION, DONE, EMOTION, TEXT, InvalidArgumentError, Runtime, SamplingConfig, read_bundle
-from lmpc_runtime.actions import MAX_TAGS, TailGrammar, TailWriter, parse_tag, split_tail, write_tail
+from lmpc_runtime.actions import MAX_TAGS, TailGrammar, TailWriter, parse_tag, split_tail, tail_room, write_tail
 from lmpc_runtime.capi import CApi, CallError, E_INVAL, event_text, values_arg
 from lmpc_runtime.chat import ChatFormat
 from lmpc_runtime.engine import KvSequence
@@ -219,6 +219,13 @@ def test_the_npc_opens_actions_by_the_games_facts_and_values(acting_bundle):
                 rt.set_action_values(npc, *bad)
 
 
+def test_the_context_keeps_room_for_the_longest_tail():
+    s = sheet(actions=ACTIONS, emotions=EMOTIONS)
+    # "\n[act:follow target=<64 characters>]" then "\n[feel:angry]": a token writes at least a character.
+    assert tail_room(s.actions, s.emotions) == len("\n[act:follow target=]") + 64 + len("\n[feel:angry]")
+    assert tail_room((), ()) == 0
+
+
 def test_every_reply_of_an_npc_with_emotions_ends_with_one(acting_bundle):
     with Runtime(threads=1, seed=3) as rt:
         npc = rt.load_npc(acting_bundle, sampling=SamplingConfig(max_tokens=12))
@@ -331,3 +338,24 @@ def test_the_action_test_scores_each_scenario_with_its_facts(acting_bundle, tmp_
                    '[[scenario]]\nlines = ["Hi."]\nexpect = "none"\nfacts = { "bad name!" = 1 }\n')
     with pytest.raises(ExportError, match=r"scenario\[0\]\.expect.*scenario\[1\]\.facts"):
         load_action_test(bad, read_bundle(acting_bundle).character)
+
+
+def test_the_actions_benchmark_compares_a_bundle_with_itself_without_the_tail(acting_bundle, tmp_path):
+    """benchmarks/actions.py's children on the tiny acting bundle and its peer (in this process)."""
+    import sys
+
+    from conftest import REPO
+
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))  # benchmarks/ is not installed
+    from benchmarks import actions as bench
+
+    (tmp_path / "peer").mkdir()
+    peer = bench.without_tail(acting_bundle, tmp_path / "peer")
+    assert not read_bundle(peer).character.emotions and read_bundle(acting_bundle).character.emotions
+    runs = {"with actions and emotions": [bench.child(str(acting_bundle))], "without (peer)": [bench.child(str(peer))]}
+    assert len(runs["with actions and emotions"][0]["tags"]) == len(bench.LINES)  # an emotion a reply
+    assert runs["without (peer)"][0]["tags"] == []
+    table = bench.markdown({"date": "today", "machine": "here", "bundle": "b", "reps": 1,
+                            "summary": bench.summarise(runs)})
+    assert "Decode speed with the automaton against without" in table
