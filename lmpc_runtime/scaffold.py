@@ -48,6 +48,7 @@ objectives = []
 facts = []
 # Optional: catchphrases = [...] (turns of phrase they come back to), fallback_lines = [...] (in-character
 # lines used when the model fails: "Forgive me, I lost my thread."), avoid_phrases = [...] (never said).
+# Optional: emotions = ["calm", "angry", ...] (one ends every reply, for the game's animation).
 
 [world]
 name = ""                 # the world or realm, as they would name it
@@ -73,4 +74,6 @@ description = ""
 {examples}
 # Optional: [lorebook] with [[lorebook.entries]] for knowledge that enters the prompt only when the talk
 # touches it (see docs/character-sheet.md).
+# Optional: [[actions]] the game understands (name, description, args, requires), which a reply may end
+# with; teach when with `act` in the dialogues file (see docs/character-sheet.md, "Actions and emotions").
 '''

@@ -110,3 +110,37 @@ def test_the_village_plays_three_adapters_on_one_engine(village_bundles, tmp_pat
     assert {npc.name for npc in game.npcs} == {"Orlando Marlo", "Marta Greyhand", "Jory Tallow"}
     assert len({id(npc._engine) for npc in game.npcs}) == 1  # one model, one copy of the weights
     assert len({npc.adapter.fingerprint for npc in game.npcs}) == 3  # each speaks with its own adapter
+
+
+ACTING_SCRIPT = """\
+walk_to Orlando 900
+press e
+type Ser Orlando, I served with Jory Tallow at Kestrel Ford. I want the truth of the Hungry Year known as much as you do. Will you trust me with your father's letter?
+press enter
+wait_reply 6000
+wait 30
+type You are a coward and your father was a thief. Your sister is a fool, and Sol was a liar.
+press enter
+wait_reply 6000
+wait 30
+quit
+"""
+
+
+def test_orlando_acts_in_the_village_and_the_game_follows(village_bundles, tmp_path):
+    """Whatever Orlando decides (the action test measures how well), the game follows it: an emotion of his
+    sheet on every reply, the letter in the pack exactly when he gave it, the talk closed when he ended it."""
+    game = play(village_bundles[0], [], ACTING_SCRIPT, 20000, tmp_path / "save")
+    assert game.record.problems == [] and game.script.done
+    emotions = set(game.orlando.bundle.character.emotions)
+    assert emotions and len(game.record.exchanges) == 2
+    for exchange in game.record.exchanges:
+        assert exchange.emotion in emotions and "[" not in exchange.reply
+    actions = [a for e in game.record.exchanges for a in e.actions]
+    assert set(actions) <= {"give_item item=father_letter", "end_conversation"}
+    assert bool(game.orlando.facts.get("letter.given")) == ("give_item item=father_letter" in actions)
+    assert (game.cold_until > 0) == ("end_conversation" in game.record.exchanges[-1].actions)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTEFACTS / "pygame_actions_real.json").write_text(json.dumps(
+        [{"player": e.player, "reply": e.reply, "actions": e.actions, "emotion": e.emotion}
+         for e in game.record.exchanges], indent=1))
