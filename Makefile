@@ -42,9 +42,10 @@ $(VENV)/.lmpc-installed: $(VENV)/.deps $(SOURCES)
 
 bundle: $(DEMO_BUNDLE)/manifest.msgpack
 
-# The bundle also carries the sheet's evaluation set, persona test and calibration set, and the adapter's
+# The bundle also carries the sheet's evaluation set, persona and action tests and calibration set, and the adapter's
 # evaluation report.
 DEMO_EVAL := $(wildcard $(DEMO_SHEET:.toml=.eval.toml) $(DEMO_SHEET:.toml=.persona_test.toml) \
+	$(DEMO_SHEET:.toml=.action_test.toml) \
 	$(DEMO_SHEET:.toml=.apc_calibration.toml) $(DEMO_ADAPTER)/eval_report.json $(DEMO_ADAPTER)/eval_report.md)
 
 # The writer's drills: the bundle recalls them as exchanges and cues.
@@ -76,7 +77,8 @@ village: $(VILLAGE:%=%/manifest.msgpack)
 
 build/village/%.lmpc/manifest.msgpack: examples/characters/%.toml examples/characters/%.lora/adapter_model.safetensors \
 		$(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack $(REGULARS:%=%/manifest.msgpack) \
-		$(wildcard examples/characters/*.knowledge.toml examples/characters/*.persona_test.toml)
+		$(wildcard examples/characters/*.knowledge.toml examples/characters/*.persona_test.toml \
+		examples/characters/*.action_test.toml)
 	$(BIN)/lmpc build $< -o build/village/$*.lmpc --adapter examples/characters/$*.lora --runtime-adapter
 
 # The C library for engines: build/capi/liblmpc.so and lmpc.h.

@@ -226,10 +226,12 @@ class TailWriter:
     def wants_emotion(self) -> bool:
         return bool(self.grammar.emotions) and not any(t.startswith(FEEL) for t in self.tags)
 
-    def write_emotion(self) -> None:
-        """The model ended its turn without an emotion, or meant a tag not allowed: the runtime writes a
-        line break and "[", and the model picks a label."""
-        self._emotions_only = True
+    def write_emotion(self, or_action: bool = False) -> None:
+        """The runtime writes a line break and "[", and the model picks a label: its speech ended without an
+        emotion, or it meant a tag not allowed. At the end of the speech (`or_action`) the model may pick an
+        action there too: how likely it finds "act" against "feel" is what it learnt of when to act, which
+        is far more than whether it opens a tail on its own after a turn most training replies ended."""
+        self._emotions_only = not (or_action and not self.tags and self.grammar.actions)
         self.open = None
         self.forced = [self.pieces.newline, self.pieces.open]
 
@@ -250,12 +252,15 @@ class TailWriter:
                 return None
         return int(allowed[best])
 
-    def advance(self, token: int) -> bool:
-        """Write `token` into the tail; True when the tail is complete and the reply should end."""
+    def advance(self, token: int, seq_length: int) -> bool:
+        """Write `token` into the tail (the sequence holds `seq_length` tokens, the last one fed before it);
+        True when the tail is complete and the reply should end."""
         if self.forced:
             self.forced.pop(0)
             if not self.forced:
                 self.open = ""
+                if not self._emotions_only:  # an action may follow: dropping it goes back before the "\n"
+                    self.rewind_to = seq_length - 1
             return False
         self.open = (self.open or "") + self.pieces.texts[token]
         if not self.grammar.complete(self.open, self._emotions_only):

@@ -213,7 +213,7 @@ class Reply:
         if tail is None or not tail.wants_emotion():
             return self._finish(why, text)
         self._ending = (why, text)
-        tail.write_emotion()
+        tail.write_emotion(or_action=True)
         if token is None:
             return self._accept_tail(None)
         self.next_token = token
@@ -233,7 +233,7 @@ class Reply:
             tail.write_emotion()
             token = tail.pick(logits)
         self.generated.append(token)
-        if tail.advance(token):
+        if tail.advance(token, len(self.seq)):
             return self._finish(*self._ending)
         self.next_token = token
         return []
