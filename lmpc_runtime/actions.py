@@ -14,8 +14,8 @@ opens the tail. Inside a tag only tokens that keep it the beginning of a tag val
 (an open action with registered values, or an emotion), greedily. So every tail parses and type-checks
 by construction, and it always ends: each token writes at least one more character of a finite tag.
 
-A character with emotions ends every reply with one: when the model ends its turn without, the runtime
-writes the line break and "[" for it and the model picks the label. A tag the model starts but whose
+A character with emotions ends every reply with one: when its speech ends without a tail, the runtime
+writes the line break and "[" for it, and the model picks an action or the emotion, then the label. A tag the model starts but whose
 allowed continuations it finds unlikely (an action whose gate the game has closed, say) is dropped, not
 turned into another action: the sequence is rewound to the line break and the emotion written instead.
 """
