@@ -220,7 +220,7 @@ def _sheet_only(fields: Any, allowed: set[str]) -> dict[str, Any]:
 
 # Sheet fields a card has no place for (a card written from a sheet carries them under extensions.lmpc).
 _SHEET_ONLY = {"title", "alignment", "speech_style", "values", "objectives", "catchphrases", "facts",
-               "fallback_lines", "avoid_phrases", "opinions", "extensions"}
+               "fallback_lines", "avoid_phrases", "opinions", "extensions", "actions", "emotions"}
 _WORLD_ONLY = {"name", "political_order", "powers", "marginalised_groups", "important_people",
                "marginalised_important_people"}
 

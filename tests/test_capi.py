@@ -40,7 +40,7 @@ def test_header_and_library_agree(capi_dir):
     exported = subprocess.run(["nm", "-D", "--defined-only", str(capi_dir / "liblmpc.so")],
                               capture_output=True, text=True, check=True).stdout
     declared = set(re.findall(r"^(?:int|const char \*)\s*(lmpc_\w+)\(", header, re.M))
-    assert len(declared) == 18
+    assert len(declared) == 19
     assert declared == set(re.findall(r" T (lmpc_\w+)", exported))
 
 
