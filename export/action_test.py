@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmpc_runtime.actions import GAME_VALUES
-from lmpc_runtime.errors import ExportError
+from lmpc_runtime.actions import call_text, valid_call
+from lmpc_runtime.errors import ExportError, InvalidArgumentError
 from lmpc_runtime.memory.gating import check_fact
 from lmpc_runtime.sheet import CharacterSheet
 
@@ -65,13 +65,13 @@ def load_action_test(path: str | Path, sheet: CharacterSheet) -> list[Scenario]:
         if not isinstance(lines, list) or not lines or not all(isinstance(x, str) and x.strip() for x in lines):
             problems.append(f"{where}.lines: expected a non-empty list of lines")
             continue
-        if not isinstance(expect, str) or not (expect == NONE or _valid_call(expect, sheet)):
+        if not isinstance(expect, str) or not (expect == NONE or valid_call(expect, sheet.actions)):
             problems.append(f"{where}.expect: {expect!r} is neither \"{NONE}\" nor a valid action of the sheet")
             continue
         try:
             for name, value in facts.items():
                 check_fact(name, value)
-        except Exception as exc:  # a fact the runtime would refuse
+        except InvalidArgumentError as exc:  # a fact the runtime would refuse
             problems.append(f"{where}.facts: {exc}")
             continue
         scenarios.append(Scenario(tuple(lines), expect, dict(facts)))
@@ -80,21 +80,6 @@ def load_action_test(path: str | Path, sheet: CharacterSheet) -> list[Scenario]:
     if problems:
         raise ExportError(f"{path}: " + "; ".join(problems))
     return scenarios
-
-
-def _valid_call(call: str, sheet: CharacterSheet) -> bool:
-    """Whether "name arg=value ..." names a declared action with exactly its arguments and allowed values."""
-    name, *pairs = call.split(" ")
-    spec = next((a for a in sheet.actions if a.name == name), None)
-    if spec is None or not all("=" in p for p in pairs):
-        return False
-    given = dict(p.split("=", 1) for p in pairs)
-    return len(given) == len(pairs) and set(given) == set(spec.args) and all(
-        spec.args[k] == GAME_VALUES or v in spec.args[k] for k, v in given.items())
-
-
-def call_text(name: str, args: dict[str, str]) -> str:
-    return " ".join([name] + [f"{k}={v}" for k, v in args.items()])
 
 
 def conversation_rows(scenarios: list[Scenario]) -> list[tuple[int, int, str, str]]:
@@ -110,7 +95,7 @@ def summarise(scenarios: list[Scenario], answers: dict[str, list], sheet: Charac
         for a in replies:
             actions = [t for t in a.tags if t.kind == "action"]
             emitted += len(actions)
-            valid += sum(_valid_call(call_text(t.name, t.args), sheet) for t in actions)
+            valid += sum(valid_call(call_text(t.name, t.args), sheet.actions) for t in actions)
             if a.turn != last[a.conversation]:
                 continue
             got = call_text(actions[0].name, actions[0].args) if actions else NONE

@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from lmpc_runtime.actions import ACT, FEEL, GAME_VALUES, VALUE, write_tail
+from lmpc_runtime.actions import ACT, FEEL, valid_call, write_tail
 from lmpc_runtime.errors import SheetError
 from lmpc_runtime.sheet import CharacterSheet
 
@@ -135,16 +135,11 @@ def turn_tail(turn: dict, sheet: CharacterSheet, last: bool) -> tuple[str, list[
     if not last:
         return "", ["act/feel: only the last turn of a dialogue may carry an action or an emotion"]
     problems = []
-    if act:
-        name, *pairs = act.split(" ")
+    if act and not valid_call(act, sheet.actions):
+        name = act.split(" ")[0]
         spec = next((a for a in sheet.actions if a.name == name), None)
-        given = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
-        if spec is None:
-            problems.append(f"act: the sheet declares no action {name!r}")
-        elif len(given) != len(pairs) or set(given) != set(spec.args) or any(
-                not VALUE.fullmatch(v) or (spec.args[k] != GAME_VALUES and v not in spec.args[k])
-                for k, v in given.items()):
-            problems.append(f"act: {act!r} is not a valid call of {name} (arguments: {', '.join(spec.args) or 'none'})")
+        problems.append(f"act: the sheet declares no action {name!r}" if spec is None else
+                        f"act: {act!r} is not a valid call of {name} (arguments: {', '.join(spec.args) or 'none'})")
     if feel and feel not in sheet.emotions:
         problems.append(f"feel: {feel!r} is not one of the sheet's emotions")
     return write_tail(([ACT + act] if act else []) + ([FEEL + feel] if feel else [])), problems

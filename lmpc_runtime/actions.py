@@ -101,6 +101,23 @@ def action_tags(action: "Action", game_values: Mapping[str, tuple[str, ...]]) ->
     return tags
 
 
+def call_text(name: str, args: Mapping[str, str]) -> str:
+    """An action as a tag writes it after "act:": "give_item item=father_letter"."""
+    return " ".join([name, *(f"{k}={v}" for k, v in args.items())])
+
+
+def valid_call(call: str, actions: Iterable["Action"]) -> bool:
+    """Whether `call` ("name arg=value ...") names a declared action with exactly its arguments, each a value
+    of its set (or, for a game-valued one, a well-formed value)."""
+    name, *pairs = call.split(" ")
+    spec = next((a for a in actions if a.name == name), None)
+    if spec is None or not all("=" in p for p in pairs):
+        return False
+    given = dict(p.split("=", 1) for p in pairs)
+    return len(given) == len(pairs) and set(given) == set(spec.args) and all(
+        VALUE.fullmatch(v) and (spec.args[k] == GAME_VALUES or v in spec.args[k]) for k, v in given.items())
+
+
 def tail_room(actions: Iterable["Action"], emotions: Iterable[str]) -> int:
     """The most tokens a tail can take (each token writes at least one character): the context keeps this
     much free beyond a reply's token limit. A game-valued argument counts at the longest value allowed."""

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .actions import call_text
 from .bundle import read_bundle
 from .errors import InvalidArgumentError, LmpcError
 from .reply import ACTION, DONE, EMOTION, TEXT
@@ -232,7 +233,7 @@ def tail_note(event) -> str:
     """An action or emotion as a chat transcript shows it: "does give_item item=father_letter", "feels sad"."""
     if event.kind == EMOTION:
         return f"feels {event.text}"
-    return " ".join(["does", event.text] + [f"{k}={v}" for k, v in event.args.items()])
+    return f"does {call_text(event.text, event.args)}"
 
 
 def _ask(args: argparse.Namespace) -> int:

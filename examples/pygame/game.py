@@ -28,6 +28,7 @@ from pathlib import Path
 import pygame
 from lmpc_runtime import (ACTION, DONE, EMOTION, ERROR, SUMMARY, TEXT, Event, InvalidArgumentError, LmpcError, Runtime,
                           SamplingConfig)
+from lmpc_runtime.actions import call_text
 from lmpc_runtime.runtime import AMBIENT, FOCUS, NORMAL
 
 from . import world
@@ -371,7 +372,7 @@ class Game:
             exchange.emotion = event.text
             self.dialogue.speaker = f"Ser {self.orlando.name} ({event.text})"
         elif event.kind == ACTION:
-            exchange.actions.append(" ".join([event.text, *(f"{k}={v}" for k, v in event.args.items())]))
+            exchange.actions.append(call_text(event.text, event.args))
             if event.text == "give_item":
                 self.rt.set_fact(self.orlando, GIVEN_FACT, True)
                 self.notices.add("Ser Orlando gives you his father's last letter.", now)
