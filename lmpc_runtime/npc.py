@@ -69,6 +69,11 @@ def clean_player_text(text: Any) -> str:
     return text
 
 
+def _values_of(action: str, registered: dict[tuple[str, str], tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The game's values for one action's arguments, from values registered by (action, argument)."""
+    return {arg: values for (name, arg), values in registered.items() if name == action}
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
@@ -257,7 +262,7 @@ class Npc:
         if problems:
             raise InvalidArgumentError(f"{action}.{argument}: {'; '.join(problems)}")
         registered = {**self.action_values, (action, argument): tuple(values)}
-        action_tags(spec, {arg: v for (name, arg), v in registered.items() if name == action})  # too many?
+        action_tags(spec, _values_of(action, registered))  # raises if too many combinations to compile
         self.action_values = registered
 
     def _tail(self) -> TailWriter | None:
@@ -270,7 +275,7 @@ class Npc:
         grammar = self._grammars.get(key)
         if grammar is None:
             tags = [tag for a in sheet.actions if a.name in open_now
-                    for tag in action_tags(a, {arg: v for (name, arg), v in self.action_values.items() if name == a.name})]
+                    for tag in action_tags(a, _values_of(a.name, self.action_values))]
             if len(self._grammars) >= 16:  # a game changing facts and values often must not grow this
                 self._grammars.clear()
             grammar = self._grammars[key] = TailGrammar(self.chat.pieces, tags, sheet.emotions)
