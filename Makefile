@@ -48,8 +48,9 @@ DEMO_EVAL := $(wildcard $(DEMO_SHEET:.toml=.eval.toml) $(DEMO_SHEET:.toml=.perso
 	$(DEMO_SHEET:.toml=.action_test.toml) \
 	$(DEMO_SHEET:.toml=.apc_calibration.toml) $(DEMO_ADAPTER)/eval_report.json $(DEMO_ADAPTER)/eval_report.md)
 
-# The writer's drills: the bundle recalls them as exchanges and cues.
-DEMO_DRILLS := $(wildcard $(DEMO_SHEET:.toml=.knowledge.toml))
+# The writer's drills and dialogues: the bundle recalls the drills as exchanges and cues, and the dialogues as
+# cues of when he acts.
+DEMO_DRILLS := $(wildcard $(DEMO_SHEET:.toml=.knowledge.toml) $(DEMO_SHEET:.toml=.dialogues.toml))
 
 $(DEMO_BUNDLE)/manifest.msgpack: $(VENV)/.lmpc-installed $(DEMO_SHEET) $(DEMO_ADAPTER)/adapter_model.safetensors $(DEMO_EVAL) \
 		$(DEMO_DRILLS)
@@ -78,7 +79,7 @@ village: $(VILLAGE:%=%/manifest.msgpack)
 build/village/%.lmpc/manifest.msgpack: examples/characters/%.toml examples/characters/%.lora/adapter_model.safetensors \
 		$(VENV)/.lmpc-installed $(DEMO_BUNDLE)/manifest.msgpack $(REGULARS:%=%/manifest.msgpack) \
 		$(wildcard examples/characters/*.knowledge.toml examples/characters/*.persona_test.toml \
-		examples/characters/*.action_test.toml)
+		examples/characters/*.action_test.toml examples/characters/*.dialogues.toml)
 	$(BIN)/lmpc build $< -o build/village/$*.lmpc --adapter examples/characters/$*.lora --runtime-adapter
 
 # The C library for engines: build/capi/liblmpc.so and lmpc.h.

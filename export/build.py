@@ -54,7 +54,8 @@ from .dataset import persona_digest
 from .embedder import prepare_embedder
 from .bundle_files import ACTION_TEST, CALIBRATION_SET, EVAL_SET, PERSONA_TEST, REPORT_JSON, REPORT_MD
 from .knowledge import Topic, knowledge_file_for, load_knowledge
-from .memories import drill_exchanges, memories_state, sheet_statements, statement_cues
+from .dialogues import dialogue_file_for, load_dialogues
+from .memories import action_cues, drill_exchanges, memories_state, sheet_statements, statement_cues
 
 DEFAULT_CONTEXT = 2048
 # Part of the model cache key: bump it whenever a change here alters the exported model.
@@ -340,7 +341,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
                  training: dict | None = None, attachments: dict[str, Path] | None = None,
                  prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = (), exchanges: bool = True,
-                 adapter_entry: Path | None = None) -> Path:
+                 adapter_entry: Path | None = None, acting: tuple[tuple[str, str], ...] = ()) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
     `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder; a
@@ -350,7 +351,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
     the bundle → file) are copied in beside the model: evaluation sets and reports, which the runtime
     never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
     `knowledge` (the writer's drills) gives the indexed statements their cues and, with `exchanges`, the
-    bundle its exchanges (`lmpc_runtime/memory/exchanges.py`).
+    bundle its exchanges (`lmpc_runtime/memory/exchanges.py`). `acting` (`memories.action_cues` of the
+    writer's dialogues) decides when the character acts (`lmpc_runtime/memory/action_cues.py`).
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -377,7 +379,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
         memories = memories_state(statements,
                                   Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder),
                                   statement_cues(sheet, statements, knowledge),
-                                  drill_exchanges(knowledge) if exchanges else [])
+                                  drill_exchanges(knowledge) if exchanges else [], list(acting))
         (tmp / MEMORIES_FILE).write_bytes(msgpack.packb(memories, use_bin_type=True))
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -451,7 +453,16 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
                         sampling=TUNED_SAMPLING if adapter is not None else SamplingConfig(), training=training,
                         attachments=attachments(sheet_path, adapter), prompt_style=prompt_style,
                         knowledge=tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else (),
-                        exchanges=exchanges, adapter_entry=adapter_entry)
+                        exchanges=exchanges, adapter_entry=adapter_entry, acting=acting_cues(sheet, sheet_path))
+
+
+def acting_cues(sheet: CharacterSheet, sheet_path: Path) -> tuple[tuple[str, str], ...]:
+    """The writer's dialogues as cues of when the character acts, for a sheet with actions and a dialogue
+    file (`<sheet>.dialogues.toml`)."""
+    dialogue_file = dialogue_file_for(sheet_path)
+    if not sheet.actions or not dialogue_file.is_file():
+        return ()
+    return tuple(action_cues(load_dialogues(dialogue_file, sheet)))
 
 
 def attachments(sheet_path: Path, adapter: Path | None) -> dict[str, Path]:

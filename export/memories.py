@@ -12,19 +12,25 @@ lets retrieval find "Who is your mother?" under "Lady Beatrix Marlo, his mother,
 `lmpc_runtime/memory/store.py`).
 
 The drills also ship whole, as exchanges the runtime shows the model as an earlier turn when a player's
-line is like their question (`lmpc_runtime/memory/exchanges.py`).
+line is like their question (`lmpc_runtime/memory/exchanges.py`), and the writer's dialogues as cues of
+when the character acts (`lmpc_runtime/memory/action_cues.py`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
+
+from lmpc_runtime.actions import split_tail
+from lmpc_runtime.memory.action_cues import NO_ACTION, ActionCues, choose_vote
 from lmpc_runtime.memory.embedder import Embedder
 from lmpc_runtime.memory.exchanges import ExchangeBank
 from lmpc_runtime.memory.store import MemoryStore
 from lmpc_runtime.persona import core_facts, sentences
 from lmpc_runtime.sheet import CharacterSheet
 
+from .dialogues import Dialogue
 from .knowledge import Topic
 
 def sheet_statements(sheet: CharacterSheet, system_prompt: str) -> list[tuple[str, str, str]]:
@@ -77,10 +83,23 @@ def drill_exchanges(topics: Iterable[Topic]) -> list[tuple[str, str]]:
     return [(q, t.answers[i % len(t.answers)]) for t in topics for i, q in enumerate(t.questions)]
 
 
+def action_cues(dialogues: Iterable[Dialogue]) -> list[tuple[str, str]]:
+    """(the player's last line, the action's name after it or NO_ACTION) for each of the writer's dialogues."""
+    cues = []
+    for dialogue in dialogues:
+        player, reply = dialogue.turns[-1]
+        acted = [tag.name for tag in split_tail(reply)[1] if tag.kind == "action"]
+        cues.append((player, acted[0] if acted else NO_ACTION))
+    return cues
+
+
 def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
-                   cues: list[list[str]] | None = None, exchanges: list[tuple[str, str]] = ()) -> dict[str, Any]:
+                   cues: list[list[str]] | None = None, exchanges: list[tuple[str, str]] = (),
+                   acting: list[tuple[str, str]] = ()) -> dict[str, Any]:
     """The bundle's memories file: the statements and their `cues` (a list per statement) with their
-    embeddings, as MemoryStore columns, and the `exchanges` as ExchangeBank columns."""
+    embeddings, as MemoryStore columns, the `exchanges` as ExchangeBank columns, and the `acting` cues
+    (`action_cues`) as ActionCues columns, with the k and the margin over the exchanges' questions that
+    decide them best, left one out."""
     cues = cues or [[] for _ in statements]
     vectors = embedder.embed([text for text, _, _ in statements])
     cue_vectors = iter(embedder.embed([q for questions in cues for q in questions]) if any(cues) else [])
@@ -88,6 +107,13 @@ def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
     for (text, kind, source), vector, questions in zip(statements, vectors, cues):
         store.add(text, vector, kind, source, cues=[(q, next(cue_vectors)) for q in questions])
     bank = ExchangeBank(embedder.dim)
+    questions = embedder.embed([q for q, _ in exchanges]) if exchanges else np.zeros((0, embedder.dim), np.float32)
     if exchanges:
-        bank.add(exchanges, embedder.embed([q for q, _ in exchanges]))
-    return store.to_state() | bank.to_state()
+        bank.add(exchanges, questions)
+    acts = ActionCues(embedder.dim)
+    if any(label != NO_ACTION for _, label in acting):
+        lines, labels = zip(*acting)
+        vectors = embedder.embed(list(lines))
+        k, margin, _ = choose_vote(vectors, labels, questions)
+        acts.add(lines, labels, vectors, k, margin)
+    return store.to_state() | bank.to_state() | acts.to_state()

@@ -18,6 +18,9 @@ A character with emotions ends every reply with one: when its speech ends withou
 writes the line break and "[" for it, and the model picks an action or the emotion, then the label. A tag the model starts but whose
 allowed continuations it finds unlikely (an action whose gate the game has closed, say) is dropped, not
 turned into another action: the sequence is rewound to the line break and the emotion written instead.
+
+Whether to act at all may be decided before the reply, by the writer's examples (memory/action_cues.py):
+then the tail holds that action (the model writes its arguments) or none, whatever the model prefers.
 """
 
 from __future__ import annotations
@@ -190,18 +193,29 @@ class TailGrammar:
     def empty(self) -> bool:
         return not self.actions and not self.emotions
 
-    def complete(self, text: str, emotions_only: bool) -> bool:
-        return text.endswith("]") and text[:-1] in (self.emotions if emotions_only else self.actions + self.emotions)
+    @property
+    def action_names(self) -> set[str]:
+        return {tag[len(ACT):].split(" ")[0] for tag in self.actions}
 
-    def allowed(self, prefix: str, emotions_only: bool) -> np.ndarray:
-        """Token ids whose text, after `prefix` (a tag's text after "["), keeps it a valid tag or its start;
-        a tag ends with "]"."""
-        key = (emotions_only, prefix)
+    def tags(self, only: str | None) -> tuple[str, ...]:
+        """The tags allowed: every one (`only` None), the emotions (FEEL) or one action's ("act:NAME")."""
+        if only is None:
+            return self.actions + self.emotions
+        if only == FEEL:
+            return self.emotions
+        return tuple(tag for tag in self.actions if tag.split(" ")[0] == only)
+
+    def complete(self, text: str, only: str | None) -> bool:
+        return text.endswith("]") and text[:-1] in self.tags(only)
+
+    def allowed(self, prefix: str, only: str | None) -> np.ndarray:
+        """Token ids whose text, after `prefix` (a tag's text after "["), keeps it a valid tag of `tags(only)`
+        or its start; a tag ends with "]"."""
+        key = (only, prefix)
         found = self._allowed.get(key)
         if found is None:
-            tags = self.emotions if emotions_only else self.actions + self.emotions
             ids = set()
-            for tag in (t + "]" for t in tags if t.startswith(prefix)):
+            for tag in (t + "]" for t in self.tags(only) if t.startswith(prefix)):
                 rest = tag[len(prefix):]
                 for n in range(1, len(rest) + 1):
                     ids.update(self.pieces.by_text.get(rest[:n], ()))
@@ -212,14 +226,18 @@ class TailGrammar:
 class TailWriter:
     """One reply's tail as it is written: what may come next, and the tags written so far."""
 
-    def __init__(self, grammar: TailGrammar):
+    def __init__(self, grammar: TailGrammar, decided: str | None = None):
+        """`decided`: the action the reply ends with ("" for none), decided before it; None lets the model
+        choose."""
         self.grammar = grammar
         self.pieces = grammar.pieces
         self.tags: list[str] = []  # complete tag bodies, in order
         self.open: str | None = None  # the text of the tag being written, after its "["
         self.forced: list[int] = []  # tokens the runtime writes next, whatever the model prefers
         self.rewind_to: int | None = None  # the sequence's length before the tail's line break
-        self._emotions_only = False
+        # The tags a tail's first tag may be: any (None), an emotion (FEEL) or the decided action's ("act:NAME").
+        self._first = None if decided is None else ACT + decided if decided else FEEL
+        self._only = self._first
 
     @property
     def writing(self) -> bool:
@@ -243,12 +261,17 @@ class TailWriter:
     def wants_emotion(self) -> bool:
         return bool(self.grammar.emotions) and not any(t.startswith(FEEL) for t in self.tags)
 
+    def owes_tag(self) -> bool:
+        """Whether the speech, ended, still owes a tag: the emotion, or the action decided for the reply."""
+        return self.wants_emotion() or (self._first not in (None, FEEL) and not self.tags)
+
     def write_emotion(self, or_action: bool = False) -> None:
         """The runtime writes a line break and "[", and the model picks a label: its speech ended without an
         emotion, or it meant a tag not allowed. At the end of the speech (`or_action`) the model may pick an
         action there too: how likely it finds "act" against "feel" is what it learnt of when to act, which
-        is far more than whether it opens a tail on its own after a turn most training replies ended."""
-        self._emotions_only = not (or_action and not self.tags and self.grammar.actions)
+        is far more than whether it opens a tail on its own after a turn most training replies ended.
+        An action decided for the reply is written there instead."""
+        self._only = self._first if or_action and not self.tags and self.grammar.actions else FEEL
         self.open = None
         self.forced = [self.pieces.newline, self.pieces.open]
 
@@ -257,12 +280,12 @@ class TailWriter:
         allowed here (its tag is then dropped)."""
         if self.forced:
             return self.forced[0]
-        allowed = self.grammar.allowed(self.open or "", self._emotions_only)
+        allowed = self.grammar.allowed(self.open or "", self._only)
         if not allowed.size:
             return None
         scores = logits[allowed]
         best = int(np.argmax(scores))
-        if not self._emotions_only:
+        if self._only is None:  # the model's own choice: dropped if it meant something else
             top = float(np.max(logits))
             share = np.exp(scores - top).sum() / np.exp(logits - top).sum()
             if share < MIN_TAG_SHARE:
@@ -276,16 +299,16 @@ class TailWriter:
             self.forced.pop(0)
             if not self.forced:
                 self.open = ""
-                if not self._emotions_only:  # an action may follow: dropping it goes back before the "\n"
+                if self._only != FEEL:  # an action may follow: dropping it goes back before the "\n"
                     self.rewind_to = seq_length - 1
             return False
         self.open = (self.open or "") + self.pieces.texts[token]
-        if not self.grammar.complete(self.open, self._emotions_only):
+        if not self.grammar.complete(self.open, self._only):
             return False
         self.tags.append(self.open[:-1])
         self.open = None
         if self.tags[-1].startswith(ACT) and self.grammar.emotions:
-            self._emotions_only = True
+            self._only = FEEL
             self.forced = [self.pieces.newline, self.pieces.open]
             return False
         return True

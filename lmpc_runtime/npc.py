@@ -33,6 +33,7 @@ from .engine import Engine
 from .errors import ContextOverflowError, InvalidArgumentError
 from .hooks import HookedReply, TextHooks, call_hook
 from .memory.embedder import Embedder
+from .memory.action_cues import bundle_action_cues
 from .memory.exchanges import bundle_exchanges
 from .memory.gating import GameState, parse_condition
 from .macros import UNNAMED_PLAYER, player_name, resolve
@@ -130,6 +131,8 @@ class Npc:
         built = read_memories(bundle)  # read once for both
         self._recall = Recall(bundle_store(bundle, built), embedder, LoreScanner(bundle.character.lorebook, chat.count),
                               chat.count, self.name, exchanges=bundle_exchanges(bundle, built))
+        # The writer's examples of when the character acts: they decide whether a reply ends with an action.
+        self._action_cues = bundle_action_cues(bundle, built)
         self._summary_job: Reply | None = None
         self._summary_checked = False  # whether the history changed since a summary was last considered
         self._name_guard: NameGuard | None = None  # built on the first reply that asks for it
@@ -235,7 +238,7 @@ class Npc:
             recent=prompt,
             player_text=text,
             names=self._names(prompt) if config.name_penalty else None,
-            tail=self._tail(),
+            tail=self._tail(recalled.vector),
         )
         self.current = reply
         return reply
@@ -265,8 +268,9 @@ class Npc:
         action_tags(spec, _values_of(action, registered))  # raises if too many combinations to compile
         self.action_values = registered
 
-    def _tail(self) -> TailWriter | None:
-        """The typed tail of the next reply: the actions open under the game's facts now, and the emotions."""
+    def _tail(self, line: np.ndarray | None = None) -> TailWriter | None:
+        """The typed tail of the next reply: the actions open under the game's facts now, and the emotions;
+        the action it ends with decided by the writer's cues for the player's `line` (embedded), if any."""
         sheet = self.bundle.character
         if not sheet.actions and not sheet.emotions:
             return None
@@ -279,7 +283,8 @@ class Npc:
             if len(self._grammars) >= 16:  # a game changing facts and values often must not grow this
                 self._grammars.clear()
             grammar = self._grammars[key] = TailGrammar(self.chat.pieces, tags, sheet.emotions)
-        return TailWriter(grammar)
+        decided = None if line is None else self._action_cues.decide(line, grammar.action_names, self._recall.nearest_exchange_score(line))
+        return TailWriter(grammar, decided)
 
     def end_reply(self, reply: Reply) -> None:
         """Record a finished reply in the conversation (a cancelled one leaves no trace)."""

@@ -178,7 +178,7 @@ def test_any_logits_give_a_tail_that_parses_and_type_checks_and_ends(chat):
                 if not reply.tail.writing:
                     logits[[newline, bracket]] += 22
                 elif reply.tail.open is not None:
-                    logits[g.allowed(reply.tail.open, False)] += 20
+                    logits[g.allowed(reply.tail.open, None)] += 20
             events += reply.accept(logits)
             if reply.done:
                 break

@@ -51,6 +51,7 @@ class Recalled:
 
     note: list[str]  # the memory note's lines: lore entries, then memories
     exchanges: list[tuple[str, str]]  # (question, answer) of the writer's, least alike first
+    vector: np.ndarray | None = None  # the player's line embedded [dim], unit length
 
 
 class Recall:
@@ -87,4 +88,11 @@ class Recall:
             lines.append(memory.text)
             used += cost
         exchanges = self.exchanges.nearest(vector, self.config.exchanges, self.config.exchange_min_score)
-        return Recalled(lines, [(question, answer) for question, answer, _ in reversed(exchanges)])
+        return Recalled(lines, [(question, answer) for question, answer, _ in reversed(exchanges)], vector)
+
+    def nearest_exchange_score(self, vector: np.ndarray) -> float | None:
+        """How alike (cosine) the writer's exchange question most like the unit `vector` is; None without
+        exchanges. A line more like a question the character just answers than like one it acted on does
+        not act (action_cues.py)."""
+        nearest = self.exchanges.nearest(vector, 1, -1.0)
+        return nearest[0][2] if nearest else None
