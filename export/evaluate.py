@@ -29,7 +29,7 @@ from lmpc_runtime import RecallConfig, Runtime, SamplingConfig, read_bundle
 from lmpc_runtime.bundle import Bundle
 from lmpc_runtime.errors import ExportError
 from lmpc_runtime.memory.embedder import Embedder
-from lmpc_runtime.actions import Tag
+from lmpc_runtime.actions import Tag, call_text
 from lmpc_runtime.reply import ACTION, DONE, EMOTION
 
 from .action_test import conversation_rows as action_conversations
@@ -156,7 +156,7 @@ def run_persona_test(bundle: Bundle, questions: list[TestQuestion], seeds: list[
     if greedy:
         runs[GREEDY] = (0, replace(bundle.sampling, temperature=0.0), None)
     scored = score_persona_test(bundle, questions, runs, threads)
-    return summarise(questions, scored), scored
+    return summarise(questions, scored, bundle.character.actions), scored
 
 
 def score_persona_test(bundle: Bundle, questions: list[TestQuestion],
@@ -166,7 +166,7 @@ def score_persona_test(bundle: Bundle, questions: list[TestQuestion],
     last = {q: len(questions[q].lines) - 1 for q in range(len(questions))}
     answers = answer_side_by_side(bundle.path, conversation_rows(questions), runs, threads)
     return [replace(scorer.score(a.conversation, run, a.text, a.finish),
-                    actions=tuple(t.name for t in a.tags if t.kind == "action"))
+                    actions=tuple(call_text(t.name, t.args) for t in a.tags if t.kind == "action"))
             for run, replies in answers.items() for a in replies if a.turn == last[a.conversation]]
 
 

@@ -27,10 +27,11 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
-from lmpc_runtime.actions import split_tail
+from lmpc_runtime.actions import split_tail, valid_call
 from lmpc_runtime.errors import ExportError
-from lmpc_runtime.sheet import CharacterSheet
+from lmpc_runtime.sheet import Action, CharacterSheet
 
 from .calibration import read_toml
 from .hygiene import Hygiene
@@ -94,7 +95,7 @@ class ScoredReply:
     facts: float  # share of `must` matched; 0 when a `must_not` matched
     wrong: tuple[str, ...]  # the `must_not` patterns matched
     problems: tuple[str, ...]  # invented_name, assistant_speak, loop
-    actions: tuple[str, ...] = ()  # the actions the reply ended with (a persona question asks for none)
+    actions: tuple[str, ...] = ()  # the action calls the reply ended with (a persona question asks for none)
 
 
 class PersonaTestScorer:
@@ -115,8 +116,9 @@ class PersonaTestScorer:
         return ScoredReply(question, run, reply, 0.0 if wrong else matched / len(q.must), wrong, tuple(problems))
 
 
-def summarise(questions: list[TestQuestion], scored: list[ScoredReply]) -> dict:
-    """Key facts overall and per category, per run and pooled; problem rates over all replies."""
+def summarise(questions: list[TestQuestion], scored: list[ScoredReply], actions: Iterable[Action] = ()) -> dict:
+    """Key facts overall and per category, per run and pooled; problem rates over all replies; how many
+    replies acted, and how many of their actions parse and type-check against the sheet's `actions`."""
     def facts(rows: list[ScoredReply]) -> float:
         return sum(r.facts for r in rows) / len(rows) if rows else 0.0
 
@@ -138,6 +140,8 @@ def summarise(questions: list[TestQuestion], scored: list[ScoredReply]) -> dict:
         "wrong": sum(bool(r.wrong) for r in scored) / max(n, 1),
         **{p: sum(p in r.problems for r in scored) / max(n, 1) for p in ("invented_name", "assistant_speak", "loop")},
         "acted": sum(bool(r.actions) for r in scored) / max(n, 1),
+        "actions_emitted": sum(len(r.actions) for r in scored),
+        "actions_valid": sum(valid_call(call, list(actions)) for r in scored for call in r.actions),
     }
 
 
@@ -156,7 +160,8 @@ def markdown(summary: dict, questions: list[TestQuestion], scored: list[ScoredRe
               f"| replies with an invented name | {s['invented_name']:.1%} |",
               f"| replies with assistant speak | {s['assistant_speak']:.1%} |",
               f"| replies that loop | {s['loop']:.1%} |",
-              f"| replies that ended with an action | {s.get('acted', 0):.1%} |", "",
+              f"| replies that ended with an action | {s.get('acted', 0):.1%} "
+              f"({s.get('actions_valid', 0)} of {s.get('actions_emitted', 0)} type-check) |", "",
               "| category | key facts |", "|---|---:|"]
     lines += [f"| {c} | {v:.1%} |" for c, v in s["by_category"].items()]
     worst = sorted(scored, key=lambda r: (r.facts, r.run))[:20]

@@ -147,7 +147,8 @@ def _eval(args: argparse.Namespace) -> int:
              f"(sampled {s['key_facts_sampled'] or 0:.1%}, greedy {s['key_facts_greedy'] or 0:.1%}), "
              + ", ".join(f"{c} {v:.0%}" for c, v in s["by_category"].items())
              + f"; invented names {s['invented_name']:.0%}, assistant speak {s['assistant_speak']:.0%}, "
-             f"loops {s['loop']:.0%}, replies that acted {s.get('acted', 0):.1%}")
+             f"loops {s['loop']:.0%}, replies that acted {s.get('acted', 0):.1%} ({s.get('actions_valid', 0)} of "
+             f"{s.get('actions_emitted', 0)} actions type-check)")
     actions = bundle / files.ACTION_TEST
     if actions.is_file():
         report["action_test"] = evaluate.action_test_report(bundle, actions, args.seeds, args.threads)

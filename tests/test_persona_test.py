@@ -83,6 +83,18 @@ def test_the_summary_gives_key_facts_per_category_per_run_and_problem_rates(tmp_
     assert s["wrong"] == 0.25 and s["invented_name"] == 0.25 and s["loop"] == 0
 
 
+
+def test_the_summary_type_checks_the_actions_replies_ended_with(tmp_path):
+    from lmpc_runtime.sheet import Action
+
+    questions = load_persona_test(_file(tmp_path))
+    give = Action("give_item", args={"item": ["father_letter"]})
+    scored = [ScoredReply(0, "1", "", 1.0, (), (), ("give_item item=father_letter",)),
+              ScoredReply(1, "1", "", 1.0, (), (), ("give_item item=coin",)), ScoredReply(0, GREEDY, "", 1.0, (), ())]
+    s = summarise(questions, scored, [give])
+    assert s["acted"] == pytest.approx(2 / 3) and (s["actions_emitted"], s["actions_valid"]) == (2, 1)
+
+
 def test_lmpc_eval_answers_the_persona_test_with_each_seed_and_greedily(tmp_path):
     out, bundle = tmp_path / "report.md", tmp_path / "tiny.lmpc"
     shutil.copytree(TINY_BUNDLE, bundle)
