@@ -10,18 +10,22 @@ export/adapters.py) holds one adapter's tables, [n·r, K] and [n·r, N] for each
     "tables": [[name, rows, columns], ...]}), zeros up to a multiple of 64 bytes, then the tables'
     float32 values (little-endian), one after another in the header's order.
 
-Flat, so that attaching an adapter is a copy from the mapped file into the pool (an .npz took a third of
-an NPC's load to parse and check).
+Flat, so that attaching an adapter is a read of each table from the file into the pool (an .npz took a
+third of an NPC's load to parse and check). Read table by table, not mapped: a mapped file's pages count
+in the game's memory while they are mapped, and with the pool's copy that was twice the adapter at
+each NPC's load (the peak the village's memory is measured by).
 
 `LoraPool` keeps the tables of every adapter attached to an engine in one array per input, an adapter
 to a slot, so that the adapters of any batch are a run of consecutive slots: a view bound to the session
 by address, never a copy. One NPC's steps bind its own slot alone; a batch mixing adapters binds the run
 from the lowest slot to the highest (rows compute the adapters between too, masked out). Slot 0 is zeros:
-what a sequence without an adapter uses.
+what a sequence without an adapter uses. The arrays start with room for several adapters: their pages
+cost nothing until an adapter is written there, while growing them later copies every live adapter.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 import weakref
 from collections.abc import Iterator, Mapping
@@ -37,6 +41,7 @@ MAGIC = b"LMPCLORA"
 FORMAT_VERSION = 1
 ALIGN = 64
 MAX_HEADER_BYTES = 1 << 20
+FIRST_SLOTS = 8  # the pool's arrays at the first adapter: slot 0 and room for 7 adapters
 
 _TABLE_PREFIX = ("lora_a.", "lora_b.")
 MASK_PREFIX = "lora_mask."
@@ -76,11 +81,12 @@ class Adapter:
 
 
 class _AdapterFile(Mapping):
-    """The tables of an adapter file, as views of the file mapped into memory (unmapped when dropped);
-    each is checked for NaN and infinities when asked for."""
+    """The tables of an adapter file, each read from the file when asked for and checked for NaN and
+    infinities."""
 
-    def __init__(self, path: Path, index: dict[str, tuple[int, int, int]], data: np.ndarray):
-        self.path, self._index, self._data = path, index, data  # name → (offset, rows, columns)
+    def __init__(self, path: Path, index: dict[str, tuple[int, int, int]], first: int):
+        # name → (offset in values, rows, columns); the values start `first` bytes into the file
+        self.path, self._index, self._first = path, index, first
 
     def __len__(self) -> int:
         return len(self._index)
@@ -90,7 +96,13 @@ class _AdapterFile(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         offset, rows, columns = self._index[name]
-        table = self._data[offset:offset + rows * columns].reshape(rows, columns)
+        try:
+            table = np.fromfile(self.path, dtype="<f4", count=rows * columns, offset=self._first + 4 * offset)
+        except OSError as exc:
+            raise AdapterError(f"{self.path}: cannot read the adapter: {exc.strerror or exc}") from exc
+        if table.size != rows * columns:
+            raise AdapterError(f"{self.path}: '{name}' is cut short (the file changed since it was opened?)")
+        table = table.reshape(rows, columns)
         if not np.isfinite(table).all():
             raise AdapterError(f"{self.path}: '{name}' holds NaN or infinite values")
         return table
@@ -119,8 +131,7 @@ def read_adapter(path: Path, expected_sha256: str = "") -> AdapterTables:
     values = sum(rows * columns for _, rows, columns in index.values())
     if size != first + 4 * values:
         raise AdapterError(f"{path}: {size} bytes, where its header announces {first + 4 * values} (truncated?)")
-    data = np.memmap(path, dtype="<f4", mode="r", offset=first, shape=(values,)) if values else np.zeros(0, "<f4")
-    return AdapterTables(path.stem, fingerprint, _AdapterFile(path, index, data))
+    return AdapterTables(path.stem, fingerprint, _AdapterFile(path, index, first))
 
 
 def _table_index(path: Path, header) -> dict[str, tuple[int, int, int]]:
@@ -193,12 +204,12 @@ class LoraPool:
                                + "; ".join(problems))
 
     def _grow(self) -> None:
-        """Twice the slots. Arrays are np.zeros (pages the OS zero-fills on first touch): slot 0 and free
-        slots commit no memory until written; only the live adapters' slots are copied over."""
+        """Twice the slots (FIRST_SLOTS at the first adapter); only the live adapters' slots are copied over.
+        Slot 0 and free slots commit no memory until written (`_zeros`)."""
         live = [s for s in range(1, self.slots) if self._owners[s] is not None and self._owners[s]() is not None]
-        slots = 2 * self.slots
-        for name, (rows, last) in self.shapes.items():
-            grown = np.zeros((slots * rows, last), np.float32)
+        slots = max(2 * self.slots, FIRST_SLOTS)
+        arrays = _zeros([(slots * rows, last) for rows, last in self.shapes.values()])
+        for (name, (rows, last)), grown in zip(self.shapes.items(), arrays):
             for s in live:
                 grown[s * rows:(s + 1) * rows] = self._tables[name][s * rows:(s + 1) * rows]
             self._tables[name] = grown
@@ -227,3 +238,16 @@ class LoraPool:
                     mask[row, 0, start:start + rows] = 1.0
             out[name] = mask
         return out
+
+
+def _zeros(shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """float32 arrays of `shapes`, zero, carved from one anonymous mapping: its pages take memory only
+    once written. np.zeros gives that for a large array alone, but arrays of a few hundred KB come from
+    the heap, zeroed and so committed at once (8 slots of a village's tables: 22 MB more at load)."""
+    sizes = [-(-4 * rows * last // ALIGN) * ALIGN for rows, last in shapes]
+    memory = mmap.mmap(-1, max(sum(sizes), 1))
+    arrays, offset = [], 0
+    for (rows, last), size in zip(shapes, sizes):
+        arrays.append(np.frombuffer(memory, np.float32, rows * last, offset).reshape(rows, last))
+        offset += size
+    return arrays

@@ -140,6 +140,16 @@ def test_the_same_adapter_file_loaded_twice_is_one_adapter(lora):
     assert again is lora.adapters[0]
 
 
+def test_an_adapter_file_is_read_table_by_table_never_mapped(lora):
+    """A mapped file's pages count in the game's memory: attaching must not hold the file beside its copy."""
+    from pathlib import Path
+
+    read = read_adapter(lora.files[0])
+    tables = [read.tables[name] for name in read.names()]
+    assert all(t.dtype == np.float32 and np.isfinite(t).all() for t in tables)
+    assert str(Path(lora.files[0]).resolve()) not in Path("/proc/self/maps").read_text()
+
+
 def test_bad_adapters_are_refused_with_a_clear_error(lora, tmp_path):
     from lmpc_export.adapters import LowRankTables, write_tables
 
