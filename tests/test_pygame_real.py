@@ -112,14 +112,17 @@ def test_the_village_plays_three_adapters_on_one_engine(village_bundles, tmp_pat
     assert len({npc.adapter.fingerprint for npc in game.npcs}) == 3  # each speaks with its own adapter
 
 
+# Two lines of the writer's own dialogues (examples/characters/orlando_marlo.dialogues.toml): the bundle's
+# cues decide on them for sure, so this tests the way from his decision to the game's state with the real
+# model, not how well he decides (the action test measures that, on scenes never trained on).
 ACTING_SCRIPT = """\
 walk_to Orlando 900
 press e
-type Ser Orlando, I served with Jory Tallow at Kestrel Ford. I want the truth of the Hungry Year known as much as you do. Will you trust me with your father's letter?
+type My lord, I dug half the wells on your father's land. In the autumn of 479 he paid me double to sink a dry shaft behind the old dovecote, and told me to forget I'd done it. I never forgot. If his last words speak of the dark, I think I know which dark he meant.
 press enter
 wait_reply 6000
 wait 30
-type You are a coward and your father was a thief. Your sister is a fool, and Sol was a liar.
+type One of these nights, councillor, you'll wake up with my steel under your chin. Sleep well.
 press enter
 wait_reply 6000
 wait 30
@@ -128,18 +131,16 @@ quit
 
 
 def test_orlando_acts_in_the_village_and_the_game_follows(village_bundles, tmp_path):
-    """Whatever Orlando decides (the action test measures how well), the game follows it: an emotion of his
-    sheet on every reply, the letter in the pack exactly when he gave it, the talk closed when he ended it."""
+    """Orlando hands over the letter, then ends the talk when threatened, and the game follows: the letter
+    in the pack, the talk closed; an emotion of his sheet on every reply, and no tag in what he says."""
     game = play(village_bundles[0], [], ACTING_SCRIPT, 20000, tmp_path / "save")
     assert game.record.problems == [] and game.script.done
     emotions = set(game.orlando.bundle.character.emotions)
     assert emotions and len(game.record.exchanges) == 2
     for exchange in game.record.exchanges:
         assert exchange.emotion in emotions and "[" not in exchange.reply
-    actions = [a for e in game.record.exchanges for a in e.actions]
-    assert set(actions) <= {"give_item item=father_letter", "end_conversation"}
-    assert bool(game.orlando.facts.get("letter.given")) == ("give_item item=father_letter" in actions)
-    assert (game.cold_until > 0) == ("end_conversation" in game.record.exchanges[-1].actions)
+    assert [e.actions for e in game.record.exchanges] == [["give_item item=father_letter"], ["end_conversation"]]
+    assert game.orlando.facts.get("letter.given") is True and game.cold_until > 0
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     (ARTEFACTS / "pygame_actions_real.json").write_text(json.dumps(
         [{"player": e.player, "reply": e.reply, "actions": e.actions, "emotion": e.emotion}
