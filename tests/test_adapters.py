@@ -344,3 +344,23 @@ def test_the_reference_engine_refuses_an_adapter(tiny_graphs, lora):
     with pytest.raises(StateError, match="takes no adapters"):
         engine.load_kv([], np.zeros((2 * tiny_graphs.reference_spec.num_layers, 1, 0, 16), np.float32),
                        lora.adapters[0])
+
+
+def test_the_int8_tables_benchmark_rewrites_the_base_and_times_each_graph(village, tmp_path):
+    """benchmarks/lora_int8.py on the tiny village: the rewrite loads with int8 tables in place of the float
+    ones, and every contender's child gives a speed (in this process)."""
+    import onnxruntime as ort
+
+    from benchmarks import lora_int8 as bench
+    from lmpc_runtime import read_bundle
+
+    bundle = read_bundle(village[0][0])
+    rewritten = bench.rewrite_for_int8(bundle.model_path, RANK, bundle.model_path.parent / "int8-test.onnx")
+    try:
+        names = {i.name: i.type for i in ort.InferenceSession(str(rewritten)).get_inputs()}
+        assert not any(n.startswith("lora_") for n in names)
+        assert names["int8_lora_a.0.qkv"] == "tensor(int8)" and names["int8_scale.0.qkv"] == "tensor(float)"
+        for model in (bundle.model_path, rewritten):
+            assert bench.child(str(model), RANK)["tokens_per_s"] > 0
+    finally:
+        rewritten.unlink()

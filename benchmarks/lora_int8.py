@@ -1,0 +1,186 @@
+"""What int8 adapter tables would buy at run time (issue 18): one decode step of the merged model, of the
+village's base with its float32 LoRA tables, and of the same base rewritten for int8 tables.
+
+    .venv/bin/python -m benchmarks.lora_int8 [--village build/village] [--merged build/orlando_marlo.lmpc] [--reps 3]
+
+The rewrite replaces each linear group's update (FusedMatMul → Mul by the mask → MatMul → Add, on float32
+tables) with onnxruntime's DynamicQuantizeMatMul on int8 tables, a quarter of the bytes, broadcast over a
+run of T adapters: x [1, B, S, K] · a [T, 1, K, R] → [T, B, S, R], times each row's scales and mask
+[T, B, 1, R], · b [T, 1, R, N], summed over T, added to the base product (six operators a group). The
+tables are random: the time does not depend on their values, so this measures the formulation, not the
+adapter; its numbers would need a parity check before any export wrote it. Each contender runs in a fresh
+process, in turns (PERF.md): a batch of one sequence, 100 tokens in its cache, 60 timed steps bound as the
+engine binds them (IO binding, cache updated in place), the runtime's session options (2 threads, no
+spinning). Results: results/lora_int8.json and lora_int8.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .stats import ratios, save, spread
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CACHED, STEPS, CAPACITY = 100, 60, 512
+
+
+def rewrite_for_int8(base_model: Path, rank: int, out: Path) -> Path:
+    """The base graph (LoRA inputs of `rank`) with every update on int8 tables (see the module's docstring),
+    written to `out`, beside the base: onnxruntime reads the base's data file only from the graph's own
+    directory."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(base_model), load_external_data=False)
+    graph = model.graph
+    shapes = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), "int8.one"),
+                              numpy_helper.from_array(np.array([0], np.int64), "int8.axis0")])
+    nodes = {n.name: n for n in graph.node}
+    replaced, dropped, inputs = {}, set(), []
+    for node in graph.node:
+        if node.op_type != "FusedMatMul" or not node.name.endswith(".lora_a"):
+            continue
+        group = node.name.removesuffix(".lora_a")
+        x, a = node.input
+        b = a.replace("lora_a", "lora_b")
+        k, n = shapes[a][1], shapes[b][1]
+        r = int(shapes[a][0].removeprefix("lora_rows.")) * rank  # one adapter's rows: n packed projections · rank
+        add = nodes[f"{group}.lora_add"]
+        qa, qb, scale = f"int8_{a}", f"int8_{b}", f"int8_scale{a.removeprefix('lora_a')}"
+        inputs += [helper.make_tensor_value_info(qa, TensorProto.INT8, ["adapters", 1, k, r]),
+                   helper.make_tensor_value_info(qb, TensorProto.INT8, ["adapters", 1, r, n]),
+                   helper.make_tensor_value_info(scale, TensorProto.FLOAT, ["adapters", "batch", 1, r])]
+        replaced[node.name] = [
+            helper.make_node("Unsqueeze", [x, "int8.axis0"], [f"{group}.x4"], f"{group}.x4"),
+            helper.make_node("DynamicQuantizeMatMul", [f"{group}.x4", qa, "int8.one"], [f"{group}.down"],
+                             f"{group}.down", domain="com.microsoft"),
+            helper.make_node("Mul", [f"{group}.down", scale], [f"{group}.scaled"], f"{group}.scale"),
+            helper.make_node("DynamicQuantizeMatMul", [f"{group}.scaled", qb, "int8.one"], [f"{group}.up"],
+                             f"{group}.up", domain="com.microsoft"),
+            helper.make_node("ReduceSum", [f"{group}.up", "int8.axis0"], [f"{group}.sum"], f"{group}.sum", keepdims=0),
+            helper.make_node("Add", [add.input[0], f"{group}.sum"], [add.output[0]], f"{group}.add")]
+        dropped |= {f"{group}.lora_mask", f"{group}.lora_b", f"{group}.lora_add"}
+    kept = []
+    for node in graph.node:
+        kept += replaced.get(node.name, [] if node.name in dropped else [node])
+    del graph.node[:]
+    graph.node.extend(kept)
+    others = [i for i in graph.input if not i.name.startswith("lora_")]
+    del graph.input[:]
+    graph.input.extend(others + inputs)
+    onnx.save(model, str(out))
+    return out
+
+
+def child(model: str, rank: int) -> dict:
+    """Tokens per second of STEPS decode steps of `model` (a batch of one, one adapter), in this process."""
+    from lmpc_runtime.engine import EngineOptions
+    from lmpc_runtime.session import make_session
+
+    session = make_session(model, EngineOptions())
+    rng = np.random.default_rng(0)
+    io, held = session.io_binding(), []
+
+    def bind(name: str, array: np.ndarray) -> None:
+        held.append(array)
+        io.bind_cpu_input(name, array)
+
+    for spec in session.get_inputs():
+        name, shape = spec.name, spec.shape
+        if name == "input_ids":
+            bind(name, np.full((1, 1), 1234, np.int64))
+        elif name == "seqlens_k":
+            bind(name, np.full(1, CACHED, np.int32))
+        elif name == "total_sequence_length":
+            bind(name, np.array(CACHED + 1, np.int32))
+        elif name.startswith("past_"):
+            cache = np.zeros((1, shape[1], CAPACITY, shape[3]), np.float32)  # [batch, kv_heads, capacity, head_dim]
+            held.append(cache)
+            io.bind_input(name, "cpu", 0, np.float32, list(cache.shape), cache.ctypes.data)
+            io.bind_output(name.replace("past_", "present_"), "cpu", 0, np.float32, list(cache.shape), cache.ctypes.data)
+        elif name.startswith("lora_mask"):
+            bind(name, np.ones((1, 1, int(shape[2].split(".")[1]) * rank), np.float32))
+        elif name.startswith("lora_"):
+            bind(name, (0.01 * rng.standard_normal((int(shape[0].split(".")[1]) * rank, shape[1]))).astype(np.float32))
+        elif name.startswith("int8_lora"):  # [adapters, 1, K, R] or [adapters, 1, R, N]
+            bind(name, rng.integers(-127, 128, (1, 1, shape[2], shape[3]), dtype=np.int8))
+        elif name.startswith("int8_scale"):  # [adapters, batch, 1, R]
+            bind(name, np.full((1, 1, 1, shape[3]), 1e-4, np.float32))
+        else:
+            raise ValueError(f"{model}: an input this benchmark does not know: {name}")
+    logits = np.empty((1, session.get_outputs()[0].shape[-1]), np.float32)
+    io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+    for _ in range(5):
+        session.run_with_iobinding(io)
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        session.run_with_iobinding(io)
+    return {"tokens_per_s": STEPS / (time.perf_counter() - start)}
+
+
+def run_child(model: Path, rank: int) -> float:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.lora_int8", "--child", str(model), str(rank)],
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{model}: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)["tokens_per_s"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.lora_int8", description=__doc__.split("\n\n")[0])
+    p.add_argument("--village", type=Path, default=REPO / "build" / "village" / "orlando_marlo.lmpc")
+    p.add_argument("--merged", type=Path, default=REPO / "build" / "orlando_marlo.lmpc")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        return 0
+    from lmpc_runtime import read_bundle
+
+    from .machine import describe, summary_line
+
+    village, merged = read_bundle(args.village), read_bundle(args.merged)
+    rank = village.model.lora_rank
+    with tempfile.NamedTemporaryFile(dir=village.model_path.parent, prefix=".int8-", suffix=".onnx") as tmp:
+        contenders = {"merged model": merged.model_path, "base + fp32 tables (shipped)": village.model_path,
+                      "base + int8 tables (rewrite)": rewrite_for_int8(village.model_path, rank, Path(tmp.name))}
+        runs: dict[str, list[float]] = {label: [] for label in contenders}
+        for _ in range(args.reps):
+            for label, model in contenders.items():
+                runs[label].append(run_child(model, rank))
+    merged_speed = runs["merged model"]
+    summary = {"tokens_per_s": {label: spread(v) for label, v in runs.items()},
+               "vs_merged": {label: ratios(v, merged_speed) for label, v in runs.items() if label != "merged model"}}
+    machine = describe()
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": summary_line(machine), "reps": args.reps, "rank": rank,
+              "runs": runs, "summary": summary}
+
+    def cell(d: dict, fmt: str) -> str:
+        return f"{d['median']:{fmt}} [{d['min']:{fmt}}–{d['max']:{fmt}}]"
+
+    lines = [f"# Run-time adapter tables in int8 against float32 ({report['date']})", "",
+             f"{report['machine']}. {args.reps} reps, each a fresh process, contenders in turns; median [min–max]. "
+             f"One decode step, a batch of one, {CACHED} tokens cached, {STEPS} steps; rank {rank}; the runtime's "
+             "session options (2 threads, no spinning).", "",
+             "| graph | tokens/s | against the merged model |", "|---|---|---|"]
+    for label, d in summary["tokens_per_s"].items():
+        against = cell(summary["vs_merged"][label], ".2f") + "×" if label in summary["vs_merged"] else "1"
+        lines.append(f"| {label} | {cell(d, '.1f')} | {against} |")
+    save(args.out, "lora_int8", report, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
