@@ -1,5 +1,6 @@
-"""What int8 adapter tables would buy at run time (issue 18): one decode step of the merged model, of the
-village's base with its float32 LoRA tables, and of the same base rewritten for int8 tables.
+"""What int8 adapter tables would buy at run time (issue 18): decode steps of the merged model, of the
+village's base with its float32 LoRA tables, and of the same base rewritten for int8 tables; one sequence,
+and batches of four sequences with four different adapters or one shared.
 
     .venv/bin/python -m benchmarks.lora_int8 [--village build/village] [--merged build/orlando_marlo.lmpc] [--reps 3]
 
@@ -9,9 +10,10 @@ run of T adapters: x [1, B, S, K] · a [T, 1, K, R] → [T, B, S, R], times each
 [T, B, 1, R], · b [T, 1, R, N], summed over T, added to the base product (six operators a group). The
 tables are random: the time does not depend on their values, so this measures the formulation, not the
 adapter; its numbers would need a parity check before any export wrote it. Each contender runs in a fresh
-process, in turns (PERF.md): a batch of one sequence, 100 tokens in its cache, 60 timed steps bound as the
-engine binds them (IO binding, cache updated in place), the runtime's session options (2 threads, no
-spinning). Results: results/lora_int8.json and lora_int8.md.
+process, in turns (PERF.md): 100 tokens in each sequence's cache, 60 timed steps bound as the engine binds
+them (IO binding, cache updated in place, a mixed batch binding the run of its adapters with each row's
+mask or scales), the runtime's session options (2 threads, no spinning). Results: results/lora_int8.json
+and lora_int8.md.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def rewrite_for_int8(base_model: Path, rank: int, out: Path) -> Path:
     return out
 
 
-def child(model: str, rank: int) -> dict:
-    """Tokens per second of STEPS decode steps of `model` (a batch of one, one adapter), in this process."""
+def child(model: str, rank: int, batch: int = 1, adapters: int = 1) -> dict:
+    """Tokens per second of STEPS decode steps of `model` for `batch` sequences, row b using adapter
+    b % `adapters`, in this process."""
     from lmpc_runtime.engine import EngineOptions
     from lmpc_runtime.session import make_session
 
@@ -98,38 +101,47 @@ def child(model: str, rank: int) -> dict:
     for spec in session.get_inputs():
         name, shape = spec.name, spec.shape
         if name == "input_ids":
-            bind(name, np.full((1, 1), 1234, np.int64))
+            bind(name, np.full((batch, 1), 1234, np.int64))
         elif name == "seqlens_k":
-            bind(name, np.full(1, CACHED, np.int32))
+            bind(name, np.full(batch, CACHED, np.int32))
         elif name == "total_sequence_length":
             bind(name, np.array(CACHED + 1, np.int32))
         elif name.startswith("past_"):
-            cache = np.zeros((1, shape[1], CAPACITY, shape[3]), np.float32)  # [batch, kv_heads, capacity, head_dim]
+            cache = np.zeros((batch, shape[1], CAPACITY, shape[3]), np.float32)  # [batch, kv_heads, capacity, head_dim]
             held.append(cache)
             io.bind_input(name, "cpu", 0, np.float32, list(cache.shape), cache.ctypes.data)
             io.bind_output(name.replace("past_", "present_"), "cpu", 0, np.float32, list(cache.shape), cache.ctypes.data)
-        elif name.startswith("lora_mask"):
-            bind(name, np.ones((1, 1, int(shape[2].split(".")[1]) * rank), np.float32))
-        elif name.startswith("lora_"):
-            bind(name, (0.01 * rng.standard_normal((int(shape[0].split(".")[1]) * rank, shape[1]))).astype(np.float32))
+        elif name.startswith("lora_mask"):  # [batch, 1, adapters · R]: ones over each row's adapter
+            rows = int(shape[2].split(".")[1]) * rank
+            mask = np.zeros((batch, 1, adapters * rows), np.float32)
+            for b in range(batch):
+                mask[b, 0, (b % adapters) * rows:(b % adapters + 1) * rows] = 1.0
+            bind(name, mask)
+        elif name.startswith("lora_"):  # [adapters · R, K or N]
+            rows = int(shape[0].split(".")[1]) * rank
+            bind(name, (0.01 * rng.standard_normal((adapters * rows, shape[1]))).astype(np.float32))
         elif name.startswith("int8_lora"):  # [adapters, 1, K, R] or [adapters, 1, R, N]
-            bind(name, rng.integers(-127, 128, (1, 1, shape[2], shape[3]), dtype=np.int8))
-        elif name.startswith("int8_scale"):  # [adapters, batch, 1, R]
-            bind(name, np.full((1, 1, 1, shape[3]), 1e-4, np.float32))
+            bind(name, rng.integers(-127, 128, (adapters, 1, shape[2], shape[3]), dtype=np.int8))
+        elif name.startswith("int8_scale"):  # [adapters, batch, 1, R]: each row's scales under its adapter
+            scales = np.zeros((adapters, batch, 1, shape[3]), np.float32)
+            for b in range(batch):
+                scales[b % adapters, b] = 1e-4
+            bind(name, scales)
         else:
             raise ValueError(f"{model}: an input this benchmark does not know: {name}")
-    logits = np.empty((1, session.get_outputs()[0].shape[-1]), np.float32)
+    logits = np.empty((batch, session.get_outputs()[0].shape[-1]), np.float32)
     io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
     for _ in range(5):
         session.run_with_iobinding(io)
     start = time.perf_counter()
     for _ in range(STEPS):
         session.run_with_iobinding(io)
-    return {"tokens_per_s": STEPS / (time.perf_counter() - start)}
+    return {"tokens_per_s": STEPS * batch / (time.perf_counter() - start)}
 
 
-def run_child(model: Path, rank: int) -> float:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.lora_int8", "--child", str(model), str(rank)],
+def run_child(model: Path, rank: int, batch: int, adapters: int) -> float:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.lora_int8", "--child", str(model), str(rank), str(batch),
+                           str(adapters)],
                           capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{model}: {done.stderr.strip().splitlines()[-1:]}")
@@ -141,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--village", type=Path, default=REPO / "build" / "village" / "orlando_marlo.lmpc")
     p.add_argument("--merged", type=Path, default=REPO / "build" / "orlando_marlo.lmpc")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        print(json.dumps(child(args.child[0], *map(int, args.child[1:]))))
         return 0
     from lmpc_runtime import read_bundle
 
@@ -154,15 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     village, merged = read_bundle(args.village), read_bundle(args.merged)
     rank = village.model.lora_rank
     with tempfile.NamedTemporaryFile(dir=village.model_path.parent, prefix=".int8-", suffix=".onnx") as tmp:
-        contenders = {"merged model": merged.model_path, "base + fp32 tables (shipped)": village.model_path,
-                      "base + int8 tables (rewrite)": rewrite_for_int8(village.model_path, rank, Path(tmp.name))}
+        int8 = rewrite_for_int8(village.model_path, rank, Path(tmp.name))
+        contenders = {"one NPC, merged model": (merged.model_path, 1, 1),
+                      "one NPC, fp32 tables (shipped)": (village.model_path, 1, 1),
+                      "one NPC, int8 tables": (int8, 1, 1),
+                      "4 NPCs, 4 adapters, fp32 tables (shipped)": (village.model_path, 4, 4),
+                      "4 NPCs, one adapter, fp32 tables (shipped)": (village.model_path, 4, 1),
+                      "4 NPCs, 4 adapters, int8 tables": (int8, 4, 4),
+                      "4 NPCs, one adapter, int8 tables": (int8, 4, 1)}
         runs: dict[str, list[float]] = {label: [] for label in contenders}
         for _ in range(args.reps):
-            for label, model in contenders.items():
-                runs[label].append(run_child(model, rank))
-    merged_speed = runs["merged model"]
+            for label, (model, batch, adapters) in contenders.items():
+                runs[label].append(run_child(model, rank, batch, adapters))
+    merged_speed = runs["one NPC, merged model"]
     summary = {"tokens_per_s": {label: spread(v) for label, v in runs.items()},
-               "vs_merged": {label: ratios(v, merged_speed) for label, v in runs.items() if label != "merged model"}}
+               "single_vs_merged": {tables: ratios(runs[f"one NPC, {tables}"], merged_speed)
+                                    for tables in ("fp32 tables (shipped)", "int8 tables")},
+               "mixed_vs_shared": {tables: ratios(runs[f"4 NPCs, 4 adapters, {tables}"], runs[f"4 NPCs, one adapter, {tables}"])
+                                   for tables in ("fp32 tables (shipped)", "int8 tables")}}
     machine = describe()
     report = {"date": time.strftime("%Y-%m-%d"), "machine": summary_line(machine), "reps": args.reps, "rank": rank,
               "runs": runs, "summary": summary}
@@ -172,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [f"# Run-time adapter tables in int8 against float32 ({report['date']})", "",
              f"{report['machine']}. {args.reps} reps, each a fresh process, contenders in turns; median [min–max]. "
-             f"One decode step, a batch of one, {CACHED} tokens cached, {STEPS} steps; rank {rank}; the runtime's "
-             "session options (2 threads, no spinning).", "",
-             "| graph | tokens/s | against the merged model |", "|---|---|---|"]
-    for label, d in summary["tokens_per_s"].items():
-        against = cell(summary["vs_merged"][label], ".2f") + "×" if label in summary["vs_merged"] else "1"
-        lines.append(f"| {label} | {cell(d, '.1f')} | {against} |")
+             f"Decode steps, {CACHED} tokens cached in each sequence, {STEPS} steps; rank {rank}; the runtime's "
+             "session options (2 threads, no spinning); random tables.", "",
+             "| contender | tokens/s |", "|---|---|"]
+    lines += [f"| {label} | {cell(d, '.1f')} |" for label, d in summary["tokens_per_s"].items()]
+    lines += ["", "| tables | one NPC against the merged model (target ≥ 0.9×) | 4 adapters against one shared (target ≥ 0.85×) |",
+              "|---|---|---|"]
+    lines += [f"| {tables} | {cell(summary['single_vs_merged'][tables], '.2f')}× | "
+              f"{cell(summary['mixed_vs_shared'][tables], '.2f')}× |" for tables in summary["single_vs_merged"]]
     save(args.out, "lora_int8", report, "\n".join(lines) + "\n")
     return 0
 

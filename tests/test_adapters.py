@@ -361,6 +361,7 @@ def test_the_int8_tables_benchmark_rewrites_the_base_and_times_each_graph(villag
         assert not any(n.startswith("lora_") for n in names)
         assert names["int8_lora_a.0.qkv"] == "tensor(int8)" and names["int8_scale.0.qkv"] == "tensor(float)"
         for model in (bundle.model_path, rewritten):
-            assert bench.child(str(model), RANK)["tokens_per_s"] > 0
+            for batch, adapters in ((1, 1), (4, 4), (4, 1)):
+                assert bench.child(str(model), RANK, batch, adapters)["tokens_per_s"] > 0
     finally:
         rewritten.unlink()
