@@ -341,7 +341,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
                  context_length: int = DEFAULT_CONTEXT, sampling: SamplingConfig = SamplingConfig(),
                  training: dict | None = None, attachments: dict[str, Path] | None = None,
                  prompt_style: str = "sheet", knowledge: tuple[Topic, ...] = (), exchanges: bool = True,
-                 adapter_entry: Path | None = None, acting: tuple[tuple[str, str], ...] = ()) -> Path:
+                 adapter_entry: Path | None = None, acting: tuple[tuple[str, str], ...] = (),
+                 log: Log = lambda _: None) -> Path:
     """Assemble the bundle in a temporary directory beside `out`, then move it into place.
 
     `entry` and `embedder_entry` are the cache entries of the language model and the sentence embedder; a
@@ -352,7 +353,8 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
     never reads. `prompt_style` (`persona.PROMPT_STYLES`) is the persona the model is prompted with.
     `knowledge` (the writer's drills) gives the indexed statements their cues and, with `exchanges`, the
     bundle its exchanges (`lmpc_runtime/memory/exchanges.py`). `acting` (`memories.action_cues` of the
-    writer's dialogues) decides when the character acts (`lmpc_runtime/memory/action_cues.py`).
+    writer's dialogues) decides when the character acts (`lmpc_runtime/memory/action_cues.py`); what the
+    build chose for it is said through `log`.
     """
     export = json.loads((entry / "export.json").read_text())
     embedder_report = json.loads((embedder_entry / "embedder.json").read_text())
@@ -379,7 +381,7 @@ def write_bundle(sheet: CharacterSheet, entry: Path, embedder_entry: Path, out: 
         memories = memories_state(statements,
                                   Embedder(str(tmp / embedder.file), str(tmp / embedder.tokenizer_file), embedder),
                                   statement_cues(sheet, statements, knowledge),
-                                  drill_exchanges(knowledge) if exchanges else [], list(acting))
+                                  drill_exchanges(knowledge) if exchanges else [], list(acting), log)
         (tmp / MEMORIES_FILE).write_bytes(msgpack.packb(memories, use_bin_type=True))
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -453,7 +455,7 @@ def build(sheet_path: Path, out: Path, source: Path | None = None, cache_dir: Pa
                         sampling=TUNED_SAMPLING if adapter is not None else SamplingConfig(), training=training,
                         attachments=attachments(sheet_path, adapter), prompt_style=prompt_style,
                         knowledge=tuple(load_knowledge(knowledge_file, sheet)) if knowledge_file.is_file() else (),
-                        exchanges=exchanges, adapter_entry=adapter_entry, acting=acting_cues(sheet, sheet_path))
+                        exchanges=exchanges, adapter_entry=adapter_entry, acting=acting_cues(sheet, sheet_path), log=log)
 
 
 def acting_cues(sheet: CharacterSheet, sheet_path: Path) -> tuple[tuple[str, str], ...]:

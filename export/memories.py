@@ -18,7 +18,7 @@ when the character acts (`lmpc_runtime/memory/action_cues.py`).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -95,11 +95,11 @@ def action_cues(dialogues: Iterable[Dialogue]) -> list[tuple[str, str]]:
 
 def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
                    cues: list[list[str]] | None = None, exchanges: list[tuple[str, str]] = (),
-                   acting: list[tuple[str, str]] = ()) -> dict[str, Any]:
+                   acting: list[tuple[str, str]] = (), log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """The bundle's memories file: the statements and their `cues` (a list per statement) with their
     embeddings, as MemoryStore columns, the `exchanges` as ExchangeBank columns, and the `acting` cues
     (`action_cues`) as ActionCues columns, with the k and the margin over the exchanges' questions that
-    decide them best, left one out."""
+    decide them best, left one out (said through `log`)."""
     cues = cues or [[] for _ in statements]
     vectors = embedder.embed([text for text, _, _ in statements])
     cue_vectors = iter(embedder.embed([q for questions in cues for q in questions]) if any(cues) else [])
@@ -114,6 +114,10 @@ def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
     if any(label != NO_ACTION for _, label in acting):
         lines, labels = zip(*acting)
         vectors = embedder.embed(list(lines))
-        k, margin, _ = choose_vote(vectors, labels, questions)
+        k, margin, share = choose_vote(vectors, labels, questions)
         acts.add(lines, labels, vectors, k, margin)
+        acted = sum(label != NO_ACTION for label in labels)
+        log(f"actions: {len(lines)} cues from the writer's dialogues ({acted} act) decide when the character "
+            f"acts: k {k}, margin {margin:+.3f} against {len(questions)} drill questions; each left out, "
+            f"{share:.1%} of the dialogues and drills are decided right")
     return store.to_state() | bank.to_state() | acts.to_state()

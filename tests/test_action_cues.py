@@ -183,8 +183,11 @@ def test_a_build_keeps_the_writers_dialogues_as_cues_with_the_k_that_predicts_th
     assert Counter(label for _, label in cues) == {NO_ACTION: 159, "give_item": 48, "end_conversation": 41}
     bundle = read_bundle(tiny_bundle)
     embedder = Embedder(str(bundle.embedder_path), str(bundle.embedder_tokenizer_path), bundle.embedder)
-    state = memories_state([], embedder, acting=cues)
+    said = []
+    state = memories_state([], embedder, acting=cues, log=said.append)
     kept = ActionCues.from_state(state, bundle.embedder.dim)
+    assert said == [f"actions: 248 cues from the writer's dialogues (89 act) decide when the character acts: k {kept.k}, "
+                    f"margin +0.000 against 0 drill questions; each left out, {said[0].split(', ')[-1]}"]
     assert len(kept) == 248 and kept.k in CANDIDATE_KS and kept.margin == 0.0  # no drills: no margin
     drills = [("What is your name?", "Orlando Marlo."), ("Who is your sister?", "Celia.")] * 3
     with_drills = ActionCues.from_state(memories_state([], embedder, exchanges=drills, acting=cues), bundle.embedder.dim)
