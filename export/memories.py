@@ -113,9 +113,9 @@ def memories_state(statements: list[tuple[str, str, str]], embedder: Embedder,
     acts = ActionCues(embedder.dim)
     if any(label != NO_ACTION for _, label in acting):
         lines, labels = zip(*acting)
-        vectors = embedder.embed(list(lines))
-        k, margin, share = choose_vote(vectors, labels, questions)
-        acts.add(lines, labels, vectors, k, margin)
+        line_vectors = embedder.embed(list(lines))
+        k, margin, share = choose_vote(line_vectors, labels, questions)
+        acts.add(lines, labels, line_vectors, k, margin)
         acted = sum(label != NO_ACTION for label in labels)
         log(f"actions: {len(lines)} cues from the writer's dialogues ({acted} act) decide when the character "
             f"acts: k {k}, margin {margin:+.3f} against {len(questions)} drill questions; each left out, "

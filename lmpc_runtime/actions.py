@@ -15,9 +15,10 @@ opens the tail. Inside a tag only tokens that keep it the beginning of a tag val
 by construction, and it always ends: each token writes at least one more character of a finite tag.
 
 A character with emotions ends every reply with one: when its speech ends without a tail, the runtime
-writes the line break and "[" for it, and the model picks an action or the emotion, then the label. A tag the model starts but whose
-allowed continuations it finds unlikely (an action whose gate the game has closed, say) is dropped, not
-turned into another action: the sequence is rewound to the line break and the emotion written instead.
+writes the line break and "[" for it, and the model picks an action or the emotion, then the label. A
+tag the model starts but whose allowed continuations it finds unlikely (an action whose gate the game has
+closed, say) is dropped, not turned into another action: the sequence is rewound to the line break and
+the emotion written instead.
 
 Whether to act at all may be decided before the reply, by the writer's examples (memory/action_cues.py):
 then the tail holds that action (the model writes its arguments) or none, whatever the model prefers.
@@ -187,15 +188,12 @@ class TailGrammar:
         self.pieces = pieces
         self.actions = tuple(sorted(actions))
         self.emotions = tuple(sorted(FEEL + e for e in emotions))
-        self._allowed: dict[tuple[bool, str], np.ndarray] = {}
+        self.action_names = frozenset(tag[len(ACT):].split(" ")[0] for tag in self.actions)
+        self._allowed: dict[tuple[str | None, str], np.ndarray] = {}
 
     @property
     def empty(self) -> bool:
         return not self.actions and not self.emotions
-
-    @property
-    def action_names(self) -> set[str]:
-        return {tag[len(ACT):].split(" ")[0] for tag in self.actions}
 
     def tags(self, only: str | None) -> tuple[str, ...]:
         """The tags allowed: every one (`only` None), the emotions (FEEL) or one action's ("act:NAME")."""

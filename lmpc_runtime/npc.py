@@ -38,7 +38,7 @@ from .memory.exchanges import bundle_exchanges
 from .memory.gating import GameState, parse_condition
 from .macros import UNNAMED_PLAYER, player_name, resolve
 from .memory.lorebook import LoreScanner
-from .memory.recall import Recall, RecallConfig
+from .memory.recall import Recall, RecallConfig, Recalled
 from .memory.store import Memory, MemoryStore, bundle_store
 from .memory.summary import PROMPT_OVERHEAD, SummaryConfig, clean_summary, exchanges_to_summarise, summary_prompt
 from .names import NameGuard, ReplyNames, sheet_words
@@ -238,7 +238,7 @@ class Npc:
             recent=prompt,
             player_text=text,
             names=self._names(prompt) if config.name_penalty else None,
-            tail=self._tail(recalled.vector),
+            tail=self._tail(recalled),
         )
         self.current = reply
         return reply
@@ -268,9 +268,9 @@ class Npc:
         action_tags(spec, _values_of(action, registered))  # raises if too many combinations to compile
         self.action_values = registered
 
-    def _tail(self, line: np.ndarray | None = None) -> TailWriter | None:
+    def _tail(self, recalled: Recalled | None = None) -> TailWriter | None:
         """The typed tail of the next reply: the actions open under the game's facts now, and the emotions;
-        the action it ends with decided by the writer's cues for the player's `line` (embedded), if any."""
+        the action it ends with decided by the writer's cues for what the player's line `recalled`, if any."""
         sheet = self.bundle.character
         if not sheet.actions and not sheet.emotions:
             return None
@@ -283,7 +283,8 @@ class Npc:
             if len(self._grammars) >= 16:  # a game changing facts and values often must not grow this
                 self._grammars.clear()
             grammar = self._grammars[key] = TailGrammar(self.chat.pieces, tags, sheet.emotions)
-        decided = None if line is None else self._action_cues.decide(line, grammar.action_names, self._recall.nearest_exchange_score(line))
+        decided = None if recalled is None else self._action_cues.decide(recalled.vector, grammar.action_names,
+                                                                          recalled.closest_exchange)
         return TailWriter(grammar, decided)
 
     def end_reply(self, reply: Reply) -> None:

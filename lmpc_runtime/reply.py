@@ -207,8 +207,9 @@ class Reply:
 
     def _end_speech(self, why: str, text: str, token: int | None) -> list[Event]:
         """The reply's speech is over, ending with `text`: finish now, or first have the model write the
-        tail the character owes (its emotion, or the action decided for the reply). `token`, the last one sampled, is fed before the tail's line
-        break; None when it was the end of the turn, which the line break replaces."""
+        tail the character owes (its emotion, or the action decided for the reply). `token`, the last one
+        sampled, is fed before the tail's line break; None when it was the end of the turn, which the line
+        break replaces."""
         tail = self.tail
         if tail is None or not tail.owes_tag():
             return self._finish(why, text)

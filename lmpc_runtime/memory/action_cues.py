@@ -155,7 +155,7 @@ class ActionCues:
             raise InvalidArgumentError(f"action cues: k must be a whole number from 1 to {len(lines)}, not {k!r}")
         if not isinstance(margin, float) or not -1.0 <= margin <= 1.0:
             raise InvalidArgumentError(f"action cues: the margin must be a number from -1 to 1, not {margin!r}")
-        if not all(isinstance(label, str) and len(label) <= 64 for label in labels) or all(not l for l in labels):
+        if not all(isinstance(label, str) and len(label) <= 64 for label in labels) or all(not label for label in labels):
             raise InvalidArgumentError("action cues: each label must be an action's name or empty, one at least a name")
         self._lines = [checked_text(line, "action cues: a line") for line in lines]
         self._labels = list(labels)

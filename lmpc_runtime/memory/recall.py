@@ -52,6 +52,9 @@ class Recalled:
     note: list[str]  # the memory note's lines: lore entries, then memories
     exchanges: list[tuple[str, str]]  # (question, answer) of the writer's, least alike first
     vector: np.ndarray | None = None  # the player's line embedded [dim], unit length
+    # How alike (cosine) the writer's exchange question most like the line is (None: no exchanges). A line
+    # more like a question the character just answers than like one it acted on does not act (action_cues.py).
+    closest_exchange: float | None = None
 
 
 class Recall:
@@ -87,12 +90,7 @@ class Recall:
                 continue
             lines.append(memory.text)
             used += cost
-        exchanges = self.exchanges.nearest(vector, self.config.exchanges, self.config.exchange_min_score)
-        return Recalled(lines, [(question, answer) for question, answer, _ in reversed(exchanges)], vector)
-
-    def nearest_exchange_score(self, vector: np.ndarray) -> float | None:
-        """How alike (cosine) the writer's exchange question most like the unit `vector` is; None without
-        exchanges. A line more like a question the character just answers than like one it acted on does
-        not act (action_cues.py)."""
-        nearest = self.exchanges.nearest(vector, 1, -1.0)
-        return nearest[0][2] if nearest else None
+        # One search for both: the nearest exchange, however unlike, and those alike enough to show (best first).
+        near = self.exchanges.nearest(vector, max(self.config.exchanges, 1), -1.0)
+        shown = [(q, a) for q, a, score in near[:self.config.exchanges] if score >= self.config.exchange_min_score]
+        return Recalled(lines, shown[::-1], vector, near[0][2] if near else None)
