@@ -31,6 +31,7 @@ from .bundle import Bundle, read_memories
 from .chat import ChatFormat
 from .engine import Engine
 from .errors import ContextOverflowError, InvalidArgumentError
+from .following import AnswerFollower
 from .hooks import HookedReply, TextHooks, call_hook
 from .memory.embedder import Embedder
 from .memory.action_cues import bundle_action_cues
@@ -239,6 +240,7 @@ class Npc:
             player_text=text,
             names=self._names(prompt) if config.name_penalty else None,
             tail=self._tail(recalled),
+            follower=self._follower(recalled) if config.follow_bonus else None,
         )
         self.current = reply
         return reply
@@ -248,6 +250,13 @@ class Npc:
         if self._name_guard is None:
             self._name_guard = NameGuard(self.chat.tokenizer.get_vocab(), sheet_words(self.bundle.character.to_dict()))
         return self._name_guard.for_prompt(self.chat.decode(prompt))
+
+    def _follower(self, recalled: Recalled) -> AnswerFollower | None:
+        """The reply's follower of the writer's answer recalled for the line, the one most alike (none if no
+        exchange was alike enough)."""
+        if not recalled.exchanges:
+            return None
+        return AnswerFollower(self.chat.encode_text(recalled.exchanges[-1][1]))
 
     def set_action_values(self, action: str, argument: str, values: Sequence[str]) -> None:
         """The values the NPC may pass for an argument the sheet leaves to the game (`args.x = "game"`),

@@ -18,6 +18,7 @@ import numpy as np
 from .actions import TailWriter
 from .chat import TextStream
 from .engine import Engine, KvSequence
+from .following import AnswerFollower
 from .names import ReplyNames
 from .sampling import Sampler
 
@@ -116,7 +117,8 @@ class Reply:
                  stream: TextStream, end_token: int, max_tokens: int, stop: tuple[str, ...] = (),
                  fallback: str = "", recent: list[int] | None = None, player_text: str = "",
                  kind: str = "reply", on_done: Callable[["Reply"], list[Event]] | None = None,
-                 names: ReplyNames | None = None, tail: TailWriter | None = None):
+                 names: ReplyNames | None = None, tail: TailWriter | None = None,
+                 follower: AnswerFollower | None = None):
         self.id = reply_id
         self.player_text = player_text
         # "reply" answers a player; other kinds (e.g. "summary") are background jobs of the NPC's model.
@@ -129,6 +131,8 @@ class Reply:
         self.sampler = sampler
         # Which tokens would start or extend a name the character never heard of (`names.py`).
         self.names = names
+        # The writer's answer shown as the turn before, which the reply is nudged to go on with.
+        self.follower = follower
         # The typed tail of actions and emotions it may end with (None: the character declares none).
         self.tail = tail
         self._ending = (FINISH_END, "")  # why the speech ended, and its text, while the tail is written
@@ -170,7 +174,11 @@ class Reply:
             return self._accept_tail(logits)
         guard = self.names.discouraged(self.stream.text) if self.names is not None else None
         banned = tail.free_banned(self.stream.text) if tail is not None else None
-        token = self.sampler.pick(logits, self._recent, guard, banned)
+        follower = self.follower
+        favoured = follower.favoured(self.generated) if follower is not None else None
+        token = self.sampler.pick(logits, self._recent, guard, banned, favoured)
+        if follower is not None:
+            follower.took(token)
         now = time.perf_counter()
         events: list[Event] = []
         if self.times.first_token is None:

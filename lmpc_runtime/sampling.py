@@ -30,6 +30,9 @@ class SamplingConfig:
     # Subtracted from the score of a token that would start a name the character never heard of, mid-
     # sentence (`names.NameGuard`); 0 turns the guard off.
     name_penalty: float = 0.0
+    # Added to the score of a token that goes on with the writer's answer shown as the turn before
+    # (`following.AnswerFollower`); 0 turns the follower off.
+    follow_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -41,6 +44,7 @@ class SamplingConfig:
             (self.repetition_window >= 0, "repetition_window must be >= 0"),
             (self.max_tokens >= 1, "max_tokens must be >= 1"),
             (0 <= self.name_penalty < float("inf"), "name_penalty must be >= 0 and finite"),
+            (0 <= self.follow_bonus < float("inf"), "follow_bonus must be >= 0 and finite"),
         ]
         for ok, message in checks:
             if not ok:
@@ -71,14 +75,17 @@ class Sampler:
         self.banned = np.asarray(sorted(set(banned)), dtype=np.int64)
 
     def pick(self, logits: np.ndarray, recent: Iterable[int] = (), discouraged: np.ndarray | None = None,
-             banned: np.ndarray | None = None) -> int:
+             banned: np.ndarray | None = None, favoured: np.ndarray | None = None) -> int:
         """logits: [vocab] float32 scores of the next token; recent: the conversation's token ids;
         discouraged: ids [n] whose scores lose `name_penalty` (names the character never heard of);
-        banned: ids [m] not allowed at this step only."""
+        banned: ids [m] not allowed at this step only; favoured: ids [f] whose scores gain `follow_bonus`
+        (they go on with the writer's answer)."""
         cfg = self.config
         scores = np.array(logits, dtype=np.float32, copy=True)
         if discouraged is not None and discouraged.size and cfg.name_penalty:
             scores[discouraged] -= cfg.name_penalty
+        if favoured is not None and favoured.size and cfg.follow_bonus:
+            scores[favoured] += cfg.follow_bonus
         if self.banned.size:
             scores[self.banned] = -np.inf
         if banned is not None:

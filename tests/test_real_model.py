@@ -96,3 +96,22 @@ def test_replies_cut_by_the_token_limit_end_at_a_sentence_or_trail_off(runtime, 
         if done.finish == "length":
             assert re.search(r"([.!?…][\"'”’)\]]*|…)$", done.text), done.text
         assert "".join(e.text for e in events if e.kind == TEXT).strip() == done.text
+
+
+def test_the_follower_leads_a_reply_along_the_writers_answer_and_the_bundle_turns_it_on(runtime, real_bundle):
+    """The writer's answer recalled for the line is what a reply given a large bonus says; without the
+    bonus the model words it its own way (on this line it does not start the same)."""
+    line = "Tell me, what words are written under your family's arms?"
+    followed, free = [], []
+    for bonus, out in ((60.0, followed), (0.0, free)):
+        npc = runtime.load_npc(real_bundle, seed=1, sampling=SamplingConfig(
+            temperature=0, max_tokens=120, follow_bonus=bonus))
+        reply = npc.start_reply(line)
+        out.append(npc.chat.decode(reply.follower.answer) if reply.follower else None)
+        out.append([e for e in npc.run_reply(reply) if e.kind == DONE][0].text)
+        npc.end_reply(reply)
+        runtime.unload_npc(npc.id)
+    answer, said = followed
+    assert answer and said.startswith(answer[:60]), (answer, said)
+    assert free[0] is None and not free[1].startswith(answer[:60])
+    assert read_bundle(real_bundle).sampling.follow_bonus > 0
