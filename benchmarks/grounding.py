@@ -5,8 +5,9 @@
 Variants of the same bundle, each answering the bundle's persona test greedily and with the seeds, all
 side by side in one runtime (their steps batched): the bundle as it ships (`RecallConfig()`: 5 memories above
 cosine 0.2, the writer's nearest exchange above 0.45 as an earlier turn, and the invented-name guard at
-3), and each change from it alone: no exchange, a looser or stricter exchange floor, two exchanges, the
-note off, a shorter and more precise note (3 above 0.3, `benchmarks.recall_threshold`), the guard off.
+3, the follower of the writer's answer at 3), and each change from it alone: no exchange, a looser or
+stricter exchange floor, two exchanges, the note off, a shorter and more precise note (3 above 0.3,
+`benchmarks.recall_threshold`), the guard off, the follower off or stronger.
 Writes OUT.json and OUT.md.
 """
 
@@ -23,16 +24,19 @@ from lmpc_export.evaluate import score_persona_test
 from lmpc_export.persona_test import GREEDY, load_persona_test, summarise
 from lmpc_runtime import RecallConfig, read_bundle
 
+SHIPPED = {"name_penalty": 3.0, "follow_bonus": 3.0}
 VARIANTS = {
-    "as shipped: note of 5 above 0.2, nearest exchange above 0.45, name guard 3": ({"name_penalty": 3.0}, RecallConfig()),
-    "no exchange": ({"name_penalty": 3.0}, RecallConfig(exchanges=0)),
-    "exchange above 0.3": ({"name_penalty": 3.0}, RecallConfig(exchange_min_score=0.3)),
-    "exchange above 0.6": ({"name_penalty": 3.0}, RecallConfig(exchange_min_score=0.6)),
-    "2 exchanges above 0.45": ({"name_penalty": 3.0}, RecallConfig(exchanges=2)),
-    "note off": ({"name_penalty": 3.0}, RecallConfig(k=0)),
-    "note and exchange off": ({"name_penalty": 3.0}, RecallConfig(k=0, exchanges=0)),
-    "note of 3 above 0.3": ({"name_penalty": 3.0}, RecallConfig(k=3, min_score=0.3)),
-    "name guard off": ({"name_penalty": 0.0}, RecallConfig()),
+    "as shipped: note of 5 above 0.2, nearest exchange above 0.45, name guard 3, follower 3": (SHIPPED, RecallConfig()),
+    "no exchange": (SHIPPED, RecallConfig(exchanges=0)),
+    "exchange above 0.3": (SHIPPED, RecallConfig(exchange_min_score=0.3)),
+    "exchange above 0.6": (SHIPPED, RecallConfig(exchange_min_score=0.6)),
+    "2 exchanges above 0.45": (SHIPPED, RecallConfig(exchanges=2)),
+    "note off": (SHIPPED, RecallConfig(k=0)),
+    "note and exchange off": (SHIPPED, RecallConfig(k=0, exchanges=0)),
+    "note of 3 above 0.3": (SHIPPED, RecallConfig(k=3, min_score=0.3)),
+    "name guard off": ({**SHIPPED, "name_penalty": 0.0}, RecallConfig()),
+    "follower off": ({**SHIPPED, "follow_bonus": 0.0}, RecallConfig()),
+    "follower at 5": ({**SHIPPED, "follow_bonus": 5.0}, RecallConfig()),
 }
 COLUMNS = ("key_facts", "key_facts_greedy", "key_facts_sampled", "wrong", "invented_name", "assistant_speak", "loop")
 

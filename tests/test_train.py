@@ -286,8 +286,9 @@ def test_lmpc_train_end_to_end(tiny):
     # The bundle prompts the tuned model as it was trained: two sentences, no example shots.
     assert bundle.persona.shots == () and bundle.persona.system.startswith("You are Orlando Marlo")
     assert bundle.manifest["persona"]["style"] == "identity" and (out / "persona_test.toml").is_file()
-    # A tuned bundle samples cooler, with the invented-name guard on.
+    # A tuned bundle samples cooler, with the invented-name guard and the answer's follower on.
     assert bundle.sampling.temperature == 0.3 and bundle.sampling.name_penalty == 3.0
+    assert bundle.sampling.follow_bonus == 3.0
     assert bundle.report["export"]["adapter"] == str(adapter)
     with Runtime() as rt:
         npc = rt.load_npc(out, seed=0)
