@@ -36,11 +36,12 @@ class AnswerFollower:
         answer, offered = self.answer, []
         if not said:
             offered = [0] if self._next == 0 and answer else []
-        for length in range(min(LONGEST_MATCH, len(said)), 0, -1):
-            tail = said[-length:]
-            offered = [j for j in range(max(length, self._next), len(answer)) if answer[j - length:j] == tail]
-            if offered:
-                break
+        else:
+            for length in range(min(LONGEST_MATCH, len(said)), 0, -1):
+                tail = said[-length:]
+                offered = [j for j in range(max(length, self._next), len(answer)) if answer[j - length:j] == tail]
+                if offered:
+                    break
         self._offered = offered
         return np.asarray(sorted({answer[j] for j in offered}), dtype=np.int64)
 
