@@ -347,21 +347,33 @@ def test_the_reference_engine_refuses_an_adapter(tiny_graphs, lora):
 
 
 def test_the_int8_tables_benchmark_rewrites_the_base_and_times_each_graph(village, tmp_path):
-    """benchmarks/lora_int8.py on the tiny village: the rewrite loads with int8 tables in place of the float
-    ones, and every contender's child gives a speed (in this process)."""
+    """benchmarks/lora_int8.py on the tiny village: each rewrite loads with int8 tables in place of the float
+    ones (and a scale per row where it dequantises), and every contender's child gives a speed (in this
+    process), tables of rank 1 included, as does the one-product timing of the int8 kernel."""
     import onnxruntime as ort
 
     from benchmarks import lora_int8 as bench
     from lmpc_runtime import read_bundle
 
     bundle = read_bundle(village[0][0])
-    rewritten = bench.rewrite_for_int8(bundle.model_path, RANK, bundle.model_path.parent / "int8-test.onnx")
+    folder = bundle.model_path.parent
+    rewritten = [bench.rewrite_for_int8(bundle.model_path, RANK, folder / "int8-test.onnx"),
+                 bench.rewrite_for_conversion(bundle.model_path, folder / "cast-test.onnx", "Cast", "Cast"),
+                 bench.rewrite_for_conversion(bundle.model_path, folder / "dq-test.onnx", "Cast", "DequantizeLinear")]
     try:
-        names = {i.name: i.type for i in ort.InferenceSession(str(rewritten)).get_inputs()}
-        assert not any(n.startswith("lora_") for n in names)
-        assert names["int8_lora_a.0.qkv"] == "tensor(int8)" and names["int8_scale.0.qkv"] == "tensor(float)"
-        for model in (bundle.model_path, rewritten):
+        dqmm, cast, dequantized = ({i.name: i.type for i in ort.InferenceSession(str(path)).get_inputs()}
+                                   for path in rewritten)
+        assert not any(n.startswith("lora_") for n in dqmm)
+        assert dqmm["int8_lora_a.0.qkv"] == "tensor(int8)" and dqmm["int8_scale.0.qkv"] == "tensor(float)"
+        assert cast["lora_a.0.qkv"] == cast["lora_b.0.qkv"] == "tensor(int8)" and cast["lora_mask.3"] == "tensor(float)"
+        assert not any(n.startswith("dq_scale.") for n in cast)
+        assert dequantized["lora_b.0.qkv"] == "tensor(int8)" and dequantized["dq_scale.lora_b.0.qkv"] == "tensor(float)"
+        assert "dq_scale.lora_a.0.qkv" not in dequantized
+        for model in (bundle.model_path, *rewritten):
             for batch, adapters in ((1, 1), (4, 4), (4, 1)):
                 assert bench.child(str(model), RANK, batch, adapters)["tokens_per_s"] > 0
+        assert bench.child(str(bundle.model_path), 1, 1, 1)["tokens_per_s"] > 0
+        assert bench.int8_product_us(True, k=64, n=32, runs=3) > 0 and bench.int8_product_us(False, k=64, n=32, runs=3) > 0
     finally:
-        rewritten.unlink()
+        for path in rewritten:
+            path.unlink()
