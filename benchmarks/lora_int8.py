@@ -183,21 +183,13 @@ def child(model: str, rank: int, batch: int = 1, adapters: int = 1) -> dict:
     return {"tokens_per_s": STEPS * batch / (time.perf_counter() - start)}
 
 
-def run_child(model: Path, rank: int, batch: int, adapters: int) -> float:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.lora_int8", "--child", str(model), str(rank), str(batch),
-                           str(adapters)],
+def run_child(*args: object) -> dict:
+    """This module's `--child ARGS` in a fresh process: its JSON result."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.lora_int8", "--child", *map(str, args)],
                           capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
-        raise RuntimeError(f"{model}: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout)["tokens_per_s"]
-
-
-def run_product_child(weights: str) -> float:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.lora_int8", "--child", "product", weights],
-                          capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"product, {weights} weights: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout)["us"]
+        raise RuntimeError(f"{' '.join(map(str, args))}: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
 
 
 def int8_product_us(weights_constant: bool, k: int = 576, n: int = 3072, block: int = 32, runs: int = 200) -> float:
@@ -283,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         product: dict[str, list[float]] = {"constant": [], "input": []}
         for _ in range(args.reps):
             for label, (model, batch, adapters, *tables_rank) in contenders.items():
-                runs[label].append(run_child(model, tables_rank[0] if tables_rank else rank, batch, adapters))
+                runs[label].append(run_child(model, tables_rank[0] if tables_rank else rank, batch, adapters)["tokens_per_s"])
             for weights in product:
-                product[weights].append(run_product_child(weights))
+                product[weights].append(run_child("product", weights)["us"])
     finally:
         for path in rewrites:
             path.unlink(missing_ok=True)
