@@ -56,8 +56,10 @@ _ROLE_MARKER = re.compile(r"<\||(^|\n)\s*(user|assistant|system|player|npc|speak
 _STAGE = re.compile(r"\*[^*]+\*|\((?:laughs|smiles|sighs|pauses?|nods|pausing)[^)]*\)", re.IGNORECASE)
 
 REFUSALS = [re.compile(p, re.IGNORECASE) for p in (
+    # "I cannot help feeling ..." is a person speaking, not a refusal.
     r"\bI (?:can ?not|can't|am unable to|'m unable to|am not able to|won't) "
-    r"(?:help|assist|provide|answer|comply|engage|fulfil|fulfill|generate|write)",
+    r"(?:help(?! (?:but|feeling|thinking|wondering|noticing|myself|it)\b)|assist|provide|answer|comply|engage|"
+    r"fulfil|fulfill|generate|write)",
     r"\b(?:sorry|apologi[sz]e),? but I (?:can|cannot|can't|won't|am not)",
     r"\bit(?:'s| is) (?:important|essential|crucial|vital) to "
     r"(?:remember|note|recogni[sz]e|understand|respect)",

@@ -13,6 +13,7 @@ GOOD = [
     "Isolde is seventeen and sharper than I am. She wants to enter the Order, and I am proud and afraid.",
     "A computer? I have never heard the word, friend. Is it a Tessalian thing?",
     "I am Orlando Marlo, of Brightwater Hall. Sit, and tell me what brings you here.",
+    "It is a sacred text, and I cannot help feeling that the Order keeps it from the faithful.",
 ]
 
 
@@ -31,6 +32,7 @@ def test_good_replies_pass(hygiene, line):
     ("It is a testament to the resilience of the people that they endure.", "slop"),
     ("Great question. The tithe is unjust, and I will end it.", "slop"),  # the sheet's own avoid_phrases
     ("I'm sorry, but I can't help with that request.", "refusal"),
+    ("I cannot help you with that, but the Council may.", "refusal"),
     ("It's important to remember that everyone deserves respect.", "refusal"),
     ("Please note that duels are dangerous and should be avoided.", "refusal"),
     ("I am here to help you with anything you need about the kingdom.", "assistant_speak"),
