@@ -196,14 +196,16 @@ class Scheduler:
                 context = len(replies[0].seq)
                 chunk = replies[0].take_prefill(step.size)
                 forward = engine.begin_extend(replies[0].seq, chunk)
-                stats.prefill_tokens += len(chunk)
+                size = len(chunk)  # may be a token short of the plan (Reply.take_prefill)
+                stats.prefill_tokens += size
             else:
                 context = sum(len(r.seq) for r in replies)
                 forward = engine.begin_step([r.seq for r in replies], [r.next_token for r in replies])
-                stats.decoded_tokens += len(replies)
+                size = len(replies)
+                stats.decoded_tokens += size
         except LmpcError as exc:  # a context overflow: that reply ends, not the game's frame
             return self._failed(step.jobs, exc)
-        self.flight = _Flight(step.kind, step.jobs, step.size, context, forward)
+        self.flight = _Flight(step.kind, step.jobs, size, context, forward)
         return []
 
     def _advance(self, flight: "_Flight", stats: TickStats) -> list[Event]:

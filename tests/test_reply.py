@@ -40,6 +40,20 @@ def texts(events, kind):
     return [e.text for e in events if e.kind == kind]
 
 
+def test_prefill_chunks_never_leave_a_single_token_behind(chat):
+    """A lone last token would be prefilled by the decode kernel, which rounds differently (see
+    test_segments): a chunk that can spare a token leaves two."""
+    reply = make_reply(chat)
+    reply.todo = list(range(10))
+    assert [len(reply.take_prefill(4)) for _ in range(3)] == [4, 4, 2]
+    reply.todo = list(range(513))
+    assert [len(reply.take_prefill(512)) for _ in range(2)] == [511, 2]
+    reply.todo = list(range(3))
+    assert [len(reply.take_prefill(2)) for _ in range(2)] == [2, 1]  # a chunk of two cannot spare one
+    reply.todo = [7]
+    assert reply.take_prefill(4) == [7] and reply.todo == []
+
+
 def test_streams_text_and_sentences_then_ends_at_end_of_turn(chat):
     reply = make_reply(chat)
     events = say(reply, chat.encode_text("Good morrow. I am Orlando Marlo!") + [END])

@@ -142,6 +142,18 @@ def test_long_prompts_are_prefilled_in_chunks_over_frames(world):
     assert frames_with_prefill > 3
 
 
+def test_no_prefill_chunk_is_a_single_token(world):
+    """However a frame's budget cuts a prompt, no one-token pass lands on a cache (Reply.take_prefill),
+    so the cut never changes the reply."""
+    rt, clock, timed, npcs = world
+    for npc, budget_ms, prompt in zip(npcs, (0.3, 0.2, 3.0), ("word " * 60, "word " * 41, "word " * 300)):
+        timed.calls.clear()
+        rt.say(npc, prompt)
+        run_frames(rt, clock, 80, budget_ms=budget_ms)
+        chunks = [n for kind, n in timed.calls if kind == "prefill"]
+        assert len(chunks) > 1 and 1 not in chunks, (budget_ms, chunks)
+
+
 def test_cancel_frees_the_npc_and_leaves_no_history(world):
     rt, clock, _, (focus, _, _) = world
     first = rt.say(focus, "Tell me everything.")

@@ -59,6 +59,35 @@ def test_segments_give_the_whole_graphs_logits_real(real_bundle):
     assert_same_logits(real_bundle)
 
 
+def assert_any_cut_gives_the_same_logits(bundle_path):
+    """A prompt prefilled in one pass or cut in chunks of two tokens or more gives bit-identical logits,
+    and the same cache (the decode steps after it agree too): the frame budget that cuts a prompt in tick
+    mode does not change the reply (a one-token chunk would; Reply.take_prefill never makes one)."""
+    bundle = read_bundle(bundle_path)
+    engine = FusedEngine(str(bundle.model_path), bundle.model)
+    tokens = prompt(150, 11)
+    runs = []
+    for cut in ([150], [4, 146], [4, 9, 17, 33, 5, 60, 22], [148, 2], [2, 50, 3, 95]):
+        seq, start, logits = engine.new_sequence(), 0, []
+        for n in cut:
+            logits = [engine.begin_extend(seq, tokens[start:start + n]).finish()[0].copy()]
+            start += n
+        for step in range(3):
+            logits.append(engine.begin_step([seq], [200 + step]).finish()[0].copy())
+        runs.append(logits)
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_any_cut_of_a_prompt_gives_the_same_logits_tiny(tiny_bundle):
+    assert_any_cut_gives_the_same_logits(tiny_bundle)
+
+
+def test_any_cut_of_a_prompt_gives_the_same_logits_real(real_bundle):
+    assert_any_cut_gives_the_same_logits(real_bundle)
+
+
 def test_segments_read_the_one_data_file(real_bundle):
     """No weight is copied: every large initializer of every segment points into the whole graph's data file."""
     bundle = read_bundle(real_bundle)
